@@ -1,0 +1,1 @@
+"""Benchmark scripts behind `make bench`: each prints what it measured, nothing asserts."""

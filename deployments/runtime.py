@@ -1,0 +1,344 @@
+"""`dwaybank up`, `down` and `migrate`: start the whole product on one machine.
+
+Order of `up`: resolve the servers (embedded PostgreSQL / Redis unless `DATABASE_URL` /
+`REDIS_URL` are given), check that both answer (one clear line and a non-zero exit otherwise),
+apply migrations, start a local Ray with its dashboard, deploy `serve_config.yaml`, wait until
+every application's `/health/ready` answers 200, print the addresses, and wait for Ctrl-C,
+SIGTERM or `dwaybank down`. Stopping reverses the order and stops only what `up` started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import psutil
+import yaml
+
+from kit.crypto import load_keyring
+from kit.db import connect
+from kit.embedded import EmbeddedPostgres, EmbeddedRedis
+from kit.errors import ClusterUnavailableError, ConfigurationError
+from kit.migrations import MigrationFile, MigrationStatus, migrate, status
+from kit.redis_client import create_redis
+from kit.redis_client import ping as redis_ping
+from kit.settings import ServeIngress, Settings
+
+logger = logging.getLogger(__name__)
+
+PID_FILE_NAME: Final = "dwaybank.pid"
+DOWN_WAIT_S: Final = 120.0
+READY_POLL_S: Final = 0.5
+READY_REQUEST_TIMEOUT_S: Final = 5.0
+PREFLIGHT_TIMEOUT_S: Final = 5.0
+TERMINATE_WAIT_S: Final = 5.0
+LOCAL_DRAIN_S: Final = 2
+SERVE_THROUGHPUT_ENV: Final = {
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+}
+
+
+@dataclass(slots=True)
+class Servers:
+    """The PostgreSQL and Redis in use, and which of them this process started."""
+
+    database_url: str
+    redis_url: str
+    started: list[EmbeddedPostgres | EmbeddedRedis] = field(default_factory=list)
+
+    def stop_started(self) -> None:
+        """Stop the embedded servers this process started, newest first."""
+        while self.started:
+            server = self.started.pop()
+            try:
+                server.stop()
+            except Exception:
+                logger.exception("an embedded server did not stop cleanly")
+
+
+def resolve_servers(settings: Settings, *, with_redis: bool = True) -> Servers:
+    """The configured servers, starting embedded ones for what is not configured."""
+    started: list[EmbeddedPostgres | EmbeddedRedis] = []
+    database_url = settings.database_url.get_secret_value() if settings.database_url else None
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    try:
+        if database_url is None:
+            pg = EmbeddedPostgres(settings.data_dir)
+            was_running = pg.is_running()
+            database_url = pg.start()
+            if not was_running:
+                started.append(pg)
+        if redis_url is None and with_redis:
+            rd = EmbeddedRedis(settings.data_dir)
+            was_running = rd.is_running()
+            redis_url = rd.start()
+            if not was_running:
+                started.append(rd)
+    except BaseException:
+        Servers("", "", started).stop_started()
+        raise
+    return Servers(database_url, redis_url or "", started)
+
+
+async def preflight(settings: Settings, servers: Servers) -> None:
+    """Both servers answer within seconds, or a `DependencyError` names the one that did not."""
+    conn = await connect(servers.database_url, timeout_s=PREFLIGHT_TIMEOUT_S)
+    await conn.close()
+    client = create_redis(settings, servers.redis_url)
+    try:
+        await redis_ping(client, url=servers.redis_url, timeout_s=PREFLIGHT_TIMEOUT_S)
+    finally:
+        await client.aclose()
+
+
+async def apply_migrations(database_url: str) -> list[MigrationFile]:
+    """Apply pending migrations (serialised across processes by the runner's lock)."""
+    conn = await connect(database_url, timeout_s=PREFLIGHT_TIMEOUT_S)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def migration_status(database_url: str) -> list[MigrationStatus]:
+    """The migration report, changing nothing."""
+    conn = await connect(database_url, timeout_s=PREFLIGHT_TIMEOUT_S)
+    try:
+        return await status(conn)
+    finally:
+        await conn.close()
+
+
+def load_serve_config(settings: Settings) -> dict[str, Any]:
+    """`serve_config.yaml` with the HTTP host and port taken from settings."""
+    path = settings.serve_config_path
+    if not path.is_file():
+        raise ConfigurationError(f"the Serve config {path} does not exist")
+    config: dict[str, Any] = yaml.safe_load(path.read_text())
+    http = dict(config.get("http_options") or {})
+    http.update(host=settings.http_host, port=settings.http_port)
+    config["http_options"] = http
+    return config
+
+
+def route_prefixes(config: dict[str, Any]) -> list[str]:
+    """The HTTP route prefix of every application exposed over HTTP."""
+    return [app["route_prefix"] for app in config["applications"] if app.get("route_prefix")]
+
+
+def _pid_file(settings: Settings) -> Path:
+    return settings.data_dir / "run" / PID_FILE_NAME
+
+
+def _running_pid(settings: Settings) -> int | None:
+    try:
+        pid = int(_pid_file(settings).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
+class StartInterruptedError(ClusterUnavailableError):
+    """Ctrl-C or `dwaybank down` arrived while starting."""
+
+    code = "GEN_START_INTERRUPTED"
+
+
+def _require_free_port(host: str, port: int, what: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigurationError(
+                f"the {what} port {host}:{port} is in use; stop what holds it or set "
+                f"DWAYBANK_{'HTTP' if what == 'HTTP' else 'DASHBOARD'}_PORT"
+            ) from exc
+
+
+def _terminate(processes: list[psutil.Process]) -> None:
+    alive = [p for p in processes if p.is_running()]
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, stubborn = psutil.wait_procs(alive, timeout=TERMINATE_WAIT_S)
+    for process in stubborn:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+
+
+class Runtime:
+    """The running product: servers, Ray, Serve."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.servers: Servers | None = None
+        self.is_ray_started = False
+        self.stop_requested = threading.Event()
+
+    @property
+    def base_url(self) -> str:
+        """Where HTTP clients reach the product."""
+        return f"http://{self.settings.http_host}:{self.settings.http_port}"
+
+    def start(self) -> list[str]:
+        """Everything up to "ready"; returns the lines to print."""
+        other = _running_pid(self.settings)
+        if other is not None:
+            raise ConfigurationError(
+                f"dwaybank is already running on {self.settings.data_dir} (pid {other})"
+            )
+        for host, port, what in (
+            (self.settings.http_host, self.settings.http_port, "HTTP"),
+            (self.settings.dashboard_host, self.settings.dashboard_port, "dashboard"),
+        ):
+            _require_free_port(host, port, what)
+        pid_file = _pid_file(self.settings)
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text(str(os.getpid()))
+        load_keyring(
+            self.settings
+        )  # creates the development KEK, or refuses production without one
+        config = load_serve_config(self.settings)
+        self.servers = resolve_servers(self.settings)
+        asyncio.run(preflight(self.settings, self.servers))
+        applied = asyncio.run(apply_migrations(self.servers.database_url))
+        self._check_stop()
+        self._start_ray()
+        self.install_signal_handlers()  # Ray's init replaces the process's SIGTERM handler
+        self._check_stop()
+        self._deploy(config)
+        self._wait_ready(route_prefixes(config))
+        self._check_stop()
+        api = f"{self.base_url}/api/v1"
+        return [
+            f"DwayBank is up ({len(applied)} migrations applied now).",
+            f"  API:        {api}",
+            f"  Docs:       {self.base_url}/docs",
+            f"  Ledger:     {self.base_url}/ledger",
+            f"  Health:     {self.base_url}/health/ready",
+            f"  Metrics:    {self.base_url}/metrics",
+            f"  Dashboard:  http://{self.settings.dashboard_host}:{self.settings.dashboard_port}",
+            "Press Ctrl-C to stop (or run `dwaybank down`).",
+        ]
+
+    def _check_stop(self) -> None:
+        if self.stop_requested.is_set():
+            raise StartInterruptedError("start interrupted by a stop request")
+
+    def _start_ray(self) -> None:
+        import ray  # noqa: PLC0415 - only `up` needs Ray
+
+        assert self.servers is not None
+        env = {
+            "DATABASE_URL": self.servers.database_url,
+            "REDIS_URL": self.servers.redis_url,
+            "DWAYBANK_DATA_DIR": str(self.settings.data_dir.resolve()),
+        }
+        if self.settings.serve_ingress is ServeIngress.HAPROXY:
+            env.update(SERVE_THROUGHPUT_ENV)
+            # Direct-ingress replicas drain for 30 s by default so a load balancer can move
+            # traffic away; on one machine nothing routes around them, so stopping waits less.
+            env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = str(LOCAL_DRAIN_S)
+        os.environ.update(env)  # Ray's local processes inherit this environment
+        ray.init(
+            namespace="dwaybank",
+            include_dashboard=True,
+            dashboard_host=self.settings.dashboard_host,
+            dashboard_port=self.settings.dashboard_port,
+            num_cpus=self.settings.ray_num_cpus,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+        self.is_ray_started = True
+
+    def _deploy(self, config: dict[str, Any]) -> None:
+        # `serve run config.yaml` does exactly this; the two calls are Serve's own entry points
+        # for deploying a whole config (Ray is pinned, so the private module is stable for us).
+        from ray.serve._private.api import serve_start  # noqa: PLC0415
+        from ray.serve.schema import ServeDeploySchema  # noqa: PLC0415
+
+        schema = ServeDeploySchema.model_validate(config)
+        client = serve_start(http_options=schema.http_options.model_dump())
+        client.deploy_apps(schema)
+
+    def _wait_ready(self, prefixes: list[str]) -> None:
+        deadline = time.monotonic() + self.settings.start_timeout_s
+        pending = {("" if p == "/" else p) + "/health/ready" for p in prefixes}
+        last = "no answer yet"
+        with httpx.Client(timeout=READY_REQUEST_TIMEOUT_S) as client:
+            while pending and time.monotonic() < deadline and not self.stop_requested.is_set():
+                for path in sorted(pending):
+                    try:
+                        response = client.get(self.base_url + path)
+                    except httpx.HTTPError as exc:
+                        last = f"{path}: {type(exc).__name__}"
+                        continue
+                    if response.status_code == 200:
+                        pending.discard(path)
+                    else:
+                        last = f"{path}: HTTP {response.status_code}"
+                if pending:
+                    time.sleep(READY_POLL_S)
+        if pending:
+            raise ClusterUnavailableError(
+                f"the applications were not ready within {self.settings.start_timeout_s:.0f}s "
+                f"({last}); see the Ray dashboard and /tmp/ray/session_latest/logs/serve"
+            )
+
+    def wait(self) -> None:
+        """Block until Ctrl-C, SIGTERM or `dwaybank down`."""
+        self.stop_requested.wait()
+
+    def install_signal_handlers(self) -> None:
+        """SIGINT and SIGTERM ask `wait` to return."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.stop_requested.set())
+
+    def stop(self) -> None:
+        """Stop Serve, Ray and the embedded servers this process started."""
+        if self.is_ray_started:
+            import ray  # noqa: PLC0415
+            from ray import serve  # noqa: PLC0415
+
+            # Ray's processes (and the HAProxy a Serve actor spawns) descend from this one;
+            # whatever survives Ray's own shutdown is terminated so no port stays taken.
+            descendants = psutil.Process().children(recursive=True)
+            with contextlib.suppress(Exception):
+                serve.shutdown()  # type: ignore[no-untyped-call]  # Ray's API is untyped
+            ray.shutdown()
+            self.is_ray_started = False
+            _terminate(descendants)
+        if self.servers is not None:
+            self.servers.stop_started()
+        with contextlib.suppress(FileNotFoundError):
+            _pid_file(self.settings).unlink()
+
+
+def request_down(settings: Settings) -> int | None:
+    """Ask the running `dwaybank up` to stop and wait for it; returns its pid, or None."""
+    pid = _running_pid(settings)
+    if pid is None:
+        return None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + DOWN_WAIT_S
+    while time.monotonic() < deadline:
+        if _running_pid(settings) is None:
+            return pid
+        time.sleep(READY_POLL_S)
+    raise ClusterUnavailableError(f"dwaybank (pid {pid}) did not stop within {DOWN_WAIT_S:.0f}s")

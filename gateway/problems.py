@@ -1,0 +1,160 @@
+"""One error renderer for every route: RFC 9457 problem+json, or Blnk's error body on /ledger.
+
+Both shapes come from the same `AppError`. Anything that is not an `AppError` is a bug: it is
+logged with its stack and answered as a generic 500, so no stack trace, SQL or driver text ever
+reaches a client. `DependencyError`s carry `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from typing import Any, Final
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from kit.errors import (
+    AppError,
+    DependencyError,
+    DomainError,
+    ForbiddenError,
+    InvariantError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RateLimitedError,
+    UnauthorizedError,
+    ValidationError,
+)
+from kit.telemetry import REQUEST_ID
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
+PROBLEM_TYPE_BASE: Final = "https://docs.dwaybank.dev/problems/"
+VALIDATION_ERRORS_MAX: Final = 20  # a client gets the first 20 field errors, not thousands
+
+
+class ErrorStyle(StrEnum):
+    """Which wire shape errors take on an ingress."""
+
+    PROBLEM = "problem"
+    BLNK = "blnk"
+
+
+class MethodNotAllowedError(DomainError):
+    """The path exists but not for this method."""
+
+    code = "GEN_METHOD_NOT_ALLOWED"
+    status = 405
+    title = "Method not allowed"
+    default_message = "The method is not allowed on this resource."
+
+
+class MalformedRequestError(DomainError):
+    """The body is not valid JSON or does not match the route's schema."""
+
+    code = "GEN_MALFORMED_REQUEST"
+    status = 400
+    title = "Malformed request"
+    default_message = "The request body could not be parsed."
+
+
+_HTTP_STATUS_ERRORS: Final[dict[int, type[AppError]]] = {
+    401: UnauthorizedError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    405: MethodNotAllowedError,
+    413: PayloadTooLargeError,
+    429: RateLimitedError,
+}
+
+
+def problem_body(error: AppError, *, instance: str) -> dict[str, Any]:
+    """The RFC 9457 document for `error`."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + error.code.lower().replace("_", "-"),
+        "title": error.title,
+        "status": error.status,
+        "detail": error.public_message,
+        "instance": instance,
+        "code": error.code,
+        "request_id": REQUEST_ID.get(),
+    }
+    if error.public_details:
+        body["details"] = error.public_details
+    return body
+
+
+def blnk_body(error: AppError) -> dict[str, Any]:
+    """Blnk's error body: `error` plus `error_detail{code,message,details}`."""
+    detail: dict[str, Any] = {"code": error.code, "message": error.public_message}
+    if error.public_details:
+        detail["details"] = error.public_details
+    return {"error": error.public_message, "error_detail": detail}
+
+
+def render_error(error: AppError, *, style: ErrorStyle, instance: str) -> Response:
+    """The HTTP response for `error` in the given style."""
+    headers: dict[str, str] = {}
+    if isinstance(error, DependencyError):
+        headers["Retry-After"] = str(error.retry_after_s)
+    retry_after = error.details.get("retry_after_s")
+    if isinstance(error, RateLimitedError) and isinstance(retry_after, int):
+        headers["Retry-After"] = str(max(retry_after, 1))
+    if style is ErrorStyle.BLNK:
+        payload, media_type = blnk_body(error), "application/json"
+    else:
+        payload, media_type = problem_body(error, instance=instance), PROBLEM_CONTENT_TYPE
+    return Response(
+        orjson.dumps(payload, default=str),
+        status_code=error.status,
+        media_type=media_type,
+        headers=headers,
+    )
+
+
+def _validation_error(exc: RequestValidationError) -> ValidationError:
+    fields = [
+        {"loc": [str(part) for part in item.get("loc", ())], "message": str(item.get("msg", ""))}
+        for item in exc.errors()[:VALIDATION_ERRORS_MAX]
+    ]
+    return ValidationError("the request did not pass validation", errors=fields)
+
+
+def install_error_handlers(app: FastAPI, *, style: ErrorStyle) -> None:
+    """Route every exception on `app` through `render_error`."""
+
+    async def on_app_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, AppError)
+        if isinstance(exc, DomainError):
+            logger.info("request refused", extra={"code": exc.code, "status": exc.status})
+        else:
+            logger.error(
+                "request failed", extra={"code": exc.code, "detail": exc.message}, exc_info=exc
+            )
+        return render_error(exc, style=style, instance=request.url.path)
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return render_error(_validation_error(exc), style=style, instance=request.url.path)
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        error_class = _HTTP_STATUS_ERRORS.get(exc.status_code)
+        error: AppError = error_class() if error_class else InvariantError("unmapped HTTP error")
+        return render_error(error, style=style, instance=request.url.path)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        logger.error("unhandled exception", exc_info=exc)
+        return render_error(
+            InvariantError("unhandled exception"), style=style, instance=request.url.path
+        )
+
+    app.add_exception_handler(AppError, on_app_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)

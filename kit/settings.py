@@ -1,0 +1,109 @@
+"""Process settings from the environment (pydantic-settings).
+
+`DATABASE_URL`, `REDIS_URL` and `BLNK_URL` keep their conventional names; everything else is
+`DWAYBANK_*`. Secrets are `SecretStr`, so they never print. Without `DATABASE_URL` or
+`REDIS_URL` the runtime starts embedded servers under `DWAYBANK_DATA_DIR`. Settings are built at
+the edge (the CLI, an app builder, a test fixture) and passed down; nothing reads the
+environment at import time.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATA_DIR_DEFAULT: Final = Path(".dwaybank")
+
+
+class Environment(StrEnum):
+    """Development generates missing secrets into the data folder; production refuses to."""
+
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class ServeIngress(StrEnum):
+    """How HTTP reaches the ingress replicas."""
+
+    HAPROXY = "haproxy"  # throughput-optimized Serve behind the HAProxy ingress (~3,000 req/s)
+    PYTHON = "python"  # Serve's default Python proxy (~500 req/s); for debugging and old clusters
+
+
+class Settings(BaseSettings):
+    """Every knob of the process, with safe local defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="DWAYBANK_", extra="ignore", frozen=True)
+
+    env: Environment = Environment.DEVELOPMENT
+    data_dir: Path = DATA_DIR_DEFAULT
+
+    database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
+    redis_url: SecretStr | None = Field(default=None, validation_alias="REDIS_URL")
+    blnk_url: str | None = Field(default=None, validation_alias="BLNK_URL")
+    blnk_api_key: SecretStr | None = Field(default=None, validation_alias="BLNK_API_KEY")
+
+    # Key-encryption key for envelope encryption: 32 bytes, base64url. Required in production;
+    # generated into `data_dir/secrets/kek` (0600) in development.
+    kek: SecretStr | None = None
+    # Retired key-encryption keys, comma separated, still accepted for decryption.
+    kek_retired: SecretStr | None = None
+
+    db_pool_min_size: int = Field(default=1, ge=0, le=64)
+    db_pool_max_size: int = Field(default=10, ge=1, le=256)
+    db_connect_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    db_command_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    db_connection_lifetime_s: float = Field(default=300.0, gt=0)
+
+    redis_max_connections: int = Field(default=64, ge=1, le=4096)
+    redis_socket_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    redis_key_prefix: str = Field(default="dwaybank:", min_length=1, max_length=64)
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(default=8265, ge=1, le=65535)
+    ray_num_cpus: int | None = Field(default=None, ge=1, le=1024)
+    serve_ingress: ServeIngress = ServeIngress.HAPROXY
+    start_timeout_s: float = Field(default=240.0, gt=0, le=3600)
+    serve_config_path: Path = Path("serve_config.yaml")
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return upper
+
+    @property
+    def is_production(self) -> bool:
+        """True in production mode."""
+        return self.env is Environment.PRODUCTION
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Where development secrets are generated (0700)."""
+        return self.data_dir / "secrets"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by `***`, for error lines and logs."""
+    try:
+        parts = urlsplit(url)
+        password, port = parts.password, parts.port
+    except ValueError:
+        return "(an unparseable URL)"
+    if password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{port}" if port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,24 @@
+"""Locust scenarios. Run headless through `python -m loadtests`, or with locust's web UI:
+`locust -f loadtests/locustfile.py --host http://127.0.0.1:8000`."""
+
+from __future__ import annotations
+
+from locust import FastHttpUser, between, task
+
+
+class HealthProbe(FastHttpUser):
+    """What a load balancer and a monitoring system do: liveness often, readiness sometimes."""
+
+    wait_time = between(0, 0.01)
+
+    @task(10)
+    def live(self) -> None:
+        self.client.get("/health/live", name="/health/live")
+
+    @task(1)
+    def ready(self) -> None:
+        self.client.get("/health/ready", name="/health/ready")
+
+    @task(1)
+    def ledger_ready(self) -> None:
+        self.client.get("/ledger/health/ready", name="/ledger/health/ready")

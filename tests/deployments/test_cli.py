@@ -1,0 +1,91 @@
+"""The `dwaybank` command fails fast, with one clear line, when a server is missing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.db
+
+EXIT_DEADLINE_S = 10  # the acceptance bound for a bad DATABASE_URL
+
+
+def _run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    environment.update(DWAYBANK_DATA_DIR=str(tmp_path / "data"), **env)
+    return subprocess.run(
+        [sys.executable, "-m", "deployments.cli", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=EXIT_DEADLINE_S,
+        check=False,
+    )
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("dwaybank: error:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+class TestBadServers:
+    @pytest.mark.parametrize("command", [["migrate"], ["up"]])
+    def test_refused_database_port(self, tmp_path: Path, command: list[str]) -> None:
+        """A DATABASE_URL nobody listens on gives one line naming PostgreSQL and where."""
+        result = _run(
+            tmp_path,
+            *command,
+            DATABASE_URL="postgresql://app:s3cret@127.0.0.1:1/dwaybank",
+            REDIS_URL="redis://127.0.0.1:1/0",
+        )
+        assert result.returncode != 0
+        line = _one_error_line(result)
+        assert "PostgreSQL" in line
+        assert "127.0.0.1:1" in line
+        assert "s3cret" not in result.stderr + result.stdout
+
+    def test_unroutable_database_host(self, tmp_path: Path) -> None:
+        """A host that never answers is given up on within the deadline."""
+        result = _run(tmp_path, "migrate", DATABASE_URL="postgresql://app@10.255.255.1:5432/x")
+        assert result.returncode != 0
+        assert "PostgreSQL" in _one_error_line(result)
+
+    def test_malformed_database_url(self, tmp_path: Path) -> None:
+        """A URL that is not a PostgreSQL URL is named as such."""
+        result = _run(tmp_path, "migrate", DATABASE_URL="postgresql://[::1")
+        assert result.returncode != 0
+        _one_error_line(result)
+
+    def test_bad_redis_url_on_up(self, tmp_path: Path, database_dsn: str) -> None:
+        """With a good database and a dead Redis, `up` names Redis and starts nothing."""
+        result = _run(tmp_path, "up", DATABASE_URL=database_dsn, REDIS_URL="redis://127.0.0.1:1/0")
+        assert result.returncode != 0
+        assert "Redis" in _one_error_line(result)
+
+    def test_bad_setting(self, tmp_path: Path) -> None:
+        """An invalid setting is reported by name."""
+        result = _run(tmp_path, "migrate", DWAYBANK_ENV="staging")
+        assert result.returncode == 2
+        assert "env" in _one_error_line(result)
+
+
+class TestMigrateCommand:
+    def test_status_reports_every_file_applied(self, tmp_path: Path, database_dsn: str) -> None:
+        """On the migrated test database every shipped file shows as applied."""
+        result = _run(tmp_path, "migrate", "--status", DATABASE_URL=database_dsn)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.strip().splitlines()
+        assert lines
+        assert all(" applied " in line for line in lines)
+
+    def test_migrate_is_a_no_op_when_current(self, tmp_path: Path, database_dsn: str) -> None:
+        """Running migrate again applies nothing."""
+        result = _run(tmp_path, "migrate", DATABASE_URL=database_dsn)
+        assert result.returncode == 0, result.stderr
+        assert "0 migrations applied." in result.stdout

@@ -1,0 +1,182 @@
+"""`dwaybank up` end to end: a fresh data folder reaches /health/ready, then stops cleanly.
+
+The command runs as a real subprocess, exactly as a developer runs it: embedded PostgreSQL and
+Redis when the suite has no DATABASE_URL / REDIS_URL, the machine's servers when it has. It
+starts Ray and Serve behind HAProxy on free ports, answers over HTTP, and on `dwaybank down`
+stops everything it started: no Ray process, no HAProxy, no embedded server, no held port.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.db]
+
+START_DEADLINE_S = 300
+STOP_DEADLINE_S = 120
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class Up:
+    """A running `dwaybank up` subprocess."""
+
+    def __init__(self, data_dir: Path, extra_env: dict[str, str]) -> None:
+        self.http_port = _free_port()
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in {"DATABASE_URL", "REDIS_URL", "RAY_ADDRESS"}
+        }
+        self.env.update(
+            DWAYBANK_DATA_DIR=str(data_dir),
+            DWAYBANK_HTTP_PORT=str(self.http_port),
+            DWAYBANK_DASHBOARD_PORT=str(_free_port()),
+            DWAYBANK_LOG_JSON="false",
+            **extra_env,
+        )
+        self.output: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "deployments.cli", "up"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def wait_until_up(self) -> str:
+        """Read output until the banner; returns the banner's first line."""
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + START_DEADLINE_S
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            if line.startswith("DwayBank is up"):
+                return line
+        self.process.kill()
+        raise AssertionError("dwaybank up did not come up:\n" + "".join(self.output[-60:]))
+
+    def down(self) -> int:
+        """`dwaybank down` on the same data folder; returns the exit code of `up`."""
+        result = subprocess.run(
+            [sys.executable, "-m", "deployments.cli", "down"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=STOP_DEADLINE_S + 10,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        return self.process.wait(timeout=STOP_DEADLINE_S)
+
+
+@pytest.fixture
+def server_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The machine's servers when the suite was given them, else nothing (embedded)."""
+    if "DATABASE_URL" in os.environ and "REDIS_URL" in os.environ:
+        dsn: str = request.getfixturevalue("database_dsn")
+        return {"DATABASE_URL": dsn, "REDIS_URL": os.environ["REDIS_URL"]}
+    return {}
+
+
+@pytest.fixture
+def up(tmp_path: Path, server_env: dict[str, str]) -> Iterator[Up]:
+    running = Up(tmp_path / "data", server_env)
+    try:
+        yield running
+    finally:
+        if running.process.poll() is None:
+            running.process.kill()
+            running.process.wait(timeout=30)
+        if running.process.stdout is not None:
+            running.process.stdout.close()
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        children: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return children
+
+
+class TestUp:
+    def test_fresh_start_is_ready_then_stops_cleanly(
+        self, up: Up, tmp_path: Path, server_env: dict[str, str]
+    ) -> None:
+        """A fresh data folder migrates, is ready on both apps, and `down` leaves nothing."""
+        banner = up.wait_until_up()
+        assert "migrations applied" in banner
+        with httpx.Client(base_url=up.base_url, timeout=10) as http:
+            for path in ("/health/ready", "/ledger/health/ready"):
+                response = http.get(path)
+                assert response.status_code == 200, response.text
+                checks = response.json()["checks"]
+                assert {name for name, c in checks.items() if c["status"] == "up"} >= {
+                    "database",
+                    "redis",
+                    "ray",
+                }
+            assert http.get("/health/live").status_code == 200
+            metrics = http.get("/metrics")
+            assert metrics.status_code == 200
+            assert metrics.headers["content-type"].startswith("text/plain")
+            assert http.get("/openapi.json").json()["info"]["title"] == "DwayBank API"
+            assert http.get("/docs").status_code == 200
+            missing = http.get("/api/v1/nope")
+            assert missing.status_code == 404
+            assert missing.headers["content-type"] == "application/problem+json"
+            assert http.get("/ledger/nope").json()["error_detail"]["code"] == "GEN_NOT_FOUND"
+        children = _descendants(up.process.pid)
+        assert any(p.name() == "haproxy" for p in children), "the HAProxy ingress is running"
+
+        assert up.down() == 0
+        time.sleep(1)
+        assert not [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert _port_is_free(up.http_port)
+        data = tmp_path / "data"
+        assert not (data / "run" / "dwaybank.pid").exists()
+        if not server_env:
+            assert not (data / "postgres" / "postmaster.pid").exists(), (
+                "embedded PostgreSQL stopped"
+            )
+            assert not (data / "redis" / "redis.sock").exists() or not _redis_alive(data)
+
+
+def _redis_alive(data: Path) -> bool:
+    pid_file = data / "redis" / "redis.pid"
+    if not pid_file.exists():
+        return False
+    alive: bool = psutil.pid_exists(int(pid_file.read_text().strip()))
+    return alive
