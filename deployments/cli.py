@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol, cast
 
 from pydantic import ValidationError as SettingsValidationError
 
@@ -34,6 +37,24 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 
+class CommandGroup(Protocol):
+    """A module that adds subcommands (`dwaybank keys ...`, `dwaybank ledger ...`)."""
+
+    def register(self, commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        """Add this group's subparsers."""
+
+    def run(self, args: argparse.Namespace, settings: Settings) -> int | None:
+        """Run the command if it is this group's; None when it is not."""
+
+
+# Domain command groups, each a module with `register` and `run` (see CommandGroup).
+COMMAND_GROUPS: tuple[str, ...] = ()
+
+
+def _groups() -> list[CommandGroup]:
+    return [cast(CommandGroup, importlib.import_module(name)) for name in COMMAND_GROUPS]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dwaybank", description="DwayBank foundation layer")
     parser.add_argument(
@@ -44,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("down", help="stop a running `dwaybank up`")
     migrate = commands.add_parser("migrate", help="apply pending migrations")
     migrate.add_argument("--status", action="store_true", help="report, change nothing")
+    for group in _groups():
+        group.register(commands)
     return parser
 
 
@@ -93,16 +116,27 @@ def _migrate(settings: Settings, *, report_only: bool) -> int:
         servers.stop_started()
 
 
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "up":
+        return _up(settings)
+    if args.command == "down":
+        return _down(settings)
+    if args.command == "migrate":
+        return _migrate(settings, report_only=args.status)
+    for group in _groups():
+        code = group.run(args, settings)
+        if code is not None:
+            return code
+    return EXIT_USAGE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `dwaybank` console script."""
+    # pgserver asks platformdirs for a runtime folder; containers often lack XDG_RUNTIME_DIR.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     args = _parser().parse_args(argv)
     try:
-        settings = _settings(args.data_dir)
-        if args.command == "up":
-            return _up(settings)
-        if args.command == "down":
-            return _down(settings)
-        return _migrate(settings, report_only=args.status)
+        return _dispatch(args, _settings(args.data_dir))
     except SettingsValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
