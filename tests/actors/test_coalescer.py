@@ -1,0 +1,124 @@
+"""Adaptive coalescing: one call in flight, the rest batched into the next call.
+
+A fake destination records the batches it receives; the tests drive concurrency with real
+asyncio tasks and check batching, per-item errors, whole-call failures, bounds and cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from actors.coalescer import Coalescer, CoalescerOverloadedError
+from kit.errors import ConflictError, InvariantError
+
+
+class Destination:
+    """Doubles each item after a short delay; records each batch."""
+
+    def __init__(self, delay_s: float = 0.01) -> None:
+        self.batches: list[list[int]] = []
+        self.delay_s = delay_s
+        self.in_flight = 0
+        self.in_flight_max = 0
+
+    async def send(self, items: list[int]) -> Sequence[int | BaseException]:
+        self.in_flight += 1
+        self.in_flight_max = max(self.in_flight_max, self.in_flight)
+        self.batches.append(items)
+        await asyncio.sleep(self.delay_s)
+        self.in_flight -= 1
+        return [ConflictError("odd", item=i) if i == 13 else i * 2 for i in items]
+
+
+class TestCoalescing:
+    async def test_results_reach_their_callers(self) -> None:
+        """Each caller gets its own item's result."""
+        destination = Destination()
+        coalescer: Coalescer[int, int] = Coalescer(destination.send)
+        results = await asyncio.gather(*(coalescer.submit(i) for i in range(100) if i != 13))
+        assert results == [i * 2 for i in range(100) if i != 13]
+
+    async def test_one_call_in_flight_and_batches_grow(self) -> None:
+        """Concurrent submissions ride in few calls, never two at once."""
+        destination = Destination()
+        coalescer: Coalescer[int, int] = Coalescer(destination.send, batch_size_max=64)
+        await asyncio.gather(*(coalescer.submit(i) for i in range(200) if i != 13))
+        assert destination.in_flight_max == 1
+        assert len(destination.batches) <= 5
+        assert max(len(b) for b in destination.batches) == 64
+        assert coalescer.items == 199
+
+    async def test_an_item_error_fails_only_that_item(self) -> None:
+        """A per-item exception is raised to that caller alone."""
+        coalescer: Coalescer[int, int] = Coalescer(Destination().send)
+        results = await asyncio.gather(
+            *(coalescer.submit(i) for i in (12, 13, 14)), return_exceptions=True
+        )
+        assert results[0] == 24
+        assert results[2] == 28
+        assert isinstance(results[1], ConflictError)
+
+    async def test_a_failed_call_fails_its_items_and_the_next_call_goes_on(self) -> None:
+        """When the whole call fails, its items fail; later items still go out."""
+        calls = 0
+
+        async def flaky(items: list[int]) -> list[int]:
+            nonlocal calls
+            calls += 1
+            await asyncio.sleep(0.01)
+            if calls == 1:
+                raise ConnectionError("shard restarting")
+            return items
+
+        coalescer: Coalescer[int, int] = Coalescer(flaky)
+        first = asyncio.create_task(coalescer.submit(1))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(coalescer.submit(2))
+        with pytest.raises(ConnectionError):
+            await first
+        assert await second == 2
+
+    async def test_wrong_result_count_is_an_invariant_error(self) -> None:
+        """A destination that answers the wrong number of results is a bug, reported as such."""
+
+        async def short(items: list[int]) -> list[int]:
+            return items[:-1]
+
+        coalescer: Coalescer[int, int] = Coalescer(short)
+        with pytest.raises(InvariantError):
+            await coalescer.submit(1)
+
+    async def test_queue_is_bounded(self) -> None:
+        """Beyond the queue bound, submit refuses at once with a 503-class error."""
+        gate = asyncio.Event()
+
+        async def blocked(items: list[int]) -> list[int]:
+            await gate.wait()
+            return items
+
+        coalescer: Coalescer[int, int] = Coalescer(blocked, batch_size_max=2, queue_size_max=4)
+        in_flight = asyncio.create_task(coalescer.submit(0))
+        await asyncio.sleep(0.01)  # the first call is now out, holding item 0
+        waiting = [asyncio.create_task(coalescer.submit(i)) for i in range(1, 5)]
+        await asyncio.sleep(0.01)
+        assert coalescer.queue_depth == 4
+        with pytest.raises(CoalescerOverloadedError):
+            await coalescer.submit(99)
+        gate.set()
+        assert await asyncio.gather(in_flight, *waiting) == [0, 1, 2, 3, 4]
+
+    async def test_cancelled_caller_does_not_break_the_batch(self) -> None:
+        """A caller that gives up leaves the other items of its batch unaffected."""
+        destination = Destination(delay_s=0.02)
+        coalescer: Coalescer[int, int] = Coalescer(destination.send)
+        first = asyncio.create_task(coalescer.submit(1))
+        await asyncio.sleep(0)
+        doomed = asyncio.create_task(coalescer.submit(2))
+        survivor = asyncio.create_task(coalescer.submit(3))
+        await asyncio.sleep(0)
+        doomed.cancel()
+        assert await first == 2
+        assert await survivor == 6
