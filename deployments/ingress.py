@@ -11,7 +11,7 @@ database fails the replica, and Serve retries it) and builds the FastAPI app aro
 # to validate `args` into `IngressArgs`, and a string annotation would hand it a plain dict.
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 APP_VERSION = "0.1.0"
 
-RouterFactory = Callable[[Resources], list[APIRouter]]
+RouterFactory = Callable[[Resources], Awaitable[list[APIRouter]]]
 
 
 class IngressArgs(BaseModel):
@@ -41,7 +41,7 @@ class IngressArgs(BaseModel):
     route_prefix: str = Field(pattern=r"^/[A-Za-z0-9/_.\-]*$")
     error_style: ErrorStyle = ErrorStyle.PROBLEM
     routers: str = Field(
-        description="import path of a function (Resources) -> list[APIRouter]",
+        description="import path of an async function (Resources) -> list[APIRouter]",
         pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
     )
 
@@ -68,7 +68,7 @@ class IngressReplica:
         return create_app(
             title=self.args.title,
             version=APP_VERSION,
-            routers=_load_router_factory(self.args.routers)(self.resources),
+            routers=await _load_router_factory(self.args.routers)(self.resources),
             checks=self.resources.checks,
             error_style=self.args.error_style,
             echo_request_id=False,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -33,6 +34,10 @@ class Resources:
     db: Database
     redis: aioredis.Redis
     cipher: EnvelopeCipher
+    # Domain wiring (deployments/*_wiring.py) registers what it opens, to be closed with the
+    # replica, and the readiness checks of what it depends on.
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    extra_checks: list[DependencyCheck] = field(default_factory=list)
 
     @classmethod
     async def open(cls, settings: Settings) -> Resources:
@@ -45,7 +50,13 @@ class Resources:
         return cls(settings=settings, db=db, redis=client, cipher=cipher)
 
     async def close(self) -> None:
-        """Close the pool and the client."""
+        """Close what domain wiring opened (newest first), then the pool and the client."""
+        while self.closers:
+            closer = self.closers.pop()
+            try:
+                await closer()
+            except Exception:
+                logger.exception("a replica resource did not close cleanly")
         await self.db.close()
         await self.redis.aclose()
 
@@ -55,6 +66,7 @@ class Resources:
             DependencyCheck("database", self._probe_database),
             DependencyCheck("redis", self._probe_redis),
             DependencyCheck("ray", probe_ray),
+            *self.extra_checks,
         ]
 
     async def _probe_database(self) -> dict[str, Any]:

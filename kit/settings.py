@@ -75,6 +75,15 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    # --- ledger settings (the ledger area adds its fields below this line)
+    ledger_shard_count: int = Field(default=1, ge=1, le=64)
+
+    # --- identity settings (the identity area adds its fields below this line)
+    user_shard_count: int = Field(default=1, ge=1, le=64)
+
+    # --- gateway settings (the gateway area adds its fields below this line)
+    gateway_policy_path: Path | None = None
+
     @field_validator("log_level")
     @classmethod
     def _check_log_level(cls, value: str) -> str:

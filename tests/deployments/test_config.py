@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,8 @@ class TestServeConfig:
             args = IngressArgs.model_validate(app["args"])
             assert args.route_prefix == app["route_prefix"]
             router_module, _, router_attr = args.routers.partition(":")
-            assert callable(getattr(importlib.import_module(router_module), router_attr))
+            factory = getattr(importlib.import_module(router_module), router_attr)
+            assert inspect.iscoroutinefunction(factory)
 
     @pytest.mark.parametrize(
         "option",
