@@ -54,14 +54,21 @@ def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, _UNAVAILABLE)
 
 
+JSONB_FORMAT_VERSION: Final = b"\x01"  # the binary jsonb wire format starts with its version
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    for name in ("json", "jsonb"):
-        await conn.set_type_codec(
-            name,
-            encoder=lambda value: orjson.dumps(value).decode(),
-            decoder=orjson.loads,
-            schema="pg_catalog",
-        )
+    # Binary codecs: orjson straight to and from the wire, no text round trip.
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda value: JSONB_FORMAT_VERSION + orjson.dumps(value),
+        decoder=lambda data: orjson.loads(data[1:]),
+        schema="pg_catalog",
+        format="binary",
+    )
+    await conn.set_type_codec(
+        "json", encoder=orjson.dumps, decoder=orjson.loads, schema="pg_catalog", format="binary"
+    )
 
 
 async def connect(dsn: str, *, timeout_s: float) -> asyncpg.Connection:

@@ -1,0 +1,84 @@
+"""Split a total across legs, exactly as Blnk's `CalculateDistributionsPrecise` does.
+
+Rules, in order: fixed legs (a major-unit amount such as "240.23", or `precise_distribution`
+in minor units) come first and may not exceed what is left; then percentages of the *total*
+(rounded down to a whole minor unit), which may not add up past 100%; then at most one "left"
+leg takes what remains; any final difference goes to the largest leg, so the legs always add
+up to the total exactly. A total below one minor unit goes wholly to the first leg.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from typing import Final
+
+from kit.money import InvalidAmountError as MoneyInvalidAmountError
+from kit.money import to_minor_units
+from ledger.errors import InvalidDistributionError
+from ledger.models import Leg
+
+LEGS_MAX: Final = 1000  # a split with more legs than this is a bulk request
+HUNDRED: Final = Decimal(100)
+
+
+def _percentage(text: str) -> Decimal:
+    try:
+        value = Decimal(text[:-1].strip())
+    except InvalidOperation as exc:
+        raise InvalidDistributionError(f"invalid percentage distribution {text!r}") from exc
+    if not value.is_finite() or value <= 0 or value > HUNDRED:
+        raise InvalidDistributionError(f"percentage must be above 0 and at most 100: {text!r}")
+    return value
+
+
+def distribute(total: int, legs: Sequence[Leg], *, precision: int) -> list[int]:
+    """The amount of each leg, in minor units, summing to `total`."""
+    if not 1 <= len(legs) <= LEGS_MAX:
+        raise InvalidDistributionError(f"a split needs between 1 and {LEGS_MAX} legs")
+    if total < 1:
+        return [total] + [0] * (len(legs) - 1)
+    amounts = [0] * len(legs)
+    remaining = total
+    percentages: dict[int, Decimal] = {}
+    left: list[int] = []
+    for index, leg in enumerate(legs):
+        text = (leg.distribution or "").strip()
+        if leg.precise_distribution is not None:
+            fixed = leg.precise_distribution
+        elif text.endswith("%"):
+            percentages[index] = _percentage(text)
+            continue
+        elif text.lower() == "left":
+            left.append(index)
+            continue
+        elif text:
+            try:
+                fixed = to_minor_units(text, precision)
+            except MoneyInvalidAmountError as exc:
+                raise InvalidDistributionError(f"invalid distribution {text!r}") from exc
+        else:
+            raise InvalidDistributionError(f"leg {leg.identifier!r} has no distribution")
+        if fixed < 0 or fixed > remaining:
+            raise InvalidDistributionError(
+                f"fixed distribution {fixed} of {leg.identifier!r} exceeds what is left ({remaining})"
+            )
+        amounts[index] = fixed
+        remaining -= fixed
+    if sum(percentages.values(), Decimal(0)) > HUNDRED:
+        raise InvalidDistributionError("percentage distributions add up to more than 100%")
+    if len(left) > 1:
+        raise InvalidDistributionError('only one leg may take the "left" remainder')
+    for index, percent in percentages.items():
+        share = int((Decimal(total) * percent / HUNDRED).to_integral_value(rounding=ROUND_FLOOR))
+        amounts[index] = share
+        remaining -= share
+    if remaining < 0:
+        raise InvalidDistributionError("the distributions add up to more than the amount")
+    if left:
+        amounts[left[0]] = remaining
+        remaining = 0
+    if remaining:
+        largest = max(range(len(amounts)), key=lambda i: (amounts[i], -i))
+        amounts[largest] += remaining
+    return amounts

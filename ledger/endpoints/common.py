@@ -1,0 +1,89 @@
+"""What every ledger router shares: its dependencies, body reading, outcome rendering, paging."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+
+from kit.clock import Clock
+from kit.db import Database
+from kit.errors import AppError
+from ledger.errors import LedgerValidationError
+from ledger.models import Command, Outcome
+from ledger.port import LedgerPort
+from ledger.schemas import load_json
+from ledger.wire import outcome_body
+
+PAGE_LIMIT_MAX: Final = 100
+OFFSET_MAX: Final = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerDeps:
+    """What the ledger's routers need, injected by the composition root."""
+
+    db: Database
+    port: LedgerPort
+    clock: Clock
+
+
+def json_response(body: Any, status_code: int = 200) -> Response:
+    """A JSON response; big integers stay exact (orjson would refuse ints above 64 bits)."""
+    try:
+        content = orjson.dumps(body)
+    except TypeError:
+        import json  # noqa: PLC0415 - only for amounts beyond 64 bits, which orjson refuses
+
+        content = json.dumps(body, default=str).encode()
+    return Response(content, status_code=status_code, media_type="application/json")
+
+
+async def read_json(request: Request) -> Any:
+    """The parsed body (Blnk's "Invalid input" when it is not JSON)."""
+    return load_json(await request.body())
+
+
+async def read_optional_json(request: Request) -> Any:
+    """The parsed body, or an empty object when there is none."""
+    raw = await request.body()
+    return load_json(raw) if raw.strip() else {}
+
+
+def render_outcome(outcome: Outcome) -> Response:
+    """The response for an engine outcome; an error outcome raises for the renderer."""
+    if outcome.error is not None:
+        raise outcome.error
+    return json_response(outcome_body(outcome), outcome.status_code)
+
+
+async def execute_one(deps: LedgerDeps, command: Command) -> Response:
+    """Run one command through the ledger port and render its outcome."""
+    (outcome,) = await deps.port.execute([command])
+    return render_outcome(outcome)
+
+
+def page(request: Request, *, default_limit: int, lenient: bool) -> tuple[int, int]:
+    """`limit` and `offset`; transactions fall back to defaults on bad values (as Blnk does)."""
+    raw_limit = request.query_params.get("limit")
+    raw_offset = request.query_params.get("offset")
+    try:
+        limit = default_limit if raw_limit is None else int(raw_limit)
+        offset = 0 if raw_offset is None else int(raw_offset)
+        if not (1 <= limit <= PAGE_LIMIT_MAX and 0 <= offset <= OFFSET_MAX):
+            raise ValueError
+    except ValueError as exc:
+        if lenient:
+            return default_limit, 0
+        raise LedgerValidationError(
+            f"limit must be 1-{PAGE_LIMIT_MAX} and offset 0-{OFFSET_MAX}"
+        ) from exc
+    return limit, offset
+
+
+def problem(error: AppError) -> dict[str, Any]:
+    """OpenAPI description of an error response."""
+    return {"description": f"{error.code}: {error.default_message}"}

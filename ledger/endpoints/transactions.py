@@ -1,0 +1,230 @@
+"""Transactions: create (queued, immediate, inflight, scheduled, split, dry run), bulk, lookups,
+lists, inflight commit and void (single and bulk), refunds, lineage, recovery, metadata."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any, Final
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict
+
+from ledger import service
+from ledger.endpoints.common import LedgerDeps, execute_one, json_response, page, read_json, read_optional_json
+from ledger.endpoints.ledgers import PAGING_PARAMS, run_filter
+from ledger.errors import (
+    BulkLimitExceededError,
+    DuplicateReferenceError,
+    InsufficientFundsError,
+    LedgerValidationError,
+    MetadataEntityNotFoundError,
+    TransactionNotFoundError,
+    TransactionValidationError,
+)
+from ledger.filters import COLLECTIONS, FilterRequest, from_query_params
+from ledger.models import CommitInflight, Outcome, VoidInflight
+from ledger.preview import preview_bulk, preview_inflight, preview_transaction
+from ledger.schemas import (
+    BULK_INFLIGHT_MAX,
+    BulkCommitIn,
+    BulkIn,
+    BulkVoidIn,
+    InflightUpdateIn,
+    RefundIn,
+    TransactionIn,
+    bulk_command,
+    inflight_command,
+    refund_command,
+    transaction_command,
+    validate_body,
+)
+from ledger.wire import transaction_json
+
+IDEMPOTENCY_HEADER: Final = "idempotency-key"
+ASYNC_BULKS_MAX: Final = 64  # background bulk jobs one replica runs at once
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_ITEM_CODES: Final = {
+    "TXN_NOT_FOUND": "NOT_FOUND",
+    "TXN_ALREADY_VOIDED": "ALREADY_VOIDED",
+    "TXN_ALREADY_COMMITTED": "ALREADY_COMMITTED",
+    "TXN_NOT_INFLIGHT": "NOT_INFLIGHT",
+    "TXN_INVALID_AMOUNT": "INVALID_AMOUNT",
+    "TXN_COMMIT_AMOUNT_EXCEEDED": "INVALID_AMOUNT",
+}
+
+
+class MetadataIn(BaseModel):
+    """POST /{entity_id}/metadata."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    meta_data: dict[str, Any] | None = None
+
+
+def _go_duration(text: str) -> tuple[int, str]:
+    """Seconds and Go's rendering of a duration like "2m" (Blnk's `threshold`)."""
+    match = _DURATION.match(text)
+    if not text or match is None:
+        raise LedgerValidationError("threshold must be a duration such as 2m or 1h30m")
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    rendered = (f"{hours}h" if hours else "") + f"{minutes}m{seconds}s"
+    return total, rendered
+
+
+def _item_result(transaction_id: str, outcome: Outcome) -> dict[str, Any]:
+    if outcome.error is None:
+        return {"transaction_id": transaction_id, "status": "succeeded"}
+    error = outcome.error
+    return {
+        "transaction_id": transaction_id,
+        "status": "failed",
+        "code": _ITEM_CODES.get(error.code, error.code),
+        "message": error.public_message,
+    }
+
+
+def transactions_router(deps: LedgerDeps) -> APIRouter:  # noqa: PLR0915 - one closure per route
+    """Transaction routes."""
+    router = APIRouter(tags=["transactions"])
+    background: set[asyncio.Task[Any]] = set()
+    errors = {
+        400: {"description": f"{TransactionValidationError.code}, {InsufficientFundsError.code}"},
+        404: {"description": TransactionNotFoundError.code},
+        409: {"description": DuplicateReferenceError.code},
+    }
+
+    @router.post("/transactions", status_code=201, responses=errors, summary="Record a transaction")
+    async def create(request: Request) -> Response:
+        raw = await read_json(request)
+        body = validate_body(TransactionIn, raw)
+        command = transaction_command(
+            body, now=deps.clock.now(), idempotency_key=request.headers.get(IDEMPOTENCY_HEADER), raw=raw
+        )
+        if body.dry_run:
+            async with deps.db.connection() as conn:
+                return json_response(await preview_transaction(conn, command, now=deps.clock.now()))
+        return await execute_one(deps, command)
+
+    @router.post("/transactions/bulk", status_code=201, responses=errors, summary="Record many transactions")
+    async def bulk(request: Request) -> Response:
+        body = validate_body(BulkIn, await read_json(request))
+        command = bulk_command(body, now=deps.clock.now())
+        if body.dry_run:
+            async with deps.db.connection() as conn:
+                return json_response(await preview_bulk(conn, command, now=deps.clock.now()))
+        if body.run_async:
+            if len(background) >= ASYNC_BULKS_MAX:
+                raise BulkLimitExceededError("too many bulk requests are running; retry later")
+            task = asyncio.create_task(deps.port.execute([command]))
+            background.add(task)
+            task.add_done_callback(background.discard)
+            return json_response(
+                {"message": "Bulk transaction processing started", "batch_id": command.batch_id, "status": "processing"},
+                202,
+            )
+        (outcome,) = await deps.port.execute([command])
+        if outcome.error is not None:
+            raise outcome.error
+        return json_response(outcome.body, outcome.status_code)
+
+    @router.post("/transactions/filter", responses=errors, summary="Filter transactions")
+    async def filter_transactions(request: Request) -> Response:
+        return await run_filter(deps, "transactions", validate_body(FilterRequest, await read_json(request)))
+
+    @router.get("/transactions", responses=errors, summary="List transactions")
+    async def listing(request: Request) -> Response:
+        limit, offset = page(request, default_limit=20, lenient=True)
+        query = from_query_params(COLLECTIONS["transactions"], request.query_params, skip=PAGING_PARAMS)
+        async with deps.db.connection() as conn:
+            return json_response(await service.list_collection(conn, "transactions", query, limit=limit, offset=offset))
+
+    @router.get("/transactions/reference/{reference}", responses=errors, summary="Get a transaction by reference")
+    async def by_reference(reference: str) -> Response:
+        async with deps.db.connection() as conn:
+            return json_response(transaction_json(await service.get_transaction_by_reference(conn, reference)))
+
+    @router.get("/transactions/{transaction_id}", responses=errors, summary="Get a transaction")
+    async def get(transaction_id: str) -> Response:
+        async with deps.db.connection() as conn:
+            return json_response(transaction_json(await service.get_transaction(conn, transaction_id)))
+
+    @router.get("/transactions/{transaction_id}/lineage", responses=errors, summary="Fund lineage (empty)")
+    async def lineage(transaction_id: str) -> Response:
+        async with deps.db.connection() as conn:
+            await service.get_transaction(conn, transaction_id)
+        return json_response({"transaction_id": transaction_id, "fund_allocation": [], "shadow_transactions": []})
+
+    @router.put("/transactions/inflight/{transaction_id}", responses=errors, summary="Commit or void a hold")
+    async def update_inflight(transaction_id: str, request: Request) -> Response:
+        body = validate_body(InflightUpdateIn, await read_json(request))
+        command = inflight_command(transaction_id, body, now=deps.clock.now())
+        if body.dry_run:
+            async with deps.db.connection() as conn:
+                return json_response(await preview_inflight(conn, command, now=deps.clock.now()))
+        return await execute_one(deps, command)
+
+    async def settle_many(commands: list[CommitInflight | VoidInflight], ids: list[str]) -> Response:
+        outcomes = await deps.port.execute(commands)
+        results = [_item_result(i, o) for i, o in zip(ids, outcomes, strict=True)]
+        succeeded = sum(1 for r in results if r["status"] == "succeeded")
+        return json_response({"succeeded": succeeded, "failed": len(results) - succeeded, "results": results})
+
+    @router.post("/transactions/inflight/bulk/commit", responses=errors, summary="Commit many holds")
+    async def bulk_commit(request: Request) -> Response:
+        body = validate_body(BulkCommitIn, await read_json(request))
+        if not 1 <= len(body.transactions) <= BULK_INFLIGHT_MAX:
+            raise TransactionValidationError(f"send 1 to {BULK_INFLIGHT_MAX} transactions")
+        now = deps.clock.now()
+        commands: list[CommitInflight | VoidInflight] = []
+        for item in body.transactions:
+            update = InflightUpdateIn(status="commit", amount=item.amount, precise_amount=item.precise_amount, skip_queue=True)
+            commands.append(inflight_command(item.transaction_id, update, now=now))
+        return await settle_many(commands, [item.transaction_id for item in body.transactions])
+
+    @router.post("/transactions/inflight/bulk/void", responses=errors, summary="Void many holds")
+    async def bulk_void(request: Request) -> Response:
+        body = validate_body(BulkVoidIn, await read_json(request))
+        if not 1 <= len(body.transaction_ids) <= BULK_INFLIGHT_MAX:
+            raise TransactionValidationError(f"send 1 to {BULK_INFLIGHT_MAX} transaction ids")
+        now = deps.clock.now()
+        commands: list[CommitInflight | VoidInflight] = [
+            inflight_command(i, InflightUpdateIn(status="void", skip_queue=True), now=now) for i in body.transaction_ids
+        ]
+        return await settle_many(commands, list(body.transaction_ids))
+
+    @router.post("/refund-transaction/{transaction_id}", status_code=201, responses=errors, summary="Refund")
+    async def refund(transaction_id: str, request: Request) -> Response:
+        body = validate_body(RefundIn, await read_optional_json(request))
+        return await execute_one(deps, refund_command(transaction_id, body, now=deps.clock.now()))
+
+    @router.post("/transactions/recover", summary="Re-run queued transactions that never ran")
+    async def recover(request: Request) -> Response:
+        _, rendered = _go_duration(request.query_params.get("threshold") or "2m")
+        # Queued requests run in the same database transaction that stores them, so none is
+        # ever left waiting; this answers Blnk's contract truthfully with nothing to recover.
+        return json_response({"recovered": 0, "threshold": rendered})
+
+    return router
+
+
+def metadata_router(deps: LedgerDeps) -> APIRouter:
+    """POST /{entity_id}/metadata (mounted last: its path matches any first segment)."""
+    router = APIRouter(tags=["metadata"])
+
+    @router.post(
+        "/{entity_id}/metadata",
+        responses={404: {"description": MetadataEntityNotFoundError.code}},
+        summary="Merge keys into an entity's metadata",
+    )
+    async def merge(entity_id: str, request: Request) -> Response:
+        body = validate_body(MetadataIn, await read_json(request))
+        if body.meta_data is None:
+            raise LedgerValidationError("meta_data is required")
+        async with deps.db.transaction() as conn:
+            merged = await service.merge_metadata(conn, entity_id, body.meta_data)
+        return json_response({"meta_data": merged})
+
+    return router

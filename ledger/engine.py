@@ -1,0 +1,236 @@
+"""The group-commit engine: many commands, one PostgreSQL transaction, answers after COMMIT.
+
+`LedgerEngine.execute(commands)` queues the commands and waits for their outcomes. One flusher
+task drains the queue in batches (bounded by `batch_items_max`, counting each bulk item); the
+next batch forms while the current one commits, so under load batches grow by themselves and
+under light load a command waits for nobody. A batch is one database transaction:
+
+1. lock the holds, refund originals and scheduled rows the batch names (id order);
+2. get or create `@indicator` balances, then lock every touched balance (id order, so two
+   writers never deadlock) and read its exact figures;
+3. read which references and Idempotency-Keys are already taken;
+4. apply the commands in order to the in-memory book (`ledger.posting`): every funds check
+   sees PostgreSQL's figures plus what earlier commands of the batch did;
+5. write it all: the batch row (whose deferred trigger proves the batch balanced at COMMIT),
+   transactions, the batch's summed change of each touched balance and one UPDATE applying
+   them, hold progress, outbox events, idempotency records; COMMIT; then answer every caller.
+
+Nothing is answered before it is durable. A refused command (insufficient funds, duplicate
+reference) is answered with its error and changes nothing. If the batch itself fails
+(a reference raced in by another writer, a deadlock, a serialization failure) it is retried a
+bounded number of times; if a command makes PostgreSQL refuse the batch, the batch is split in
+halves until the offending command is alone and only it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+import asyncpg
+
+from kit.clock import Clock, SystemClock
+from kit.db import Database, is_unavailable
+from kit.errors import AppError, InvariantError
+from kit.ids import IdPrefix, new_id
+from kit.metrics import gauge, histogram
+from ledger import repository
+from ledger.errors import LedgerUnavailableError
+from ledger.models import Command, Figures, Outcome, PostBulk
+from ledger.posting import BalanceState, Book, apply, batch_needs, transaction_needs
+
+logger = logging.getLogger(__name__)
+
+BATCH_ITEMS_MAX_DEFAULT: Final = 512  # postings per database transaction; ~2-10 ms of work
+QUEUE_ITEMS_MAX_DEFAULT: Final = 50_000  # beyond this, callers are refused with 503
+BATCH_RETRIES_MAX: Final = 3  # raced references, deadlocks, serialization failures
+SPLIT_DEPTH_MAX: Final = 12  # 2**12 > any batch: halving always isolates one command
+_RETRYABLE = (
+    asyncpg.UniqueViolationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
+
+BATCH_SIZE = histogram(
+    "ledger_batch_commands",
+    "Commands per committed ledger batch",
+    ["writer"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+BATCH_SECONDS = histogram("ledger_batch_seconds", "Time to apply and commit one ledger batch", ["writer"])
+QUEUE_DEPTH = gauge("ledger_queue_commands", "Commands waiting for the next ledger batch", ["writer"])
+
+
+def _weight(command: Command) -> int:
+    return len(command.items) if isinstance(command, PostBulk) else 1
+
+
+@dataclass(slots=True)
+class _Pending:
+    command: Command
+    future: asyncio.Future[Outcome]
+
+
+class LedgerEngine:
+    """Group-commits ledger commands to PostgreSQL."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        writer: str = "engine",
+        clock: Clock | None = None,
+        batch_items_max: int = BATCH_ITEMS_MAX_DEFAULT,
+        queue_items_max: int = QUEUE_ITEMS_MAX_DEFAULT,
+    ) -> None:
+        self.db = db
+        self.writer = writer
+        self.clock = clock or SystemClock()
+        self.batch_items_max = batch_items_max
+        self.queue_items_max = queue_items_max
+        self._queue: deque[_Pending] = deque()
+        self._queued_items = 0
+        self._flusher: asyncio.Task[None] | None = None
+        self.batches_committed = 0
+        self.commands_committed = 0
+
+    @property
+    def queue_depth(self) -> int:
+        """Commands waiting for the next batch."""
+        return len(self._queue)
+
+    async def execute(self, commands: Sequence[Command]) -> list[Outcome]:
+        """Run the commands (in order, in one or more batches) and return their outcomes."""
+        weight = sum(_weight(c) for c in commands)
+        if self._queued_items + weight > self.queue_items_max:
+            error = LedgerUnavailableError("the ledger is saturated; retry shortly")
+            return [Outcome(error.status, error=error) for _ in commands]
+        loop = asyncio.get_running_loop()
+        pending = [_Pending(command, loop.create_future()) for command in commands]
+        self._queue.extend(pending)
+        self._queued_items += weight
+        QUEUE_DEPTH.labels(self.writer).set(len(self._queue))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_forever())
+        return list(await asyncio.gather(*(p.future for p in pending)))
+
+    async def _flush_forever(self) -> None:
+        while self._queue:
+            batch: list[_Pending] = []
+            items = 0
+            while self._queue and (not batch or items + _weight(self._queue[0].command) <= self.batch_items_max):
+                entry = self._queue.popleft()
+                items += _weight(entry.command)
+                batch.append(entry)
+            self._queued_items -= items
+            QUEUE_DEPTH.labels(self.writer).set(len(self._queue))
+            outcomes = await self._run_isolating([p.command for p in batch], depth=0)
+            for entry, outcome in zip(batch, outcomes, strict=True):
+                if not entry.future.done():
+                    entry.future.set_result(outcome)
+
+    async def _run_isolating(self, commands: list[Command], *, depth: int) -> list[Outcome]:
+        """Run a batch; if PostgreSQL refuses it, halve it until the culprit is alone."""
+        try:
+            return await self._run_with_retries(commands)
+        except asyncpg.PostgresError as exc:
+            if len(commands) == 1 or depth >= SPLIT_DEPTH_MAX:
+                logger.exception("the ledger refused a command", extra={"writer": self.writer})
+                error = InvariantError("the ledger refused the transaction", sqlstate=exc.sqlstate)
+                return [Outcome(error.status, error=error) for _ in commands]
+            middle = len(commands) // 2
+            first = await self._run_isolating(commands[:middle], depth=depth + 1)
+            return first + await self._run_isolating(commands[middle:], depth=depth + 1)
+
+    async def _run_with_retries(self, commands: list[Command]) -> list[Outcome]:
+        for attempt in range(1, BATCH_RETRIES_MAX + 1):
+            try:
+                return await self._run_batch(commands)
+            except _RETRYABLE:
+                if attempt == BATCH_RETRIES_MAX:
+                    raise
+                logger.info("ledger batch retried", extra={"writer": self.writer, "attempt": attempt})
+            except AppError as exc:
+                return [Outcome(exc.status, error=exc) for _ in commands]
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                error = LedgerUnavailableError("the ledger database is unavailable; retry shortly")
+                return [Outcome(error.status, error=error) for _ in commands]
+        raise InvariantError("unreachable: the retry loop always returns or raises")
+
+    async def _run_batch(self, commands: list[Command]) -> list[Outcome]:
+        started = self.clock.monotonic()
+        async with self.db.transaction() as conn:
+            book = await self._load(conn, commands)
+            outcomes = [apply(book, command) for command in commands]
+            await self._write(conn, book, item_count=sum(_weight(c) for c in commands))
+        BATCH_SIZE.labels(self.writer).observe(len(commands))
+        BATCH_SECONDS.labels(self.writer).observe(self.clock.monotonic() - started)
+        self.batches_committed += 1
+        self.commands_committed += len(commands)
+        return outcomes
+
+    async def _load(self, conn: asyncpg.Connection, commands: list[Command]) -> Book:
+        return await load_book(conn, commands, now=self.clock.now(), for_update=True)
+
+    async def _write(self, conn: asyncpg.Connection, book: Book, *, item_count: int) -> None:
+        if not (book.new_transactions or book.outcome_updates or book.idempotency_rows):
+            return
+        batch_id = await repository.open_batch(conn, writer=self.writer, item_count=item_count)
+        await repository.insert_transactions(conn, batch_id, book.new_transactions)
+        await repository.apply_balance_changes(
+            conn, batch_id, {balance_id: state.delta for balance_id, state in book.balances.items()}
+        )
+        await repository.update_hold_progress(conn, book.hold_progress)
+        await repository.update_outcomes(conn, book.outcome_updates)
+        await repository.insert_outbox(
+            conn,
+            batch_id,
+            [(f"evt_{uuid.uuid4()}", event_type, entity, payload) for event_type, entity, payload in book.events],
+        )
+        await repository.insert_idempotency(conn, book.idempotency_rows)
+
+
+VIRTUAL_PREFIX: Final = "virtual:"  # an indicator balance a dry run would create
+
+
+async def load_book(
+    conn: asyncpg.Connection, commands: Sequence[Command], *, now: datetime, for_update: bool
+) -> Book:
+    """Read everything the commands touch into a book: locked, with missing indicator balances
+    created (`for_update`), or read-only, with missing indicators as virtual empty balances."""
+    transactions, children = await repository.lock_transactions(
+        conn, transaction_needs(commands), lock=for_update
+    )
+    needs = batch_needs(commands, transactions, children)
+    if for_update:
+        indicators = await repository.ensure_indicator_balances(
+            conn, needs.indicators, [new_id(IdPrefix.BALANCE) for _ in needs.indicators]
+        )
+    else:
+        indicators = await repository.find_indicator_balances(conn, needs.indicators)
+    found = await repository.lock_balances(conn, needs.balance_ids | set(indicators.values()), lock=for_update)
+    balances = {
+        balance_id: BalanceState(balance_id, currency, figures)
+        for balance_id, (currency, figures) in found.items()
+    }
+    for pair in needs.indicators - indicators.keys():
+        virtual_id = VIRTUAL_PREFIX + pair[0]
+        indicators[pair] = virtual_id
+        balances[virtual_id] = BalanceState(virtual_id, pair[1], Figures())
+    return Book(
+        now=now,
+        balances=balances,
+        indicators=indicators,
+        transactions=transactions,
+        children=children,
+        taken_references=await repository.taken_references(conn, needs.references),
+        idempotency=await repository.idempotency_records(conn, needs.idempotency_keys),
+    )

@@ -1,0 +1,270 @@
+"""Internal types of the ledger: records read from PostgreSQL and the commands the engine runs.
+
+Commands are frozen, picklable dataclasses: the ingress builds them (minting ids, converting
+client decimals to minor units once), Ray ships them to a shard, the engine executes them. An
+`Outcome` is what the engine answers per command: an HTTP status with Blnk's wire body, or the
+domain error to render.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from kit.errors import AppError
+
+GENERAL_LEDGER_ID = "general_ledger_id"
+
+
+class Effect(StrEnum):
+    """What a stored transaction did to its two balances."""
+
+    NONE = "none"  # queued, scheduled or rejected: nothing moved
+    APPLIED = "applied"  # debit the source, credit the destination
+    INFLIGHT = "inflight"  # hold: the inflight pair instead
+    COMMIT = "commit"  # move (part of) a hold from inflight to applied
+    VOID = "void"  # release what a hold had left
+
+
+class TransactionStatus(StrEnum):
+    """Blnk's statuses (COMMIT is internal to Blnk and never stored here)."""
+
+    QUEUED = "QUEUED"
+    SCHEDULED = "SCHEDULED"
+    APPLIED = "APPLIED"
+    INFLIGHT = "INFLIGHT"
+    VOID = "VOID"
+    REJECTED = "REJECTED"
+
+
+@dataclass(slots=True)
+class Figures:
+    """The four stored amounts of a balance, in minor units."""
+
+    credit: int = 0
+    debit: int = 0
+    inflight_credit: int = 0
+    inflight_debit: int = 0
+
+    @property
+    def balance(self) -> int:
+        """`credit - debit`."""
+        return self.credit - self.debit
+
+    @property
+    def inflight(self) -> int:
+        """`inflight_credit - inflight_debit`."""
+        return self.inflight_credit - self.inflight_debit
+
+    @property
+    def available(self) -> int:
+        """What can be debited: the balance less every outstanding hold."""
+        return self.balance - self.inflight_debit
+
+    def copy(self) -> Figures:
+        """An independent copy."""
+        return Figures(self.credit, self.debit, self.inflight_credit, self.inflight_debit)
+
+    def add(self, delta: Figures) -> None:
+        """Apply a signed change."""
+        self.credit += delta.credit
+        self.debit += delta.debit
+        self.inflight_credit += delta.inflight_credit
+        self.inflight_debit += delta.inflight_debit
+
+    def is_zero(self) -> bool:
+        """True when nothing changes."""
+        return not (self.credit or self.debit or self.inflight_credit or self.inflight_debit)
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceRecord:
+    """A balance as stored."""
+
+    balance_id: str
+    ledger_id: str
+    identity_id: str | None
+    indicator: str | None
+    currency: str
+    figures: Figures
+    version: int
+    track_fund_lineage: bool
+    allocation_strategy: str
+    meta_data: dict[str, Any]
+    created_at: datetime
+    inflight_expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One side of a split: a balance and its share."""
+
+    identifier: str
+    distribution: str | None = None
+    precise_distribution: int | None = None
+    narration: str | None = None
+    transaction_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionRecord:
+    """A transaction as stored (and as Blnk serialises it)."""
+
+    transaction_id: str
+    parent_transaction: str
+    source: str
+    destination: str
+    reference: str
+    precise_amount: int
+    precision: int
+    currency: str
+    description: str
+    status: TransactionStatus
+    hash: str
+    allow_overdraft: bool
+    overdraft_limit: Decimal
+    inflight: bool
+    skip_queue: bool
+    atomic: bool
+    sources: tuple[Leg, ...] | None
+    destinations: tuple[Leg, ...] | None
+    committed_amount: int
+    voided_amount: int
+    outcome: dict[str, Any] | None
+    created_at: datetime
+    effective_date: datetime | None
+    scheduled_for: datetime | None
+    inflight_expiry_date: datetime | None
+    inflight_commit_date: datetime | None
+    meta_data: dict[str, Any]
+    effect: Effect = Effect.NONE
+
+    @property
+    def hold_remaining(self) -> int:
+        """What an inflight hold has left to commit or void."""
+        return self.precise_amount - self.committed_amount - self.voided_amount
+
+
+# ---------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """An Idempotency-Key header and the hash of the request it came with."""
+
+    key: str
+    request_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class PostTransaction:
+    """Create a transaction (one or many legs); ids and amounts already validated."""
+
+    transaction_id: str
+    reference: str
+    precise_amount: int
+    precision: int
+    currency: str
+    description: str
+    source: str | None
+    destination: str | None
+    sources: tuple[Leg, ...] | None = None
+    destinations: tuple[Leg, ...] | None = None
+    allow_overdraft: bool = False
+    overdraft_limit: Decimal = Decimal(0)
+    inflight: bool = False
+    skip_queue: bool = False
+    atomic: bool = False
+    created_at: datetime | None = None
+    effective_date: datetime | None = None
+    scheduled_for: datetime | None = None
+    inflight_expiry_date: datetime | None = None
+    inflight_commit_date: datetime | None = None
+    meta_data: dict[str, Any] = field(default_factory=dict)
+    idempotency: IdempotencyClaim | None = None
+    parent_transaction: str = ""  # a bulk item's batch id
+
+    @property
+    def overdraft_floor(self) -> int | None:
+        """The lowest available balance allowed, in minor units; None means no check at all.
+
+        Blnk: `allow_overdraft` without a limit skips the check; a positive limit is honoured
+        with or without `allow_overdraft`.
+        """
+        if self.overdraft_limit > 0:
+            return -int(self.overdraft_limit * self.precision)
+        if self.allow_overdraft:
+            return None
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class CommitInflight:
+    """Commit all or part of a hold (PUT /transactions/inflight/{id} status=commit)."""
+
+    target_id: str
+    child_id: str
+    child_reference: str
+    precise_amount: int | None = None
+    amount: Decimal | None = None  # major units, converted with the hold's own precision
+    skip_queue: bool = True
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VoidInflight:
+    """Release what a hold has left (status=void)."""
+
+    target_id: str
+    child_id: str
+    child_reference: str
+    skip_queue: bool = True
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefundTransaction:
+    """Post the reverse of an applied transaction."""
+
+    original_id: str
+    refund_id: str
+    skip_queue: bool = False
+    description: str | None = None
+    meta_data: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PostBulk:
+    """Many transactions in one request; atomic means all or none."""
+
+    batch_id: str
+    items: tuple[PostTransaction, ...]
+    atomic: bool
+    inflight: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RunScheduled:
+    """Execute a SCHEDULED transaction whose time has come."""
+
+    transaction_id: str
+    child_id: str
+
+
+Command = PostTransaction | CommitInflight | VoidInflight | RefundTransaction | PostBulk | RunScheduled
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The engine's answer to one command: a transaction (with extra members), a body, or an
+    error. Transactions travel as records and are serialised by the ingress."""
+
+    status_code: int = 200
+    record: TransactionRecord | None = None
+    extra: dict[str, Any] | None = None
+    body: dict[str, Any] | None = None
+    error: AppError | None = None

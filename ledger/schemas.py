@@ -1,0 +1,398 @@
+"""Blnk's request bodies: parsing, validation, and conversion to engine commands.
+
+This is the only place client numbers become minor units. Amounts arrive as `amount` (major
+units, a JSON number or numeric text) or `precise_amount` (minor units, a bare integer or the
+digit string blnk-python sends); each goes through `kit.money` once. Unknown fields are ignored
+like Blnk (gin + encoding/json); a field of the wrong type is "Invalid input" (400
+GEN_MALFORMED_REQUEST); a value that breaks a rule is 400 TXN_VALIDATION_ERROR with the rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Final, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from kit.errors import DomainError
+from kit.money import (
+    InvalidAmountError as MoneyInvalidAmountError,
+)
+from kit.money import (
+    InvalidPrecisionError,
+    parse_decimal,
+    parse_minor_units,
+    parse_precision,
+    to_minor_units,
+)
+from ledger.errors import (
+    BulkEmptyError,
+    BulkLimitExceededError,
+    InvalidAmountError,
+    InvalidStatusActionError,
+    MalformedRequestError,
+    PrecisionNotIntegerError,
+    TransactionValidationError,
+)
+from ledger.models import (
+    CommitInflight,
+    IdempotencyClaim,
+    Leg,
+    PostBulk,
+    PostTransaction,
+    RefundTransaction,
+    VoidInflight,
+)
+
+BODY_BYTES_MAX: Final = 5 * 1024 * 1024  # Blnk's limit (api: 5 MiB)
+BULK_TRANSACTIONS_MAX: Final = 10_000  # Blnk's bulk limit
+BULK_INFLIGHT_MAX: Final = 100  # Blnk's bulk commit/void limit
+REFERENCE_LENGTH_MAX: Final = 255
+DESCRIPTION_LENGTH_MAX: Final = 4096
+IDEMPOTENCY_KEY_LENGTH_MAX: Final = 255
+META_DATA_BYTES_MAX: Final = 64 * 1024  # metadata is for tags, not documents
+
+
+def load_json(raw: bytes) -> Any:
+    """Parse a request body; anything that is not JSON is Blnk's "Invalid input"."""
+    if len(raw) > BODY_BYTES_MAX:
+        raise MalformedRequestError("request body too large")
+    if not raw.strip():
+        raise MalformedRequestError()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequestError() from exc
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_body(model: type[M], data: Any) -> M:
+    """Validate `data` against `model`: wrong types are "Invalid input" (400)."""
+    if not isinstance(data, dict):
+        raise MalformedRequestError()
+    try:
+        return model.model_validate(data)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise MalformedRequestError(f"Invalid input: {where}: {first['msg']}") from exc
+
+
+def request_hash(data: Any) -> str:
+    """SHA-256 of the canonical JSON of a request (for Idempotency-Key comparisons)."""
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+NumberOrText = int | float | str
+
+
+class LegIn(_Body):
+    """A split leg as Blnk takes it."""
+
+    identifier: str = Field(min_length=1, max_length=255)
+    distribution: str | None = Field(default=None, max_length=64)
+    precise_distribution: int | str | None = None
+    narration: str | None = Field(default=None, max_length=DESCRIPTION_LENGTH_MAX)
+
+
+class TransactionIn(_Body):
+    """POST /transactions (and each item of a bulk)."""
+
+    amount: NumberOrText | None = None
+    precise_amount: int | str | None = None
+    precision: NumberOrText | None = None
+    reference: str = ""
+    description: str = Field(default="", max_length=DESCRIPTION_LENGTH_MAX)
+    currency: str = ""
+    source: str | None = Field(default=None, max_length=255)
+    destination: str | None = Field(default=None, max_length=255)
+    sources: list[LegIn] | None = None
+    destinations: list[LegIn] | None = None
+    allow_overdraft: StrictBool = False
+    overdraft_limit: NumberOrText | None = None
+    inflight: StrictBool = False
+    skip_queue: StrictBool = False
+    atomic: StrictBool = False
+    dry_run: StrictBool = False
+    scheduled_for: datetime | None = None
+    inflight_expiry_date: datetime | None = None
+    inflight_commit_date: datetime | None = None
+    effective_date: datetime | None = None
+    meta_data: dict[str, Any] | None = None
+
+    @field_validator("scheduled_for", "inflight_expiry_date", "inflight_commit_date", "effective_date")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("times need a UTC offset (RFC 3339)")
+        return value
+
+
+class BulkIn(_Body):
+    """POST /transactions/bulk."""
+
+    transactions: list[dict[str, Any]] = Field(default_factory=list)
+    atomic: StrictBool = False
+    inflight: StrictBool = False
+    run_async: StrictBool = False
+    skip_queue: StrictBool = False
+    dry_run: StrictBool = False
+
+
+class InflightUpdateIn(_Body):
+    """PUT /transactions/inflight/{id}."""
+
+    status: str = ""
+    amount: NumberOrText | None = None
+    precise_amount: int | str | None = None
+    skip_queue: StrictBool = False
+    dry_run: StrictBool = False
+
+
+class BulkCommitItemIn(_Body):
+    """One item of POST /transactions/inflight/bulk/commit."""
+
+    transaction_id: str = Field(min_length=1, max_length=255)
+    amount: NumberOrText | None = None
+    precise_amount: int | str | None = None
+
+
+class BulkCommitIn(_Body):
+    """POST /transactions/inflight/bulk/commit."""
+
+    transactions: list[BulkCommitItemIn] = Field(default_factory=list)
+    skip_queue: StrictBool = False
+    dry_run: StrictBool = False
+
+
+class BulkVoidIn(_Body):
+    """POST /transactions/inflight/bulk/void."""
+
+    transaction_ids: list[str] = Field(default_factory=list)
+    skip_queue: StrictBool = False
+    dry_run: StrictBool = False
+
+
+class RefundIn(_Body):
+    """POST /refund-transaction/{id} (all optional)."""
+
+    skip_queue: StrictBool = False
+    description: str | None = Field(default=None, max_length=DESCRIPTION_LENGTH_MAX)
+    meta_data: dict[str, Any] | None = None
+    dry_run: StrictBool = False
+
+
+# ---------------------------------------------------------------- conversion
+
+
+def _precision(value: NumberOrText | None) -> int:
+    try:
+        return parse_precision(value)
+    except InvalidPrecisionError as exc:
+        raise PrecisionNotIntegerError(exc.message, precision=str(value)) from exc
+    except MoneyInvalidAmountError as exc:
+        raise PrecisionNotIntegerError("precision must be a whole number") from exc
+
+
+def _minor_units(amount: NumberOrText | None, precise: int | str | None, precision: int) -> int:
+    try:
+        if precise is not None and amount is None:
+            units = parse_minor_units(precise)
+        elif amount is not None and precise is None:
+            units = to_minor_units(amount, precision)
+        else:
+            raise TransactionValidationError("send exactly one of amount and precise_amount")
+    except MoneyInvalidAmountError as exc:
+        raise TransactionValidationError(exc.message) from exc
+    if units < 0:
+        raise InvalidAmountError("amount must not be negative")
+    if units == 0:
+        raise InvalidAmountError("amount must be greater than zero")
+    return units
+
+
+def _overdraft_limit(value: NumberOrText | None) -> Decimal:
+    if value is None:
+        return Decimal(0)
+    try:
+        limit = parse_decimal(value)
+    except MoneyInvalidAmountError as exc:
+        raise TransactionValidationError("overdraft_limit is not a number") from exc
+    if limit < 0:
+        raise TransactionValidationError("overdraft_limit must not be negative")
+    return limit
+
+
+def _legs(legs: list[LegIn] | None) -> tuple[Leg, ...] | None:
+    if not legs:
+        return None
+    converted = []
+    for leg in legs:
+        precise = None
+        if leg.precise_distribution is not None:
+            try:
+                precise = parse_minor_units(leg.precise_distribution)
+            except MoneyInvalidAmountError as exc:
+                raise TransactionValidationError("precise_distribution must be a whole number") from exc
+        converted.append(
+            Leg(
+                identifier=leg.identifier,
+                distribution=leg.distribution,
+                precise_distribution=precise,
+                narration=leg.narration,
+            )
+        )
+    return tuple(converted)
+
+
+def _check_ends(body: TransactionIn) -> None:
+    if body.source and body.sources:
+        raise TransactionValidationError("send source or sources, not both")
+    if body.destination and body.destinations:
+        raise TransactionValidationError("send destination or destinations, not both")
+    if body.sources and body.destinations:
+        raise TransactionValidationError("only one side of a transaction may be split")
+    if not (body.source or body.sources):
+        raise TransactionValidationError("source is required")
+    if not (body.destination or body.destinations):
+        raise TransactionValidationError("destination is required")
+    if body.source and body.destination and body.source == body.destination:
+        raise TransactionValidationError("source and destination cannot be the same")
+
+
+def transaction_command(
+    body: TransactionIn,
+    *,
+    now: datetime,
+    idempotency_key: str | None = None,
+    raw: Any = None,
+    overrides: dict[str, Any] | None = None,
+) -> PostTransaction:
+    """Validate a transaction request and build its command (ids minted here)."""
+    if not body.reference or len(body.reference) > REFERENCE_LENGTH_MAX:
+        raise TransactionValidationError(f"reference is required (at most {REFERENCE_LENGTH_MAX} characters)")
+    if not body.currency or len(body.currency) > 32:
+        raise TransactionValidationError("currency is required")
+    _check_ends(body)
+    precision = _precision(body.precision)
+    units = _minor_units(body.amount, body.precise_amount, precision)
+    meta = dict(body.meta_data or {})
+    if len(orjson.dumps(meta)) > META_DATA_BYTES_MAX:
+        raise TransactionValidationError(f"meta_data is larger than {META_DATA_BYTES_MAX} bytes")
+    inflight = body.inflight or bool(meta.pop("inflight", False) is True)
+    claim = None
+    if idempotency_key is not None:
+        if not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_LENGTH_MAX:
+            raise TransactionValidationError("Idempotency-Key must be 1-255 characters")
+        claim = IdempotencyClaim(idempotency_key, request_hash(raw))
+    fields: dict[str, Any] = {
+        "transaction_id": f"txn_{uuid.uuid4()}",
+        "reference": body.reference,
+        "precise_amount": units,
+        "precision": precision,
+        "currency": body.currency,
+        "description": body.description,
+        "source": body.source,
+        "destination": body.destination,
+        "sources": _legs(body.sources),
+        "destinations": _legs(body.destinations),
+        "allow_overdraft": body.allow_overdraft,
+        "overdraft_limit": _overdraft_limit(body.overdraft_limit),
+        "inflight": inflight,
+        "skip_queue": body.skip_queue,
+        "atomic": body.atomic,
+        "created_at": now,
+        "effective_date": body.effective_date,
+        "scheduled_for": body.scheduled_for,
+        "inflight_expiry_date": body.inflight_expiry_date,
+        "inflight_commit_date": body.inflight_commit_date,
+        "meta_data": meta,
+        "idempotency": claim,
+    }
+    fields.update(overrides or {})
+    return PostTransaction(**fields)
+
+
+def bulk_command(body: BulkIn, *, now: datetime) -> PostBulk:
+    """Validate a bulk request; each item is validated like a single transaction."""
+    if not body.transactions:
+        raise BulkEmptyError("bulk request has no transactions")
+    if len(body.transactions) > BULK_TRANSACTIONS_MAX:
+        raise BulkLimitExceededError(f"a bulk request takes at most {BULK_TRANSACTIONS_MAX} transactions")
+    references: set[str] = set()
+    items: list[PostTransaction] = []
+    for index, raw in enumerate(body.transactions):
+        try:
+            item = validate_body(TransactionIn, raw)
+            command = transaction_command(
+                item,
+                now=now,
+                overrides={"inflight": body.inflight or item.inflight, "skip_queue": True, "scheduled_for": None},
+            )
+        except DomainError as exc:
+            raise exc.with_details(index=index) from exc
+        if command.reference in references:
+            raise TransactionValidationError(f"duplicate reference {command.reference!r} in the batch", index=index)
+        references.add(command.reference)
+        items.append(command)
+    return PostBulk(batch_id=f"bulk_{uuid.uuid4()}", items=tuple(items), atomic=body.atomic, inflight=body.inflight)
+
+
+def _commit_amount(amount: NumberOrText | None, precise: int | str | None) -> tuple[int | None, Decimal | None]:
+    try:
+        if precise is not None:
+            units = parse_minor_units(precise)
+            if units <= 0:
+                raise InvalidAmountError("precise_amount must be greater than zero")
+            return units, None
+        if amount is not None:
+            value = parse_decimal(amount)
+            if value < 0:
+                raise InvalidAmountError("amount must not be negative")
+            return None, value
+    except MoneyInvalidAmountError as exc:
+        raise InvalidAmountError(exc.message) from exc
+    return None, None
+
+
+def inflight_command(
+    transaction_id: str, body: InflightUpdateIn, *, now: datetime
+) -> CommitInflight | VoidInflight:
+    """Build the commit or void of a hold."""
+    action = body.status.lower()
+    child_id, child_reference = f"txn_{uuid.uuid4()}", f"ref_{uuid.uuid4()}"
+    if action == "commit":
+        precise, amount = _commit_amount(body.amount, body.precise_amount)
+        return CommitInflight(
+            target_id=transaction_id, child_id=child_id, child_reference=child_reference,
+            precise_amount=precise, amount=amount, skip_queue=body.skip_queue, created_at=now,
+        )
+    if action == "void":
+        return VoidInflight(
+            target_id=transaction_id, child_id=child_id, child_reference=child_reference,
+            skip_queue=body.skip_queue, created_at=now,
+        )
+    raise InvalidStatusActionError("status must be commit or void")
+
+
+def refund_command(transaction_id: str, body: RefundIn, *, now: datetime) -> RefundTransaction:
+    """Build a refund."""
+    return RefundTransaction(
+        original_id=transaction_id,
+        refund_id=f"txn_{uuid.uuid4()}",
+        skip_queue=body.skip_queue,
+        description=body.description,
+        meta_data=dict(body.meta_data or {}),
+        created_at=now,
+    )

@@ -1,0 +1,142 @@
+"""Ledger fixtures: an engine on the test database and helpers to make balances."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import uvicorn
+
+from gateway.app import create_app
+from gateway.policy import BodyLimitPolicy, BotPolicy, GatewayPolicy
+from gateway.problems import ErrorStyle
+from kit.clock import SystemClock
+from kit.db import Database
+from kit.settings import Settings
+from ledger import repository
+from ledger.endpoints import LedgerDeps, build_routers
+from ledger.engine import LedgerEngine
+from ledger.models import GENERAL_LEDGER_ID, PostTransaction
+
+MakeBalance = Callable[..., Awaitable[str]]
+
+# The ledger's edge: Blnk's 5 MiB body limit, and Blnk's own SDKs (python-requests) welcome.
+LEDGER_POLICY = GatewayPolicy(
+    body_limit=BodyLimitPolicy(bytes_max=5 * 1024 * 1024),
+    bots=BotPolicy(allow=(r"^python-requests/",)),
+)
+
+
+@pytest.fixture
+async def engine(db: Database) -> AsyncIterator[LedgerEngine]:
+    """An in-process engine writing to the test database."""
+    yield LedgerEngine(db, writer="test")
+
+
+@pytest.fixture
+def make_balance(db: Database) -> MakeBalance:
+    """Create a balance in the General Ledger; returns its id."""
+
+    async def make(currency: str = "USD") -> str:
+        balance_id = f"bln_{uuid.uuid4()}"
+        async with db.transaction() as conn:
+            await repository.insert_balance(
+                conn,
+                balance_id=balance_id,
+                ledger_id=GENERAL_LEDGER_ID,
+                currency=currency,
+                identity_id=None,
+                indicator=None,
+                track_fund_lineage=False,
+                allocation_strategy="FIFO",
+                meta_data={},
+                created_at=datetime.now(UTC),
+            )
+        return balance_id
+
+    return make
+
+
+def transfer(source: str, destination: str, amount: int, **overrides: object) -> PostTransaction:
+    """A skip_queue transfer command with a fresh id and reference."""
+    fields: dict[str, object] = {
+        "transaction_id": f"txn_{uuid.uuid4()}",
+        "reference": f"ref-{uuid.uuid4()}",
+        "precise_amount": amount,
+        "precision": 100,
+        "currency": "USD",
+        "description": "test",
+        "source": source,
+        "destination": destination,
+        "skip_queue": True,
+    }
+    fields.update(overrides)
+    return PostTransaction(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def ledger_url(database_dsn: str, settings: Settings) -> Iterator[str]:
+    """Blnk's API on a real local HTTP server (uvicorn in a thread, in-process engine)."""
+    with run_ledger_server(settings, database_dsn) as url:
+        yield url
+
+
+@contextmanager
+def run_ledger_server(settings: Settings, dsn: str) -> Iterator[str]:
+    """Serve the ledger app on a free port until the block ends."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    state: dict[str, uvicorn.Server] = {}
+    ready = threading.Event()
+
+    async def serve() -> None:
+        db = await Database.open(settings, dsn)
+        deps = LedgerDeps(db=db, port=LedgerEngine(db, writer="http-test"), clock=SystemClock())
+        app = create_app(
+            title="ledger-test",
+            version="test",
+            routers=build_routers(deps),
+            checks=list,
+            error_style=ErrorStyle.BLNK,
+            policy=LEDGER_POLICY,
+            service="ledger",
+        )
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+        state["server"] = server
+        ready.set()
+        try:
+            await server.serve()
+        finally:
+            await db.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    ready.wait(10)
+    server = state["server"]
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+@pytest.fixture
+def blnk(ledger_url: str) -> Iterator[Any]:
+    """The official blnk-python SDK pointed at our ledger."""
+    from blnk_sdk import BlnkClientOptions, blnk_init
+
+    client = blnk_init("", BlnkClientOptions(base_url=ledger_url, retry_count=1))
+    yield client
+    client.close()

@@ -1,0 +1,363 @@
+"""Blnk's own Python SDK (blnk-python 1.6.0) against our ledger, over real HTTP.
+
+Every call goes through the unmodified SDK to a uvicorn server running the ledger app on the
+test database; the assertions read what the SDK parsed (status, data, error code), which is
+exactly what a Blnk user's code sees.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.db
+
+
+def _ref() -> str:
+    return f"ref-{uuid.uuid4()}"
+
+
+def _ledger(blnk: Any) -> str:
+    response = blnk.ledgers.create({"name": f"ledger-{uuid.uuid4()}", "meta_data": {"team": "payments"}})
+    assert response.status == 201, response.to_dict()
+    ledger_id: str = response.data["ledger_id"]
+    return ledger_id
+
+
+def _balance(blnk: Any, ledger_id: str, currency: str = "USD") -> str:
+    response = blnk.ledger_balances.create({"ledger_id": ledger_id, "currency": currency})
+    assert response.status == 201, response.to_dict()
+    balance_id: str = response.data["balance_id"]
+    return balance_id
+
+
+def _fund(blnk: Any, balance_id: str, amount: int, currency: str = "USD") -> dict[str, Any]:
+    response = blnk.transactions.create(
+        {
+            "precise_amount": amount,
+            "precision": 100,
+            "reference": _ref(),
+            "currency": currency,
+            "description": "funding",
+            "source": f"@World{currency}",
+            "destination": balance_id,
+            "allow_overdraft": True,
+            "skip_queue": True,
+        }
+    )
+    assert response.status == 201, response.to_dict()
+    data: dict[str, Any] = response.data
+    return data
+
+
+def _move(blnk: Any, source: str, destination: str, amount: int, **extra: Any) -> Any:
+    body = {
+        "precise_amount": amount,
+        "precision": 100,
+        "reference": _ref(),
+        "currency": "USD",
+        "description": "move",
+        "source": source,
+        "destination": destination,
+        "skip_queue": True,
+    }
+    body.update(extra)
+    return blnk.transactions.create(body)
+
+
+class TestSystem:
+    def test_health(self, blnk: Any) -> None:
+        """system.health() answers UP when the database answers."""
+        response = blnk.system.health()
+        assert response.status == 200
+        assert response.data == {"status": "UP"}
+
+
+class TestLedgers:
+    def test_create_get_update_list(self, blnk: Any) -> None:
+        """A ledger is created, read back, renamed and listed with Blnk's fields."""
+        ledger_id = _ledger(blnk)
+        assert ledger_id.startswith("ldg_")
+        got = blnk.ledgers.get(ledger_id)
+        assert got.status == 200
+        assert got.data["meta_data"] == {"team": "payments"}
+        renamed = blnk.ledgers.update(ledger_id, {"name": "renamed"})
+        assert renamed.status == 200
+        assert renamed.data["name"] == "renamed"
+        listed = blnk.ledgers.list()
+        assert listed.status == 200
+        assert isinstance(listed.data, list)
+
+    def test_unknown_ledger_is_404(self, blnk: Any) -> None:
+        """An unknown ledger id answers 404 LGR_NOT_FOUND."""
+        response = blnk.ledgers.get(f"ldg_{uuid.uuid4()}")
+        assert response.status == 404
+        assert response.error.code == "LGR_NOT_FOUND"
+
+
+class TestBalances:
+    def test_create_and_get(self, blnk: Any) -> None:
+        """A new balance starts at zero in every figure, with Blnk's fields."""
+        balance_id = _balance(blnk, _ledger(blnk))
+        got = blnk.ledger_balances.get(balance_id, {"with_queued": True})
+        assert got.status == 200
+        data = got.data
+        for name in ("balance", "credit_balance", "debit_balance", "inflight_balance"):
+            assert data[name] == 0
+        assert data["queued_debit_balance"] == 0
+        assert data["currency"] == "USD"
+
+    def test_indicator_balance_is_created_on_first_use(self, blnk: Any) -> None:
+        """`@World` in a transaction creates the indicator balance, found by indicator and currency."""
+        _fund(blnk, _balance(blnk, _ledger(blnk), "NGN"), 500, "NGN")
+        found = blnk.ledger_balances.get_by_indicator("@WorldNGN", "NGN")
+        assert found.status == 200
+        assert found.data["indicator"] == "@WorldNGN"
+        assert found.data["balance"] <= -500
+
+    def test_unknown_balance_is_404(self, blnk: Any) -> None:
+        """An unknown balance answers 404 BAL_NOT_FOUND."""
+        response = blnk.ledger_balances.get(f"bln_{uuid.uuid4()}")
+        assert response.status == 404
+        assert response.error.code == "BAL_NOT_FOUND"
+
+    def test_balance_at_a_time(self, blnk: Any) -> None:
+        """The historical balance replays applied transactions up to the timestamp."""
+        balance_id = _balance(blnk, _ledger(blnk))
+        _fund(blnk, balance_id, 1234)
+        now = blnk.ledger_balances.get_at(balance_id, {"timestamp": "2999-01-01T00:00:00Z", "from_source": True})
+        assert now.status == 200, now.to_dict()
+        assert now.data["balance"]["balance"] == 1234
+        before = blnk.ledger_balances.get_at(balance_id, {"timestamp": "2000-01-01T00:00:00Z"})
+        assert before.data["balance"]["balance"] == 0
+
+
+class TestTransactions:
+    def test_immediate_transfer_moves_money(self, blnk: Any) -> None:
+        """skip_queue applies at once: the source is debited and the destination credited."""
+        ledger_id = _ledger(blnk)
+        alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
+        _fund(blnk, alice, 10_000)
+        response = _move(blnk, alice, bob, 2_550)
+        assert response.status == 201, response.to_dict()
+        assert response.data["status"] == "APPLIED"
+        assert response.data["precise_amount"] == 2550
+        assert response.data["amount"] == 25.5
+        assert blnk.ledger_balances.get(alice).data["balance"] == 7_450
+        assert blnk.ledger_balances.get(bob).data["balance"] == 2_550
+
+    def test_insufficient_funds_is_400_and_changes_nothing(self, blnk: Any) -> None:
+        """Without overdraft a transfer beyond the balance is refused with TXN_INSUFFICIENT_FUNDS."""
+        ledger_id = _ledger(blnk)
+        alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
+        _fund(blnk, alice, 100)
+        response = _move(blnk, alice, bob, 101)
+        assert response.status == 400
+        assert response.error.code == "TXN_INSUFFICIENT_FUNDS"
+        assert blnk.ledger_balances.get(alice).data["balance"] == 100
+
+    def test_duplicate_reference_is_409(self, blnk: Any) -> None:
+        """A reference can be used once; the second use is 409 TXN_DUPLICATE_REFERENCE."""
+        ledger_id = _ledger(blnk)
+        alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
+        _fund(blnk, alice, 1_000)
+        reference = _ref()
+        assert _move(blnk, alice, bob, 10, reference=reference).status == 201
+        again = _move(blnk, alice, bob, 10, reference=reference)
+        assert again.status == 409
+        assert again.error.code == "TXN_DUPLICATE_REFERENCE"
+        assert blnk.ledger_balances.get(bob).data["balance"] == 10
+
+    def test_get_and_by_reference(self, blnk: Any) -> None:
+        """A transaction is found by id and by reference."""
+        ledger_id = _ledger(blnk)
+        posted = _fund(blnk, _balance(blnk, ledger_id), 77)
+        by_id = blnk.transactions.get(posted["transaction_id"])
+        assert by_id.status == 200
+        assert by_id.data["reference"] == posted["reference"]
+        by_reference = blnk.transactions.get_by_reference(posted["reference"])
+        assert by_reference.data["transaction_id"] == posted["transaction_id"]
+        missing = blnk.transactions.get(f"txn_{uuid.uuid4()}")
+        assert missing.status == 404
+        assert missing.error.code == "TXN_NOT_FOUND"
+
+    def test_queued_outcome_is_findable(self, blnk: Any) -> None:
+        """A queued transaction answers QUEUED with its outcome; its child is APPLIED."""
+        ledger_id = _ledger(blnk)
+        alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
+        _fund(blnk, alice, 500)
+        response = _move(blnk, alice, bob, 200, skip_queue=False)
+        assert response.status == 201
+        assert response.data["status"] == "QUEUED"
+        outcome = response.data["outcome"]
+        assert outcome["status"] == "APPLIED"
+        child = blnk.transactions.get(outcome["transaction_id"])
+        assert child.data["parent_transaction"] == response.data["transaction_id"]
+        assert child.data["reference"] == response.data["reference"] + "_q"
+        assert blnk.transactions.get(response.data["transaction_id"]).data["outcome"]["status"] == "APPLIED"
+
+    def test_queued_insufficient_funds_is_rejected_child(self, blnk: Any) -> None:
+        """On the queued path a refusal is a REJECTED child with Blnk's rejection reason."""
+        ledger_id = _ledger(blnk)
+        alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
+        response = _move(blnk, alice, bob, 200, skip_queue=False)
+        assert response.status == 201
+        assert response.data["outcome"]["status"] == "REJECTED"
+        child = blnk.transactions.get(response.data["outcome"]["transaction_id"])
+        assert child.data["status"] == "REJECTED"
+        assert "insufficient" in child.data["meta_data"]["blnk_rejection_reason"]
+
+    def test_amount_as_float_and_precise_amount_as_string(self, blnk: Any) -> None:
+        """`amount` converts with the precision; a digit-string precise_amount is accepted exactly."""
+        balance_id = _balance(blnk, _ledger(blnk))
+        as_float = blnk.transactions.create(
+            {"amount": 10.05, "precision": 100, "reference": _ref(), "currency": "USD", "description": "f",
+             "source": "@WorldUSD", "destination": balance_id, "allow_overdraft": True, "skip_queue": True}
+        )
+        assert as_float.status == 201, as_float.to_dict()
+        assert as_float.data["precise_amount"] == 1005
+        big = blnk.transactions.create(
+            {"precise_amount": "123456789012345678901", "precision": 100, "reference": _ref(), "currency": "USD",
+             "description": "big", "source": "@WorldUSD", "destination": balance_id, "allow_overdraft": True,
+             "skip_queue": True}
+        )
+        assert big.status == 201, big.to_dict()
+        assert big.data["precise_amount"] == 123456789012345678901
+        assert blnk.ledger_balances.get(balance_id).data["balance"] == 123456789012345678901 + 1005
+
+
+class TestInflight:
+    def _hold(self, blnk: Any, amount: int = 1_000) -> tuple[str, str, str]:
+        ledger_id = _ledger(blnk)
+        alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
+        _fund(blnk, alice, 5_000)
+        held = _move(blnk, alice, bob, amount, inflight=True)
+        assert held.status == 201, held.to_dict()
+        assert held.data["status"] == "INFLIGHT"
+        return held.data["transaction_id"], alice, bob
+
+    def test_partial_commits_then_void_the_rest(self, blnk: Any) -> None:
+        """Commit 300 and 200 of a 1,000 hold, void the remaining 500; balances follow."""
+        hold, alice, bob = self._hold(blnk)
+        alice_figures = blnk.ledger_balances.get(alice).data
+        assert alice_figures["inflight_debit_balance"] == 1_000
+        first = blnk.transactions.update_status(hold, {"status": "commit", "precise_amount": 300, "skip_queue": True})
+        assert first.status == 200, first.to_dict()
+        assert first.data["status"] == "APPLIED"
+        assert first.data["parent_transaction"] == hold
+        second = blnk.transactions.update_status(hold, {"status": "commit", "amount": 2, "skip_queue": True})
+        assert second.data["precise_amount"] == 200
+        void = blnk.transactions.update_status(hold, {"status": "void", "skip_queue": True})
+        assert void.status == 200
+        assert void.data["status"] == "VOID"
+        assert void.data["precise_amount"] == 500
+        alice_after = blnk.ledger_balances.get(alice).data
+        assert alice_after["balance"] == 4_500
+        assert alice_after["inflight_debit_balance"] == 0
+        assert blnk.ledger_balances.get(bob).data["balance"] == 500
+
+    def test_second_void_is_409(self, blnk: Any) -> None:
+        """Voiding twice answers 409 TXN_ALREADY_VOIDED."""
+        hold, _, _ = self._hold(blnk)
+        assert blnk.transactions.update_status(hold, {"status": "void", "skip_queue": True}).status == 200
+        again = blnk.transactions.update_status(hold, {"status": "void", "skip_queue": True})
+        assert again.status == 409
+        assert again.error.code == "TXN_ALREADY_VOIDED"
+
+    def test_over_commit_is_400(self, blnk: Any) -> None:
+        """Committing more than the hold has left is 400 TXN_COMMIT_AMOUNT_EXCEEDED."""
+        hold, _, _ = self._hold(blnk)
+        response = blnk.transactions.update_status(hold, {"status": "commit", "precise_amount": 1_001, "skip_queue": True})
+        assert response.status == 400
+        assert response.error.code == "TXN_COMMIT_AMOUNT_EXCEEDED"
+
+    def test_commit_after_full_commit_is_409(self, blnk: Any) -> None:
+        """Nothing left to commit answers 409 TXN_ALREADY_COMMITTED."""
+        hold, _, _ = self._hold(blnk)
+        assert blnk.transactions.update_status(hold, {"status": "commit", "skip_queue": True}).status == 200
+        again = blnk.transactions.update_status(hold, {"status": "commit", "skip_queue": True})
+        assert again.status == 409
+        assert again.error.code == "TXN_ALREADY_COMMITTED"
+
+    def test_holds_count_against_available_funds(self, blnk: Any) -> None:
+        """Six holds of 1,000 on 5,000 cannot all pass (Blnk's issue #181): the sixth is refused."""
+        ledger_id = _ledger(blnk)
+        alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
+        _fund(blnk, alice, 5_000)
+        statuses = [_move(blnk, alice, bob, 1_000, inflight=True).status for _ in range(6)]
+        assert statuses == [201] * 5 + [400]
+
+    def test_bulk_commit_and_void_report_per_item(self, blnk: Any) -> None:
+        """Bulk commit and void answer one result per hold with Blnk's codes."""
+        first, _, _ = self._hold(blnk)
+        second, _, _ = self._hold(blnk)
+        committed = blnk.transactions.bulk_commit_inflight(
+            {"transactions": [{"transaction_id": first}, {"transaction_id": f"txn_{uuid.uuid4()}"}], "skip_queue": True}
+        )
+        assert committed.status == 200, committed.to_dict()
+        assert committed.data["succeeded"] == 1
+        assert committed.data["failed"] == 1
+        assert committed.data["results"][1]["code"] == "NOT_FOUND"
+        voided = blnk.transactions.bulk_void_inflight({"transaction_ids": [second, first], "skip_queue": True})
+        assert [r["status"] for r in voided.data["results"]] == ["succeeded", "failed"]
+        assert voided.data["results"][1]["code"] == "ALREADY_COMMITTED"
+
+
+class TestRefundsAndBulk:
+    def test_refund_once(self, blnk: Any) -> None:
+        """A refund reverses the transfer; a second refund is 409."""
+        ledger_id = _ledger(blnk)
+        alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
+        _fund(blnk, alice, 1_000)
+        moved = _move(blnk, alice, bob, 400)
+        refund = blnk.transactions.refund(moved.data["transaction_id"], {"skip_queue": True})
+        assert refund.status == 201, refund.to_dict()
+        assert refund.data["source"] == bob
+        assert blnk.ledger_balances.get(alice).data["balance"] == 1_000
+        again = blnk.transactions.refund(moved.data["transaction_id"], {"skip_queue": True})
+        assert again.status == 409
+        assert again.error.code == "TXN_ALREADY_REFUNDED"
+
+    def test_atomic_bulk_is_all_or_nothing(self, blnk: Any) -> None:
+        """An atomic bulk with one refused item applies none of its items."""
+        ledger_id = _ledger(blnk)
+        alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
+        _fund(blnk, alice, 100)
+        items = [
+            {"precise_amount": 60, "precision": 100, "reference": _ref(), "currency": "USD", "description": "a",
+             "source": alice, "destination": bob},
+            {"precise_amount": 60, "precision": 100, "reference": _ref(), "currency": "USD", "description": "b",
+             "source": alice, "destination": bob},
+        ]
+        refused = blnk.transactions.create_bulk({"transactions": items, "atomic": True})
+        assert refused.status == 400, refused.to_dict()
+        assert refused.data["batch_id"].startswith("bulk_")
+        assert blnk.ledger_balances.get(bob).data["balance"] == 0
+        items[1]["precise_amount"] = 40
+        applied = blnk.transactions.create_bulk({"transactions": items, "atomic": True})
+        assert applied.status == 201, applied.to_dict()
+        assert applied.data["transaction_count"] == 2
+        assert blnk.ledger_balances.get(bob).data["balance"] == 100
+
+    def test_filter_with_count(self, blnk: Any) -> None:
+        """A filter on the destination finds the balance's transactions with a total count."""
+        balance_id = _balance(blnk, _ledger(blnk))
+        for amount in (1, 2, 3):
+            _fund(blnk, balance_id, amount)
+        response = blnk.search.filter(
+            {"filters": [{"field": "destination", "operator": "eq", "value": balance_id}], "include_count": True},
+            "transactions",
+        )
+        assert response.status == 200, response.to_dict()
+        assert response.data["total_count"] == 3
+        assert sorted(t["precise_amount"] for t in response.data["data"]) == [1, 2, 3]
+
+    def test_metadata_merge(self, blnk: Any) -> None:
+        """Metadata merges into a transaction's existing keys."""
+        posted = _fund(blnk, _balance(blnk, _ledger(blnk)), 5)
+        merged = blnk.metadata.update(posted["transaction_id"], {"meta_data": {"note": "hello"}})
+        assert merged.status == 200, merged.to_dict()
+        assert merged.data["meta_data"]["note"] == "hello"
+        assert blnk.transactions.get(posted["transaction_id"]).data["meta_data"]["note"] == "hello"
