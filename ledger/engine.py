@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, Protocol
 
 import asyncpg
 
@@ -71,6 +71,15 @@ def _weight(command: Command) -> int:
     return len(command.items) if isinstance(command, PostBulk) else 1
 
 
+class BatchHook(Protocol):
+    """Work that must happen inside a batch's database transaction, after its rows are written
+    and before COMMIT (balance monitors, for instance): it sees the book and the batch id."""
+
+    async def __call__(self, conn: asyncpg.Connection, book: Book, batch_id: int) -> None:
+        """Run inside the batch transaction; raising fails (and retries) the batch."""
+        ...
+
+
 @dataclass(slots=True)
 class _Pending:
     command: Command
@@ -88,8 +97,10 @@ class LedgerEngine:
         clock: Clock | None = None,
         batch_items_max: int = BATCH_ITEMS_MAX_DEFAULT,
         queue_items_max: int = QUEUE_ITEMS_MAX_DEFAULT,
+        batch_hooks: Sequence[BatchHook] = (),
     ) -> None:
         self.db = db
+        self.batch_hooks = tuple(batch_hooks)
         self.writer = writer
         self.clock = clock or SystemClock()
         self.batch_items_max = batch_items_max
@@ -196,6 +207,8 @@ class LedgerEngine:
             [(f"evt_{uuid.uuid4()}", event_type, entity, payload) for event_type, entity, payload in book.events],
         )
         await repository.insert_idempotency(conn, book.idempotency_rows)
+        for hook in self.batch_hooks:
+            await hook(conn, book, batch_id)
 
 
 VIRTUAL_PREFIX: Final = "virtual:"  # an indicator balance a dry run would create

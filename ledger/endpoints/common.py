@@ -9,7 +9,11 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
+import httpx
+from pydantic import SecretStr
+
 from kit.clock import Clock
+from kit.crypto import EnvelopeCipher
 from kit.db import Database
 from kit.errors import AppError
 from ledger.errors import LedgerValidationError
@@ -29,6 +33,12 @@ class LedgerDeps:
     db: Database
     port: LedgerPort
     clock: Clock
+    # Field tokenization of identities (AES-GCM envelopes); None disables it (403, as Blnk).
+    cipher: EnvelopeCipher | None = None
+    # Blnk's secure mode: with a master key set, every route but / and /health needs X-Blnk-Key.
+    master_key: SecretStr | None = None
+    # Outbound HTTP (hooks, webhooks, rate providers); bounded timeouts set by the wiring.
+    http: httpx.AsyncClient | None = None
 
 
 def json_response(body: Any, status_code: int = 200) -> Response:
