@@ -32,6 +32,29 @@ def _percentage(text: str) -> Decimal:
     return value
 
 
+def _fixed(leg: Leg, precision: int) -> int | None:
+    """A fixed leg's amount in minor units; None for percentage and "left" legs."""
+    text = (leg.distribution or "").strip()
+    if leg.precise_distribution is not None:
+        return leg.precise_distribution
+    if text.endswith("%") or text.lower() == "left":
+        return None
+    if not text:
+        raise InvalidDistributionError(f"leg {leg.identifier!r} has no distribution")
+    try:
+        return to_minor_units(text, precision)
+    except MoneyInvalidAmountError as exc:
+        raise InvalidDistributionError(f"invalid distribution {text!r}") from exc
+
+
+def _classify(index: int, leg: Leg, percentages: dict[int, Decimal], left: list[int]) -> None:
+    text = (leg.distribution or "").strip()
+    if text.endswith("%"):
+        percentages[index] = _percentage(text)
+    else:
+        left.append(index)
+
+
 def distribute(total: int, legs: Sequence[Leg], *, precision: int) -> list[int]:
     """The amount of each leg, in minor units, summing to `total`."""
     if not 1 <= len(legs) <= LEGS_MAX:
@@ -43,22 +66,10 @@ def distribute(total: int, legs: Sequence[Leg], *, precision: int) -> list[int]:
     percentages: dict[int, Decimal] = {}
     left: list[int] = []
     for index, leg in enumerate(legs):
-        text = (leg.distribution or "").strip()
-        if leg.precise_distribution is not None:
-            fixed = leg.precise_distribution
-        elif text.endswith("%"):
-            percentages[index] = _percentage(text)
+        fixed = _fixed(leg, precision)
+        if fixed is None:
+            _classify(index, leg, percentages, left)
             continue
-        elif text.lower() == "left":
-            left.append(index)
-            continue
-        elif text:
-            try:
-                fixed = to_minor_units(text, precision)
-            except MoneyInvalidAmountError as exc:
-                raise InvalidDistributionError(f"invalid distribution {text!r}") from exc
-        else:
-            raise InvalidDistributionError(f"leg {leg.identifier!r} has no distribution")
         if fixed < 0 or fixed > remaining:
             raise InvalidDistributionError(
                 f"fixed distribution {fixed} of {leg.identifier!r} exceeds what is left ({remaining})"

@@ -63,8 +63,12 @@ BATCH_SIZE = histogram(
     ["writer"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
 )
-BATCH_SECONDS = histogram("ledger_batch_seconds", "Time to apply and commit one ledger batch", ["writer"])
-QUEUE_DEPTH = gauge("ledger_queue_commands", "Commands waiting for the next ledger batch", ["writer"])
+BATCH_SECONDS = histogram(
+    "ledger_batch_seconds", "Time to apply and commit one ledger batch", ["writer"]
+)
+QUEUE_DEPTH = gauge(
+    "ledger_queue_commands", "Commands waiting for the next ledger batch", ["writer"]
+)
 
 
 def _weight(command: Command) -> int:
@@ -135,7 +139,9 @@ class LedgerEngine:
         while self._queue:
             batch: list[_Pending] = []
             items = 0
-            while self._queue and (not batch or items + _weight(self._queue[0].command) <= self.batch_items_max):
+            while self._queue and (
+                not batch or items + _weight(self._queue[0].command) <= self.batch_items_max
+            ):
                 entry = self._queue.popleft()
                 items += _weight(entry.command)
                 batch.append(entry)
@@ -166,7 +172,9 @@ class LedgerEngine:
             except _RETRYABLE:
                 if attempt == BATCH_RETRIES_MAX:
                     raise
-                logger.info("ledger batch retried", extra={"writer": self.writer, "attempt": attempt})
+                logger.info(
+                    "ledger batch retried", extra={"writer": self.writer, "attempt": attempt}
+                )
             except AppError as exc:
                 return [Outcome(exc.status, error=exc) for _ in commands]
             except Exception as exc:
@@ -204,7 +212,10 @@ class LedgerEngine:
         await repository.insert_outbox(
             conn,
             batch_id,
-            [(f"evt_{uuid.uuid4()}", event_type, entity, payload) for event_type, entity, payload in book.events],
+            [
+                (f"evt_{uuid.uuid4()}", event_type, entity, payload)
+                for event_type, entity, payload in book.events
+            ],
         )
         await repository.insert_idempotency(conn, book.idempotency_rows)
         for hook in self.batch_hooks:
@@ -229,7 +240,9 @@ async def load_book(
         )
     else:
         indicators = await repository.find_indicator_balances(conn, needs.indicators)
-    found = await repository.lock_balances(conn, needs.balance_ids | set(indicators.values()), lock=for_update)
+    found = await repository.lock_balances(
+        conn, needs.balance_ids | set(indicators.values()), lock=for_update
+    )
     balances = {
         balance_id: BalanceState(balance_id, currency, figures)
         for balance_id, (currency, figures) in found.items()

@@ -48,18 +48,30 @@ _TEXT, _NUMBER, _TIME, _BOOL = Kind.TEXT, Kind.NUMBER, Kind.TIME, Kind.BOOL
 COLLECTIONS: Final[dict[str, Collection]] = {
     "ledgers": Collection(
         "ledger.ledgers",
-        {"ledger_id": ("ledger_id", _TEXT), "name": ("name", _TEXT), "created_at": ("created_at", _TIME)},
+        {
+            "ledger_id": ("ledger_id", _TEXT),
+            "name": ("name", _TEXT),
+            "created_at": ("created_at", _TIME),
+        },
     ),
     "balances": Collection(
         "ledger.balances",
         {
             name: (name, kind)
             for name, kind in {
-                "balance_id": _TEXT, "ledger_id": _TEXT, "identity_id": _TEXT, "indicator": _TEXT,
-                "currency": _TEXT, "balance": _NUMBER, "credit_balance": _NUMBER,
-                "debit_balance": _NUMBER, "inflight_balance": _NUMBER,
-                "inflight_credit_balance": _NUMBER, "inflight_debit_balance": _NUMBER,
-                "version": _NUMBER, "created_at": _TIME,
+                "balance_id": _TEXT,
+                "ledger_id": _TEXT,
+                "identity_id": _TEXT,
+                "indicator": _TEXT,
+                "currency": _TEXT,
+                "balance": _NUMBER,
+                "credit_balance": _NUMBER,
+                "debit_balance": _NUMBER,
+                "inflight_balance": _NUMBER,
+                "inflight_credit_balance": _NUMBER,
+                "inflight_debit_balance": _NUMBER,
+                "version": _NUMBER,
+                "created_at": _TIME,
             }.items()
         },
     ),
@@ -68,11 +80,21 @@ COLLECTIONS: Final[dict[str, Collection]] = {
         {
             name: (name, kind)
             for name, kind in {
-                "transaction_id": _TEXT, "parent_transaction": _TEXT, "source": _TEXT,
-                "destination": _TEXT, "reference": _TEXT, "currency": _TEXT, "status": _TEXT,
-                "description": _TEXT, "precise_amount": _NUMBER, "precision": _NUMBER,
-                "allow_overdraft": _BOOL, "inflight": _BOOL, "created_at": _TIME,
-                "effective_date": _TIME, "scheduled_for": _TIME,
+                "transaction_id": _TEXT,
+                "parent_transaction": _TEXT,
+                "source": _TEXT,
+                "destination": _TEXT,
+                "reference": _TEXT,
+                "currency": _TEXT,
+                "status": _TEXT,
+                "description": _TEXT,
+                "precise_amount": _NUMBER,
+                "precision": _NUMBER,
+                "allow_overdraft": _BOOL,
+                "inflight": _BOOL,
+                "created_at": _TIME,
+                "effective_date": _TIME,
+                "scheduled_for": _TIME,
             }.items()
         },
     ),
@@ -81,9 +103,16 @@ COLLECTIONS: Final[dict[str, Collection]] = {
         {
             name: (name, kind)
             for name, kind in {
-                "identity_id": _TEXT, "identity_type": _TEXT, "first_name": _TEXT,
-                "last_name": _TEXT, "organization_name": _TEXT, "email_address": _TEXT,
-                "phone_number": _TEXT, "country": _TEXT, "category": _TEXT, "created_at": _TIME,
+                "identity_id": _TEXT,
+                "identity_type": _TEXT,
+                "first_name": _TEXT,
+                "last_name": _TEXT,
+                "organization_name": _TEXT,
+                "email_address": _TEXT,
+                "phone_number": _TEXT,
+                "country": _TEXT,
+                "category": _TEXT,
+                "created_at": _TIME,
             }.items()
         },
     ),
@@ -137,7 +166,11 @@ def _coerce(value: Any, kind: Kind, field_name: str) -> Any:
         if kind is Kind.NUMBER:
             return Decimal(str(value))
         if kind is Kind.TIME:
-            return value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            return (
+                value
+                if isinstance(value, datetime)
+                else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            )
         if kind is Kind.BOOL:
             if isinstance(value, bool):
                 return value
@@ -157,17 +190,29 @@ def _column(collection: Collection, name: str) -> tuple[str, Kind]:
     return found
 
 
-def add_condition(query: Query, collection: Collection, name: str, operator: str, value: Any, values: Sequence[Any] | None = None) -> None:
+def add_condition(
+    query: Query,
+    collection: Collection,
+    name: str,
+    operator: str,
+    value: Any,
+    *,
+    values: Sequence[Any] | None = None,
+) -> None:
     """Append one condition."""
     column, kind = _column(collection, name)
     op = operator.lower()
     if op in _OPERATORS:
-        query.conditions.append(f"{column} {_OPERATORS[op]} {query.bind(_coerce(value, kind, name))}")
+        query.conditions.append(
+            f"{column} {_OPERATORS[op]} {query.bind(_coerce(value, kind, name))}"
+        )
     elif op == "in":
         items = list(values) if values is not None else [v for v in str(value).split(",") if v]
         if not 1 <= len(items) <= IN_VALUES_MAX:
             raise LedgerValidationError(f"in takes 1 to {IN_VALUES_MAX} values")
-        query.conditions.append(f"{column} = ANY({query.bind([_coerce(v, kind, name) for v in items])})")
+        query.conditions.append(
+            f"{column} = ANY({query.bind([_coerce(v, kind, name) for v in items])})"
+        )
     elif op == "between":
         items = list(values) if values is not None else str(value).split("|")
         if len(items) != 2:
@@ -186,21 +231,35 @@ def add_condition(query: Query, collection: Collection, name: str, operator: str
         raise LedgerValidationError(f"unknown filter operator {operator!r}")
 
 
-def from_query_params(collection: Collection, params: Mapping[str, str], *, skip: set[str]) -> Query:
+def from_query_params(
+    collection: Collection, params: Mapping[str, str], *, skip: set[str]
+) -> Query:
     """`field_op=value` parameters (and plain `field=value`, meaning eq) to conditions."""
     query = Query()
     for key, value in params.items():
         if key in skip:
             continue
         name, _, op = key.rpartition("_")
-        if name and (op in _OPERATORS or op in {"in", "between", "like", "ilike", "isnull", "isnotnull"}):
+        if name and (
+            op in _OPERATORS or op in {"in", "between", "like", "ilike", "isnull", "isnotnull"}
+        ):
             add_condition(query, collection, name, op, value)
         else:
             add_condition(query, collection, key, "eq", value)
     return query
 
 
-def sql_for(collection: Collection, query: Query, *, joiner: str, sort_by: str | None, sort_order: str, limit: int, offset: int, columns: str) -> tuple[str, str, list[Any]]:
+def sql_for(
+    collection: Collection,
+    query: Query,
+    *,
+    joiner: str,
+    sort_by: str | None,
+    sort_order: str,
+    limit: int,
+    offset: int,
+    columns: str,
+) -> tuple[str, str, list[Any]]:
     """(select sql, count sql, args)."""
     where = f" WHERE {(' ' + joiner + ' ').join(query.conditions)}" if query.conditions else ""
     sort_column = collection.columns.get(sort_by or "", (collection.default_sort, Kind.TIME))[0]

@@ -255,7 +255,9 @@ class RunScheduled:
     child_id: str
 
 
-Command = PostTransaction | CommitInflight | VoidInflight | RefundTransaction | PostBulk | RunScheduled
+Command = (
+    PostTransaction | CommitInflight | VoidInflight | RefundTransaction | PostBulk | RunScheduled
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ member fails, everything the group did to the book is undone.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -53,8 +54,8 @@ from ledger.errors import (
 )
 from ledger.models import (
     Command,
-    Effect,
     CommitInflight,
+    Effect,
     Figures,
     Leg,
     Outcome,
@@ -190,7 +191,10 @@ class Book:
         """Stage a new transaction row."""
         self.new_transactions.append(record)
         self.transactions[record.transaction_id] = record
-        self._remember(lambda: self.transactions.pop(record.transaction_id, None))
+        def undo() -> None:
+            self.transactions.pop(record.transaction_id, None)
+
+        self._remember(undo)
 
     def emit(self, event_type: str, entity_id: str, payload: dict[str, Any] | None = None) -> None:
         """Stage an outbox event that is not a transaction's own (bulk results, monitor alerts).
@@ -331,8 +335,15 @@ def _post_one(
 
 
 def _rejected_child(
-    book: Book, command: PostTransaction, *, reference: str, amount: int, source: str,
-    destination: str, parent: str, reason: str,
+    book: Book,
+    command: PostTransaction,
+    *,
+    reference: str,
+    amount: int,
+    source: str,
+    destination: str,
+    parent: str,
+    reason: str,
 ) -> TransactionRecord:
     book.take_reference(reference)
     record = _record(
@@ -427,11 +438,19 @@ def _execute_as_child(
     split = _split_legs(command)
     if split is None:
         child = _child_or_rejection(
-            book, command, reference=command.reference + QUEUED_SUFFIX,
-            amount=command.precise_amount, source=command.source or "",
-            destination=command.destination or "", parent=parent_id,
+            book,
+            command,
+            reference=command.reference + QUEUED_SUFFIX,
+            amount=command.precise_amount,
+            source=command.source or "",
+            destination=command.destination or "",
+            parent=parent_id,
         )
-        reason = child.meta_data.get(REJECTION_REASON_KEY) if child.status is TransactionStatus.REJECTED else None
+        reason = (
+            child.meta_data.get(REJECTION_REASON_KEY)
+            if child.status is TransactionStatus.REJECTED
+            else None
+        )
         return _outcome(child, reason), None
     side, legs = split
     amounts = distribute(command.precise_amount, legs, precision=command.precision)
@@ -440,31 +459,56 @@ def _execute_as_child(
     for number, (leg, amount) in enumerate(zip(legs, amounts, strict=True), start=1):
         source, destination = _leg_ends(command, side, leg)
         child = _child_or_rejection(
-            book, command, reference=f"{command.reference}_{number}", amount=amount,
-            source=source, destination=destination, parent=parent_id,
+            book,
+            command,
+            reference=f"{command.reference}_{number}",
+            amount=amount,
+            source=source,
+            destination=destination,
+            parent=parent_id,
         )
         statuses.add(child.status.value)
         posted.append(replace(leg, transaction_id=child.transaction_id))
     status = statuses.pop() if len(statuses) == 1 else "PARTIAL"
-    return {"status": status, "transaction_ids": [leg.transaction_id for leg in posted]}, tuple(posted)
+    return {"status": status, "transaction_ids": [leg.transaction_id for leg in posted]}, tuple(
+        posted
+    )
 
 
 def _child_or_rejection(
-    book: Book, command: PostTransaction, *, reference: str, amount: int, source: str,
-    destination: str, parent: str,
+    book: Book,
+    command: PostTransaction,
+    *,
+    reference: str,
+    amount: int,
+    source: str,
+    destination: str,
+    parent: str,
 ) -> TransactionRecord:
     """Post a child; a refusal for funds becomes a REJECTED child carrying the reason."""
     try:
         return book.run_atomically(
             lambda: _post_one(
-                book, command, transaction_id=f"txn_{uuid.uuid4()}", reference=reference,
-                amount=amount, source=source, destination=destination, parent=parent,
+                book,
+                command,
+                transaction_id=f"txn_{uuid.uuid4()}",
+                reference=reference,
+                amount=amount,
+                source=source,
+                destination=destination,
+                parent=parent,
             )
         )
     except InsufficientFundsError as refusal:
         return _rejected_child(
-            book, command, reference=reference, amount=amount, source=source,
-            destination=destination, parent=parent, reason=refusal.message,
+            book,
+            command,
+            reference=reference,
+            amount=amount,
+            source=source,
+            destination=destination,
+            parent=parent,
+            reason=refusal.message,
         )
 
 
@@ -493,7 +537,9 @@ def _remember_response(book: Book, command: PostTransaction, outcome: Outcome) -
     if claim is not None:
         body = wire.outcome_body(outcome)
         book.idempotency[claim.key] = (claim.request_hash, outcome.status_code, body)
-        book.idempotency_rows.append(IdempotencyRow(claim.key, claim.request_hash, outcome.status_code, body))
+        book.idempotency_rows.append(
+            IdempotencyRow(claim.key, claim.request_hash, outcome.status_code, body)
+        )
     return outcome
 
 
@@ -568,9 +614,13 @@ def _check_ends_exist(book: Book, command: PostTransaction) -> None:
 def _resolve_hold(book: Book, target_id: str) -> TransactionRecord:
     record = book.transactions.get(target_id)
     if record is None:
-        raise TransactionNotFoundError(f"transaction {target_id} not found", transaction_id=target_id)
+        raise TransactionNotFoundError(
+            f"transaction {target_id} not found", transaction_id=target_id
+        )
     if record.status in (TransactionStatus.QUEUED, TransactionStatus.SCHEDULED):
-        holds = [c for c in book.children.get(target_id, []) if c.status is TransactionStatus.INFLIGHT]
+        holds = [
+            c for c in book.children.get(target_id, []) if c.status is TransactionStatus.INFLIGHT
+        ]
         if not holds:
             raise NotInflightError(transaction_id=target_id)
         record = holds[0]
@@ -584,8 +634,14 @@ def _hold_progress(book: Book, hold: TransactionRecord) -> tuple[int, int]:
 
 
 def _settle(
-    book: Book, hold: TransactionRecord, *, amount: int, child_id: str, child_reference: str,
-    is_commit: bool, now: datetime,
+    book: Book,
+    hold: TransactionRecord,
+    *,
+    amount: int,
+    child_id: str,
+    child_reference: str,
+    is_commit: bool,
+    now: datetime,
 ) -> TransactionRecord:
     source = book.balances[hold.source]
     destination = book.balances[hold.destination]
@@ -666,8 +722,13 @@ def commit_inflight(book: Book, command: CommitInflight) -> Outcome:
             f"cannot commit more than {remaining}", remaining=remaining, requested=amount
         )
     child = _settle(
-        book, hold, amount=amount, child_id=command.child_id, child_reference=command.child_reference,
-        is_commit=True, now=command.created_at or book.now,
+        book,
+        hold,
+        amount=amount,
+        child_id=command.child_id,
+        child_reference=command.child_reference,
+        is_commit=True,
+        now=command.created_at or book.now,
     )
     return _settled_response(book, hold, child, skip_queue=command.skip_queue)
 
@@ -684,8 +745,12 @@ def void_inflight(book: Book, command: VoidInflight) -> Outcome:
             "cannot void. Transaction already committed", transaction_id=hold.transaction_id
         )
     child = _settle(
-        book, hold, amount=remaining, child_id=command.child_id,
-        child_reference=command.child_reference, is_commit=False,
+        book,
+        hold,
+        amount=remaining,
+        child_id=command.child_id,
+        child_reference=command.child_reference,
+        is_commit=False,
         now=command.created_at or book.now,
     )
     return _settled_response(book, hold, child, skip_queue=command.skip_queue)
@@ -742,20 +807,28 @@ def post_bulk(book: Book, command: PostBulk) -> Outcome:
             return Outcome(error.status, body=bulk_error_body(error, command.batch_id))
         _emit_bulk(book, command.batch_id, status, len(items))
         return Outcome(
-            201, body={"batch_id": command.batch_id, "status": status, "transaction_count": len(items)}
+            201,
+            body={"batch_id": command.batch_id, "status": status, "transaction_count": len(items)},
         )
     results: list[dict[str, Any]] = []
     succeeded = 0
     for item in items:
         try:
-            record = book.run_atomically(lambda i=item: _execute_immediately(book, i))
+            record = book.run_atomically(functools.partial(_execute_immediately, book, item))
         except DomainError as error:
             results.append(
-                {"reference": item.reference, "status": "failed", "code": error.code, "message": error.public_message}
+                {
+                    "reference": item.reference,
+                    "status": "failed",
+                    "code": error.code,
+                    "message": error.public_message,
+                }
             )
             continue
         succeeded += 1
-        results.append({"reference": item.reference, "status": status, "transaction_id": record.transaction_id})
+        results.append(
+            {"reference": item.reference, "status": status, "transaction_id": record.transaction_id}
+        )
     if succeeded == 0:
         first = next(r for r in results if r["status"] == "failed")
         body = {
@@ -925,7 +998,11 @@ def transaction_needs(commands: Iterable[Command]) -> set[str]:
     return ids
 
 
-def batch_needs(commands: Iterable[Command], transactions: dict[str, TransactionRecord], children: dict[str, list[TransactionRecord]]) -> Needs:
+def batch_needs(
+    commands: Iterable[Command],
+    transactions: dict[str, TransactionRecord],
+    children: dict[str, list[TransactionRecord]],
+) -> Needs:
     """Balances, indicators, references and idempotency keys the batch touches."""
     needs = Needs()
     for command in commands:

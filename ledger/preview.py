@@ -28,14 +28,21 @@ def _figures_json(prefix: str, figures: Figures) -> dict[str, str]:
     }
 
 
-def _balances(book: Book, before: dict[str, Figures], roles: dict[str, str]) -> list[dict[str, Any]]:
+def _balances(
+    book: Book, before: dict[str, Figures], roles: dict[str, str]
+) -> list[dict[str, Any]]:
     rows = []
     for balance_id, state in book.balances.items():
         if state.delta.is_zero():
             continue
         row: dict[str, Any] = {
-            "balance_id": balance_id.removeprefix(VIRTUAL_PREFIX) if balance_id.startswith(VIRTUAL_PREFIX) else balance_id,
-            "role": roles.get(balance_id, "source" if state.delta.debit or state.delta.inflight_debit else "destination"),
+            "balance_id": balance_id.removeprefix(VIRTUAL_PREFIX)
+            if balance_id.startswith(VIRTUAL_PREFIX)
+            else balance_id,
+            "role": roles.get(
+                balance_id,
+                "source" if state.delta.debit or state.delta.inflight_debit else "destination",
+            ),
             "currency": state.currency,
         }
         if balance_id.startswith(VIRTUAL_PREFIX):
@@ -46,7 +53,9 @@ def _balances(book: Book, before: dict[str, Figures], roles: dict[str, str]) -> 
     return rows
 
 
-async def _simulate(conn: asyncpg.Connection, command: Command, now: datetime) -> tuple[Book, dict[str, Figures], Any]:
+async def _simulate(
+    conn: asyncpg.Connection, command: Command, now: datetime
+) -> tuple[Book, dict[str, Figures], Any]:
     async with conn.transaction(readonly=True):
         book = await load_book(conn, [command], now=now, for_update=False)
     before = {balance_id: state.figures.copy() for balance_id, state in book.balances.items()}
@@ -57,10 +66,16 @@ async def _simulate(conn: asyncpg.Connection, command: Command, now: datetime) -
 def _rejection(outcome: Any) -> dict[str, Any] | None:
     if outcome.error is None:
         return None
-    return {"code": outcome.error.code, "reason": outcome.error.public_message, "message": outcome.error.public_message}
+    return {
+        "code": outcome.error.code,
+        "reason": outcome.error.public_message,
+        "message": outcome.error.public_message,
+    }
 
 
-async def preview_transaction(conn: asyncpg.Connection, command: PostTransaction, *, now: datetime) -> dict[str, Any]:
+async def preview_transaction(
+    conn: asyncpg.Connection, command: PostTransaction, *, now: datetime
+) -> dict[str, Any]:
     """POST /transactions with dry_run."""
     book, before, outcome = await _simulate(conn, command, now)
     rejection = _rejection(outcome)
@@ -81,11 +96,17 @@ async def preview_transaction(conn: asyncpg.Connection, command: PostTransaction
     return body
 
 
-async def preview_bulk(conn: asyncpg.Connection, command: PostBulk, *, now: datetime) -> dict[str, Any]:
+async def preview_bulk(
+    conn: asyncpg.Connection, command: PostBulk, *, now: datetime
+) -> dict[str, Any]:
     """POST /transactions/bulk with dry_run: the batch applied cumulatively."""
     book, before, outcome = await _simulate(conn, command, now)
     rejection = _rejection(outcome) or (
-        {"code": outcome.body["error_detail"]["code"], "reason": outcome.body["error"], "message": outcome.body["error"]}
+        {
+            "code": outcome.body["error_detail"]["code"],
+            "reason": outcome.body["error"],
+            "message": outcome.body["error"],
+        }
         if outcome.body and "error" in outcome.body
         else None
     )
@@ -100,7 +121,9 @@ async def preview_bulk(conn: asyncpg.Connection, command: PostBulk, *, now: date
     }
 
 
-async def preview_inflight(conn: asyncpg.Connection, command: CommitInflight | VoidInflight, *, now: datetime) -> dict[str, Any]:
+async def preview_inflight(
+    conn: asyncpg.Connection, command: CommitInflight | VoidInflight, *, now: datetime
+) -> dict[str, Any]:
     """PUT /transactions/inflight/{id} with dry_run."""
     book, before, outcome = await _simulate(conn, command, now)
     rejection = _rejection(outcome)

@@ -13,10 +13,12 @@ from typing import Any
 
 import asyncpg
 
+from kit.errors import InvariantError
+
 from ledger.models import (
     GENERAL_LEDGER_ID,
-    Effect,
     BalanceRecord,
+    Effect,
     Figures,
     Leg,
     TransactionRecord,
@@ -46,7 +48,9 @@ def _legs(value: Any) -> tuple[Leg, ...] | None:
             identifier=item["identifier"],
             distribution=item.get("distribution"),
             precise_distribution=(
-                int(item["precise_distribution"]) if item.get("precise_distribution") is not None else None
+                int(item["precise_distribution"])
+                if item.get("precise_distribution") is not None
+                else None
             ),
             narration=item.get("narration"),
             transaction_id=item.get("transaction_id"),
@@ -210,7 +214,7 @@ async def lock_balances(
     if not wanted:
         return {}
     rows = await conn.fetch(
-        "SELECT balance_id, currency, credit_balance, debit_balance, inflight_credit_balance,"
+        "SELECT balance_id, currency, credit_balance, debit_balance, inflight_credit_balance,"  # noqa: S608 - constant
         " inflight_debit_balance FROM ledger.balances WHERE balance_id = ANY($1::text[])"
         " ORDER BY balance_id" + (" FOR UPDATE" if lock else ""),
         wanted,
@@ -282,13 +286,35 @@ async def insert_transactions(
         return
     rows = [
         (
-            r.transaction_id, r.parent_transaction, r.source, r.destination, r.reference,
-            Decimal(r.precise_amount), Decimal(r.precision), r.currency, r.description,
-            r.status.value, r.hash, r.allow_overdraft, r.overdraft_limit, r.inflight,
-            r.skip_queue, r.atomic, _legs_json(r.sources), _legs_json(r.destinations),
-            Decimal(r.committed_amount), Decimal(r.voided_amount), r.outcome, r.created_at,
-            r.effective_date, r.scheduled_for, r.inflight_expiry_date, r.inflight_commit_date,
-            r.meta_data, r.effect.value, batch_id,
+            r.transaction_id,
+            r.parent_transaction,
+            r.source,
+            r.destination,
+            r.reference,
+            Decimal(r.precise_amount),
+            Decimal(r.precision),
+            r.currency,
+            r.description,
+            r.status.value,
+            r.hash,
+            r.allow_overdraft,
+            r.overdraft_limit,
+            r.inflight,
+            r.skip_queue,
+            r.atomic,
+            _legs_json(r.sources),
+            _legs_json(r.destinations),
+            Decimal(r.committed_amount),
+            Decimal(r.voided_amount),
+            r.outcome,
+            r.created_at,
+            r.effective_date,
+            r.scheduled_for,
+            r.inflight_expiry_date,
+            r.inflight_commit_date,
+            r.meta_data,
+            r.effect.value,
+            batch_id,
         )
         for r in records
     ]
@@ -335,7 +361,9 @@ async def apply_balance_changes(
     )
 
 
-async def update_hold_progress(conn: asyncpg.Connection, progress: dict[str, tuple[int, int]]) -> None:
+async def update_hold_progress(
+    conn: asyncpg.Connection, progress: dict[str, tuple[int, int]]
+) -> None:
     """Set committed and voided amounts of holds."""
     if not progress:
         return
@@ -399,7 +427,9 @@ async def insert_idempotency(conn: asyncpg.Connection, rows: Sequence[Idempotenc
 # ---------------------------------------------------------------- plain reads
 
 
-async def find_transaction(conn: asyncpg.Connection, transaction_id: str) -> TransactionRecord | None:
+async def find_transaction(
+    conn: asyncpg.Connection, transaction_id: str
+) -> TransactionRecord | None:
     """A transaction by id."""
     row = await conn.fetchrow(
         f"SELECT {_TRANSACTION_COLUMNS} FROM ledger.transactions WHERE transaction_id = $1",  # noqa: S608
@@ -408,7 +438,9 @@ async def find_transaction(conn: asyncpg.Connection, transaction_id: str) -> Tra
     return None if row is None else transaction_from_row(row)
 
 
-async def find_transaction_by_reference(conn: asyncpg.Connection, reference: str) -> TransactionRecord | None:
+async def find_transaction_by_reference(
+    conn: asyncpg.Connection, reference: str
+) -> TransactionRecord | None:
     """A transaction by reference."""
     row = await conn.fetchrow(
         f"SELECT {_TRANSACTION_COLUMNS} FROM ledger.transactions WHERE reference = $1",  # noqa: S608
@@ -453,7 +485,7 @@ async def insert_balance(
 ) -> BalanceRecord:
     """Create a balance."""
     row = await conn.fetchrow(
-        "INSERT INTO ledger.balances (balance_id, ledger_id, currency, identity_id, indicator,"
+        "INSERT INTO ledger.balances (balance_id, ledger_id, currency, identity_id, indicator,"  # noqa: S608 - constant
         " track_fund_lineage, allocation_strategy, meta_data, created_at)"
         f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {_BALANCE_COLUMNS}",
         balance_id,
@@ -466,6 +498,8 @@ async def insert_balance(
         meta_data,
         created_at,
     )
+    if row is None:
+        raise InvariantError("INSERT ... RETURNING gave no row")
     return balance_from_row(row)
 
 
@@ -484,28 +518,38 @@ _LEDGER_COLUMNS = "ledger_id, name, meta_data, created_at"
 
 
 async def insert_ledger(
-    conn: asyncpg.Connection, *, ledger_id: str, name: str, meta_data: dict[str, Any], created_at: datetime
+    conn: asyncpg.Connection,
+    *,
+    ledger_id: str,
+    name: str,
+    meta_data: dict[str, Any],
+    created_at: datetime,
 ) -> asyncpg.Record:
     """Create a ledger."""
-    row: asyncpg.Record = await conn.fetchrow(
+    row: asyncpg.Record | None = await conn.fetchrow(
         f"INSERT INTO ledger.ledgers ({_LEDGER_COLUMNS}) VALUES ($1, $2, $3, $4) RETURNING {_LEDGER_COLUMNS}",  # noqa: S608
         ledger_id,
         name,
         meta_data,
         created_at,
     )
+    if row is None:
+        raise InvariantError("INSERT ... RETURNING gave no row")
     return row
 
 
 async def find_ledger(conn: asyncpg.Connection, ledger_id: str) -> asyncpg.Record | None:
     """A ledger by id."""
     row: asyncpg.Record | None = await conn.fetchrow(
-        f"SELECT {_LEDGER_COLUMNS} FROM ledger.ledgers WHERE ledger_id = $1", ledger_id  # noqa: S608
+        f"SELECT {_LEDGER_COLUMNS} FROM ledger.ledgers WHERE ledger_id = $1",  # noqa: S608
+        ledger_id,
     )
     return row
 
 
-async def rename_ledger(conn: asyncpg.Connection, ledger_id: str, name: str) -> asyncpg.Record | None:
+async def rename_ledger(
+    conn: asyncpg.Connection, ledger_id: str, name: str
+) -> asyncpg.Record | None:
     """Change a ledger's name."""
     row: asyncpg.Record | None = await conn.fetchrow(
         f"UPDATE ledger.ledgers SET name = $2 WHERE ledger_id = $1 RETURNING {_LEDGER_COLUMNS}",  # noqa: S608
@@ -515,7 +559,9 @@ async def rename_ledger(conn: asyncpg.Connection, ledger_id: str, name: str) -> 
     return row
 
 
-async def fetch_rows(conn: asyncpg.Connection, sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
+async def fetch_rows(
+    conn: asyncpg.Connection, sql: str, args: Sequence[Any]
+) -> list[asyncpg.Record]:
     """Run a list query built by `ledger.filters` (whitelisted identifiers, bound values)."""
     rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
     return rows
@@ -558,6 +604,17 @@ async def balance_at(
     return int(row["credit"]), int(row["debit"])
 
 
+async def find_identity(conn: asyncpg.Connection, identity_id: str) -> asyncpg.Record | None:
+    """An identity by id (for `?include=identity` on a balance)."""
+    from ledger.identity_repository import IDENTITY_COLUMNS  # noqa: PLC0415 - identities are optional
+
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {IDENTITY_COLUMNS} FROM ledger.identities WHERE identity_id = $1",  # noqa: S608 - constant columns
+        identity_id,
+    )
+    return row
+
+
 # ---------------------------------------------------------------- metadata
 
 
@@ -572,7 +629,19 @@ _METADATA_TABLES: dict[str, tuple[str, str]] = {
 async def merge_metadata(
     conn: asyncpg.Connection, prefix: str, entity_id: str, meta_data: dict[str, Any]
 ) -> dict[str, Any] | None:
-    """Merge keys into an entity's metadata; returns the result, or None if it does not exist."""
+    """Merge keys into an entity's metadata; returns the result, or None if it does not exist.
+
+    A bulk id (`bulk_`) names no row of its own: the keys are merged into every transaction of
+    the batch (their `parent_transaction`), and the answer is the keys given, as Blnk's.
+    """
+    if prefix == "bulk":
+        merged_count: int = await conn.fetchval(
+            "WITH merged AS (UPDATE ledger.transactions SET meta_data = meta_data || $2"
+            " WHERE parent_transaction = $1 RETURNING 1) SELECT count(*) FROM merged",
+            entity_id,
+            meta_data,
+        )
+        return meta_data if merged_count else None
     table, key = _METADATA_TABLES[prefix]
     merged: dict[str, Any] | None = await conn.fetchval(
         f"UPDATE {table} SET meta_data = meta_data || $2 WHERE {key} = $1 RETURNING meta_data",  # noqa: S608 - whitelisted
@@ -580,3 +649,107 @@ async def merge_metadata(
         meta_data,
     )
     return merged
+
+
+# ---------------------------------------------------------------- verification (dwaybank ledger verify)
+
+_IMPLIED_FIGURES = """
+    SELECT balance_id,
+           sum(credit) AS credit, sum(debit) AS debit,
+           sum(inflight_credit) AS inflight_credit, sum(inflight_debit) AS inflight_debit
+      FROM (
+        SELECT source AS balance_id, 0::numeric AS credit,
+               CASE WHEN effect IN ('applied', 'commit') THEN precise_amount ELSE 0 END AS debit,
+               0::numeric AS inflight_credit,
+               CASE effect WHEN 'inflight' THEN precise_amount
+                           WHEN 'commit' THEN -precise_amount
+                           WHEN 'void' THEN -precise_amount ELSE 0 END AS inflight_debit
+          FROM ledger.transactions WHERE effect <> 'none'
+        UNION ALL
+        SELECT destination,
+               CASE WHEN effect IN ('applied', 'commit') THEN precise_amount ELSE 0 END,
+               0,
+               CASE effect WHEN 'inflight' THEN precise_amount
+                           WHEN 'commit' THEN -precise_amount
+                           WHEN 'void' THEN -precise_amount ELSE 0 END,
+               0
+          FROM ledger.transactions WHERE effect <> 'none'
+      ) moves
+     GROUP BY balance_id
+"""
+
+
+async def currencies_not_summing_to_zero(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Currencies whose balances (or holds) do not sum to zero."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT currency, sum(balance) AS balance, sum(inflight_balance) AS inflight, count(*) AS balances"
+        " FROM ledger.balances GROUP BY currency"
+        " HAVING sum(balance) <> 0 OR sum(inflight_balance) <> 0 ORDER BY currency"
+    )
+    return rows
+
+
+async def balances_not_matching_changes(
+    conn: asyncpg.Connection, limit: int
+) -> list[asyncpg.Record]:
+    """Balances whose figures differ from the sum of their recorded batch changes."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT b.balance_id, b.credit_balance, b.debit_balance, b.inflight_credit_balance,"
+        " b.inflight_debit_balance, c.credit, c.debit, c.inflight_credit, c.inflight_debit"
+        " FROM ledger.balances b LEFT JOIN ("
+        "   SELECT balance_id, sum(credit) AS credit, sum(debit) AS debit,"
+        "   sum(inflight_credit) AS inflight_credit, sum(inflight_debit) AS inflight_debit"
+        "   FROM ledger.balance_changes GROUP BY balance_id) c USING (balance_id)"
+        " WHERE (b.credit_balance, b.debit_balance, b.inflight_credit_balance, b.inflight_debit_balance)"
+        " IS DISTINCT FROM (coalesce(c.credit, 0), coalesce(c.debit, 0),"
+        " coalesce(c.inflight_credit, 0), coalesce(c.inflight_debit, 0))"
+        " ORDER BY b.balance_id LIMIT $1",
+        limit,
+    )
+    return rows
+
+
+async def balances_not_matching_transactions(
+    conn: asyncpg.Connection, limit: int
+) -> list[asyncpg.Record]:
+    """Balances whose figures differ from what their transactions imply."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT b.balance_id FROM ledger.balances b"  # noqa: S608 - constant SQL
+        f" LEFT JOIN ({_IMPLIED_FIGURES}) t USING (balance_id)"
+        " WHERE (b.credit_balance, b.debit_balance, b.inflight_credit_balance, b.inflight_debit_balance)"
+        " IS DISTINCT FROM (coalesce(t.credit, 0), coalesce(t.debit, 0),"
+        " coalesce(t.inflight_credit, 0), coalesce(t.inflight_debit, 0))"
+        " ORDER BY b.balance_id LIMIT $1",
+        limit,
+    )
+    return rows
+
+
+async def holds_not_matching_children(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    """Holds whose recorded progress differs from their commit and void children."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT h.transaction_id, h.committed_amount, h.voided_amount,"
+        " coalesce(sum(c.precise_amount) FILTER (WHERE c.effect = 'commit'), 0) AS committed,"
+        " coalesce(sum(c.precise_amount) FILTER (WHERE c.effect = 'void'), 0) AS voided"
+        " FROM ledger.transactions h"
+        " LEFT JOIN ledger.transactions c ON c.parent_transaction = h.transaction_id"
+        " WHERE h.status = 'INFLIGHT'"
+        " GROUP BY h.transaction_id, h.committed_amount, h.voided_amount"
+        " HAVING h.committed_amount <> coalesce(sum(c.precise_amount) FILTER (WHERE c.effect = 'commit'), 0)"
+        " OR h.voided_amount <> coalesce(sum(c.precise_amount) FILTER (WHERE c.effect = 'void'), 0)"
+        " LIMIT $1",
+        limit,
+    )
+    return rows
+
+
+async def ledger_totals(conn: asyncpg.Connection) -> asyncpg.Record:
+    """How much the verification looked at."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM ledger.balances) AS balances,"
+        " (SELECT count(*) FROM ledger.transactions) AS transactions,"
+        " (SELECT count(*) FROM ledger.commit_batches) AS batches"
+    )
+    if row is None:
+        raise InvariantError("an aggregate query returned no row")
+    return row

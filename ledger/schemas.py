@@ -131,7 +131,9 @@ class TransactionIn(_Body):
     effective_date: datetime | None = None
     meta_data: dict[str, Any] | None = None
 
-    @field_validator("scheduled_for", "inflight_expiry_date", "inflight_commit_date", "effective_date")
+    @field_validator(
+        "scheduled_for", "inflight_expiry_date", "inflight_commit_date", "effective_date"
+    )
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
@@ -244,7 +246,9 @@ def _legs(legs: list[LegIn] | None) -> tuple[Leg, ...] | None:
             try:
                 precise = parse_minor_units(leg.precise_distribution)
             except MoneyInvalidAmountError as exc:
-                raise TransactionValidationError("precise_distribution must be a whole number") from exc
+                raise TransactionValidationError(
+                    "precise_distribution must be a whole number"
+                ) from exc
         converted.append(
             Leg(
                 identifier=leg.identifier,
@@ -281,7 +285,9 @@ def transaction_command(
 ) -> PostTransaction:
     """Validate a transaction request and build its command (ids minted here)."""
     if not body.reference or len(body.reference) > REFERENCE_LENGTH_MAX:
-        raise TransactionValidationError(f"reference is required (at most {REFERENCE_LENGTH_MAX} characters)")
+        raise TransactionValidationError(
+            f"reference is required (at most {REFERENCE_LENGTH_MAX} characters)"
+        )
     if not body.currency or len(body.currency) > 32:
         raise TransactionValidationError("currency is required")
     _check_ends(body)
@@ -329,7 +335,9 @@ def bulk_command(body: BulkIn, *, now: datetime) -> PostBulk:
     if not body.transactions:
         raise BulkEmptyError("bulk request has no transactions")
     if len(body.transactions) > BULK_TRANSACTIONS_MAX:
-        raise BulkLimitExceededError(f"a bulk request takes at most {BULK_TRANSACTIONS_MAX} transactions")
+        raise BulkLimitExceededError(
+            f"a bulk request takes at most {BULK_TRANSACTIONS_MAX} transactions"
+        )
     references: set[str] = set()
     items: list[PostTransaction] = []
     for index, raw in enumerate(body.transactions):
@@ -338,18 +346,31 @@ def bulk_command(body: BulkIn, *, now: datetime) -> PostBulk:
             command = transaction_command(
                 item,
                 now=now,
-                overrides={"inflight": body.inflight or item.inflight, "skip_queue": True, "scheduled_for": None},
+                overrides={
+                    "inflight": body.inflight or item.inflight,
+                    "skip_queue": True,
+                    "scheduled_for": None,
+                },
             )
         except DomainError as exc:
             raise exc.with_details(index=index) from exc
         if command.reference in references:
-            raise TransactionValidationError(f"duplicate reference {command.reference!r} in the batch", index=index)
+            raise TransactionValidationError(
+                f"duplicate reference {command.reference!r} in the batch", index=index
+            )
         references.add(command.reference)
         items.append(command)
-    return PostBulk(batch_id=f"bulk_{uuid.uuid4()}", items=tuple(items), atomic=body.atomic, inflight=body.inflight)
+    return PostBulk(
+        batch_id=f"bulk_{uuid.uuid4()}",
+        items=tuple(items),
+        atomic=body.atomic,
+        inflight=body.inflight,
+    )
 
 
-def _commit_amount(amount: NumberOrText | None, precise: int | str | None) -> tuple[int | None, Decimal | None]:
+def _commit_amount(
+    amount: NumberOrText | None, precise: int | str | None
+) -> tuple[int | None, Decimal | None]:
     try:
         if precise is not None:
             units = parse_minor_units(precise)
@@ -375,13 +396,21 @@ def inflight_command(
     if action == "commit":
         precise, amount = _commit_amount(body.amount, body.precise_amount)
         return CommitInflight(
-            target_id=transaction_id, child_id=child_id, child_reference=child_reference,
-            precise_amount=precise, amount=amount, skip_queue=body.skip_queue, created_at=now,
+            target_id=transaction_id,
+            child_id=child_id,
+            child_reference=child_reference,
+            precise_amount=precise,
+            amount=amount,
+            skip_queue=body.skip_queue,
+            created_at=now,
         )
     if action == "void":
         return VoidInflight(
-            target_id=transaction_id, child_id=child_id, child_reference=child_reference,
-            skip_queue=body.skip_queue, created_at=now,
+            target_id=transaction_id,
+            child_id=child_id,
+            child_reference=child_reference,
+            skip_queue=body.skip_queue,
+            created_at=now,
         )
     raise InvalidStatusActionError("status must be commit or void")
 

@@ -104,7 +104,7 @@ async def create_balance(
         raise BalanceValidationError(f"ledger {ledger_id} does not exist", ledger_id=ledger_id)
     try:
         async with conn.transaction():
-            return await repository.insert_balance(
+            record = await repository.insert_balance(
                 conn,
                 balance_id=f"bln_{uuid.uuid4()}",
                 ledger_id=ledger_id,
@@ -116,6 +116,12 @@ async def create_balance(
                 meta_data=meta_data,
                 created_at=now,
             )
+            # The webhook event commits with the balance, or not at all (transactional outbox).
+            event_id = f"evt_{uuid.uuid4()}"
+            await repository.insert_outbox(
+                conn, None, [(event_id, "balance.created", record.balance_id, balance_json(record))]
+            )
+            return record
     except asyncpg.UniqueViolationError as exc:
         from ledger.errors import DuplicateIndicatorError  # noqa: PLC0415 - rare path
 
@@ -137,6 +143,12 @@ async def balance_body(
 ) -> dict[str, Any]:
     """A balance with the parts `include` asks for (identity, ledger)."""
     body = balance_json(record, with_queued=with_queued)
+    if "identity" in include and record.identity_id:
+        from ledger.identities import identity_json  # noqa: PLC0415 - identities are optional
+
+        identity = await repository.find_identity(conn, record.identity_id)
+        if identity is not None:
+            body["identity"] = identity_json(identity)
     if "ledger" in include:
         row = await repository.find_ledger(conn, record.ledger_id)
         if row is not None:
@@ -144,7 +156,9 @@ async def balance_body(
     return body
 
 
-async def get_balance_by_indicator(conn: asyncpg.Connection, indicator: str, currency: str) -> BalanceRecord:
+async def get_balance_by_indicator(
+    conn: asyncpg.Connection, indicator: str, currency: str
+) -> BalanceRecord:
     """GET /balances/indicator/{indicator}/currency/{currency}."""
     record = await repository.find_balance_by_indicator(conn, indicator, currency)
     if record is None:
@@ -184,11 +198,15 @@ async def get_transaction(conn: asyncpg.Connection, transaction_id: str) -> Tran
     """GET /transactions/{id}."""
     record = await repository.find_transaction(conn, transaction_id)
     if record is None:
-        raise TransactionNotFoundError(f"transaction {transaction_id} not found", transaction_id=transaction_id)
+        raise TransactionNotFoundError(
+            f"transaction {transaction_id} not found", transaction_id=transaction_id
+        )
     return record
 
 
-async def get_transaction_by_reference(conn: asyncpg.Connection, reference: str) -> TransactionRecord:
+async def get_transaction_by_reference(
+    conn: asyncpg.Connection, reference: str
+) -> TransactionRecord:
     """GET /transactions/reference/{reference}."""
     record = await repository.find_transaction_by_reference(conn, reference)
     if record is None:
@@ -219,8 +237,14 @@ async def list_collection(
     """A page of a collection, as Blnk returns lists (or `{data, total_count}`)."""
     collection = COLLECTIONS[name]
     select, count_sql, args = sql_for(
-        collection, query, joiner=joiner, sort_by=sort_by, sort_order=sort_order,
-        limit=limit, offset=offset, columns=_LIST_COLUMNS[name],
+        collection,
+        query,
+        joiner=joiner,
+        sort_by=sort_by,
+        sort_order=sort_order,
+        limit=limit,
+        offset=offset,
+        columns=_LIST_COLUMNS[name],
     )
     rows = await repository.fetch_rows(conn, select, args)
     data = [_row_json(name, row) for row in rows]
@@ -245,14 +269,18 @@ def filter_query(name: str, filters: list[Any]) -> Query:
     """A FilterRequest's conditions."""
     query = Query()
     for item in filters:
-        add_condition(query, COLLECTIONS[name], item.field, item.operator, item.value, item.values)
+        add_condition(
+            query, COLLECTIONS[name], item.field, item.operator, item.value, values=item.values
+        )
     return query
 
 
-_ENTITY_PREFIX = re.compile(r"^(txn|ldg|bln|idt)_")
+_ENTITY_PREFIX = re.compile(r"^(txn|bulk|ldg|bln|idt)_")
 
 
-async def merge_metadata(conn: asyncpg.Connection, entity_id: str, meta_data: dict[str, Any]) -> dict[str, Any]:
+async def merge_metadata(
+    conn: asyncpg.Connection, entity_id: str, meta_data: dict[str, Any]
+) -> dict[str, Any]:
     """POST /{entity_id}/metadata: merge keys into the entity's metadata."""
     match = _ENTITY_PREFIX.match(entity_id)
     if match is None:

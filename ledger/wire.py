@@ -29,7 +29,9 @@ def amount_float(units: int, precision: int) -> float:
     return float(from_minor_units(units, precision))
 
 
-def transaction_hash(*, amount: float, reference: str, currency: str, source: str, destination: str) -> str:
+def transaction_hash(
+    *, amount: float, reference: str, currency: str, source: str, destination: str
+) -> str:
     """Blnk's per-row hash: sha256 hex of amount (shortest form) + reference + currency + ends."""
     text = f"{_shortest(amount)}{reference}{currency}{source}{destination}"
     return hashlib.sha256(text.encode()).hexdigest()

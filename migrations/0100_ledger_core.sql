@@ -55,7 +55,7 @@ CREATE TABLE ledger.balances (
                AND inflight_debit_balance = trunc(inflight_debit_balance)),
     CONSTRAINT balances_indicator_in_general_ledger
         CHECK (indicator IS NULL OR ledger_id = 'general_ledger_id')
-);
+) WITH (fillfactor = 70);  -- room on each page for HOT updates: balances are updated constantly
 
 CREATE UNIQUE INDEX balances_indicator_currency ON ledger.balances (indicator, currency)
     WHERE indicator IS NOT NULL;

@@ -11,9 +11,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from ledger import service
-from ledger.endpoints.common import LedgerDeps, json_response, page, read_json
+from ledger.endpoints.common import LedgerDeps, error_responses, json_response, page, read_json
 from ledger.endpoints.ledgers import PAGING_PARAMS, run_filter
-from ledger.errors import BalanceNotFoundError, BalanceValidationError, InvalidTimestampError
+from ledger.errors import (
+    BalanceNotFoundError,
+    BalanceValidationError,
+    InvalidTimestampError,
+    MalformedRequestError,
+)
 from ledger.filters import COLLECTIONS, FilterRequest, from_query_params
 from ledger.schemas import validate_body
 from ledger.wire import balance_json
@@ -50,26 +55,35 @@ def _flag(request: Request, name: str) -> bool:
 def balances_router(deps: LedgerDeps) -> APIRouter:
     """Balance routes."""
     router = APIRouter(tags=["balances"])
-    errors = {400: {"description": BalanceValidationError.code}, 404: {"description": BalanceNotFoundError.code}}
+    errors = error_responses(BalanceValidationError, BalanceNotFoundError, MalformedRequestError)
 
     @router.post("/balances", status_code=201, responses=errors, summary="Create a balance")
     async def create(request: Request) -> Response:
         body = validate_body(BalanceIn, await read_json(request))
         async with deps.db.transaction() as conn:
             record = await service.create_balance(
-                conn, ledger_id=body.ledger_id, currency=body.currency, identity_id=body.identity_id,
-                indicator=body.indicator, track_fund_lineage=body.track_fund_lineage,
-                allocation_strategy=body.allocation_strategy, meta_data=body.meta_data,
+                conn,
+                ledger_id=body.ledger_id,
+                currency=body.currency,
+                identity_id=body.identity_id,
+                indicator=body.indicator,
+                track_fund_lineage=body.track_fund_lineage,
+                allocation_strategy=body.allocation_strategy,
+                meta_data=body.meta_data,
                 now=deps.clock.now(),
             )
         return json_response(balance_json(record), 201)
 
-    @router.get("/balances/{balance_id}", responses=errors, summary="Get a balance (with_queued, include)")
+    @router.get(
+        "/balances/{balance_id}", responses=errors, summary="Get a balance (with_queued, include)"
+    )
     async def get(balance_id: str, request: Request) -> Response:
         include = set(request.query_params.getlist("include"))
         async with deps.db.connection() as conn:
             record = await service.get_balance(conn, balance_id)
-            body = await service.balance_body(conn, record, with_queued=_flag(request, "with_queued"), include=include)
+            body = await service.balance_body(
+                conn, record, with_queued=_flag(request, "with_queued"), include=include
+            )
         return json_response(body)
 
     @router.get("/balances", responses=errors, summary="List balances")
@@ -77,11 +91,15 @@ def balances_router(deps: LedgerDeps) -> APIRouter:
         limit, offset = page(request, default_limit=10, lenient=False)
         query = from_query_params(COLLECTIONS["balances"], request.query_params, skip=PAGING_PARAMS)
         async with deps.db.connection() as conn:
-            return json_response(await service.list_collection(conn, "balances", query, limit=limit, offset=offset))
+            return json_response(
+                await service.list_collection(conn, "balances", query, limit=limit, offset=offset)
+            )
 
     @router.post("/balances/filter", responses=errors, summary="Filter balances")
     async def filter_balances(request: Request) -> Response:
-        return await run_filter(deps, "balances", validate_body(FilterRequest, await read_json(request)))
+        return await run_filter(
+            deps, "balances", validate_body(FilterRequest, await read_json(request))
+        )
 
     @router.get(
         "/balances/indicator/{indicator}/currency/{currency}",
@@ -93,20 +111,28 @@ def balances_router(deps: LedgerDeps) -> APIRouter:
             record = await service.get_balance_by_indicator(conn, indicator, currency)
         return json_response(balance_json(record))
 
-    @router.get("/balances/{balance_id}/at", responses=errors, summary="The balance at a point in time")
+    @router.get(
+        "/balances/{balance_id}/at", responses=errors, summary="The balance at a point in time"
+    )
     async def at(balance_id: str, request: Request) -> Response:
         raw = request.query_params.get("timestamp")
         try:
-            when = deps.clock.now() if not raw else datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            when = (
+                deps.clock.now() if not raw else datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            )
         except ValueError as exc:
             raise InvalidTimestampError("timestamp must be RFC 3339") from exc
         if when.tzinfo is None:
             raise InvalidTimestampError("timestamp needs a UTC offset")
         async with deps.db.connection() as conn:
-            body = await service.balance_at(conn, balance_id, when, from_source=_flag(request, "from_source"))
+            body = await service.balance_at(
+                conn, balance_id, when, from_source=_flag(request, "from_source")
+            )
         return json_response(body)
 
-    @router.post("/balances-snapshots", summary="Snapshot balances (history is replayed from transactions)")
+    @router.post(
+        "/balances-snapshots", summary="Snapshot balances (history is replayed from transactions)"
+    )
     async def snapshots() -> Response:
         return json_response({"message": "Snapshotting in progress. should be completed shortly"})
 

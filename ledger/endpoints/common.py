@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+import httpx
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
-
-import httpx
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from kit.clock import Clock
 from kit.crypto import EnvelopeCipher
@@ -83,17 +82,36 @@ def page(request: Request, *, default_limit: int, lenient: bool) -> tuple[int, i
     try:
         limit = default_limit if raw_limit is None else int(raw_limit)
         offset = 0 if raw_offset is None else int(raw_offset)
-        if not (1 <= limit <= PAGE_LIMIT_MAX and 0 <= offset <= OFFSET_MAX):
-            raise ValueError
-    except ValueError as exc:
-        if lenient:
-            return default_limit, 0
-        raise LedgerValidationError(
-            f"limit must be 1-{PAGE_LIMIT_MAX} and offset 0-{OFFSET_MAX}"
-        ) from exc
-    return limit, offset
+    except ValueError:
+        limit, offset = -1, -1
+    if 1 <= limit <= PAGE_LIMIT_MAX and 0 <= offset <= OFFSET_MAX:
+        return limit, offset
+    if lenient:
+        return default_limit, 0
+    raise LedgerValidationError(f"limit must be 1-{PAGE_LIMIT_MAX} and offset 0-{OFFSET_MAX}")
 
 
-def problem(error: AppError) -> dict[str, Any]:
-    """OpenAPI description of an error response."""
-    return {"description": f"{error.code}: {error.default_message}"}
+def error_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for a route: each status with the Blnk codes it can carry."""
+    by_status: dict[int | str, list[str]] = {}
+    for error in errors:
+        by_status.setdefault(error.status, []).append(error.code)
+    return {
+        status: {"description": ", ".join(sorted(set(codes))), "model": BlnkErrorBody}
+        for status, codes in by_status.items()
+    }
+
+
+class BlnkErrorDetail(BaseModel):
+    """Blnk's `error_detail`."""
+
+    code: str
+    message: str
+    details: Any = None
+
+
+class BlnkErrorBody(BaseModel):
+    """Blnk's error body."""
+
+    error: str
+    error_detail: BlnkErrorDetail

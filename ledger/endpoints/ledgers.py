@@ -9,8 +9,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledger import service
-from ledger.endpoints.common import LedgerDeps, json_response, page, read_json
-from ledger.errors import LedgerNotFoundError, LedgerValidationFailedError
+from ledger.endpoints.common import LedgerDeps, error_responses, json_response, page, read_json
+from ledger.errors import LedgerNotFoundError, LedgerValidationFailedError, MalformedRequestError
 from ledger.filters import COLLECTIONS, FilterRequest, from_query_params
 from ledger.schemas import validate_body
 
@@ -29,13 +29,17 @@ class LedgerIn(BaseModel):
 def ledgers_router(deps: LedgerDeps) -> APIRouter:
     """Ledger routes."""
     router = APIRouter(tags=["ledgers"])
-    errors = {400: {"description": LedgerValidationFailedError.code}, 404: {"description": LedgerNotFoundError.code}}
+    errors = error_responses(
+        LedgerValidationFailedError, LedgerNotFoundError, MalformedRequestError
+    )
 
     @router.post("/ledgers", status_code=201, responses=errors, summary="Create a ledger")
     async def create(request: Request) -> Response:
         body = validate_body(LedgerIn, await read_json(request))
         async with deps.db.transaction() as conn:
-            created = await service.create_ledger(conn, name=body.name, meta_data=body.meta_data, now=deps.clock.now())
+            created = await service.create_ledger(
+                conn, name=body.name, meta_data=body.meta_data, now=deps.clock.now()
+            )
         return json_response(created, 201)
 
     @router.get("/ledgers/{ledger_id}", responses=errors, summary="Get a ledger")
@@ -49,12 +53,16 @@ def ledgers_router(deps: LedgerDeps) -> APIRouter:
         async with deps.db.transaction() as conn:
             return json_response(await service.rename_ledger(conn, ledger_id, body.name))
 
-    @router.get("/ledgers", responses=errors, summary="List ledgers (limit, offset, field_op filters)")
+    @router.get(
+        "/ledgers", responses=errors, summary="List ledgers (limit, offset, field_op filters)"
+    )
     async def listing(request: Request) -> Response:
         limit, offset = page(request, default_limit=10, lenient=False)
         query = from_query_params(COLLECTIONS["ledgers"], request.query_params, skip=PAGING_PARAMS)
         async with deps.db.connection() as conn:
-            return json_response(await service.list_collection(conn, "ledgers", query, limit=limit, offset=offset))
+            return json_response(
+                await service.list_collection(conn, "ledgers", query, limit=limit, offset=offset)
+            )
 
     @router.post("/ledgers/filter", responses=errors, summary="Filter ledgers")
     async def filter_ledgers(request: Request) -> Response:
@@ -69,9 +77,14 @@ async def run_filter(deps: LedgerDeps, name: str, body: FilterRequest) -> Respon
     query = service.filter_query(name, body.filters)
     async with deps.db.connection() as conn:
         result = await service.list_collection(
-            conn, name, query,
+            conn,
+            name,
+            query,
             joiner="OR" if body.logical_operator.lower() == "or" else "AND",
-            limit=body.limit, offset=body.offset, sort_by=body.sort_by,
-            sort_order=body.sort_order, include_count=body.include_count,
+            limit=body.limit,
+            offset=body.offset,
+            sort_by=body.sort_by,
+            sort_order=body.sort_order,
+            include_count=body.include_count,
         )
     return json_response(result)

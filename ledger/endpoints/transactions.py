@@ -12,13 +12,28 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
 from ledger import service
-from ledger.endpoints.common import LedgerDeps, execute_one, json_response, page, read_json, read_optional_json
+from ledger.endpoints.common import (
+    LedgerDeps,
+    error_responses,
+    execute_one,
+    json_response,
+    page,
+    read_json,
+    read_optional_json,
+)
 from ledger.endpoints.ledgers import PAGING_PARAMS, run_filter
 from ledger.errors import (
+    AlreadyCommittedError,
+    AlreadyRefundedError,
+    AlreadyVoidedError,
     BulkLimitExceededError,
+    CommitAmountExceededError,
     DuplicateReferenceError,
+    IdempotencyConflictError,
     InsufficientFundsError,
+    LedgerUnavailableError,
     LedgerValidationError,
+    MalformedRequestError,
     MetadataEntityNotFoundError,
     TransactionNotFoundError,
     TransactionValidationError,
@@ -90,25 +105,38 @@ def transactions_router(deps: LedgerDeps) -> APIRouter:  # noqa: PLR0915 - one c
     """Transaction routes."""
     router = APIRouter(tags=["transactions"])
     background: set[asyncio.Task[Any]] = set()
-    errors = {
-        400: {"description": f"{TransactionValidationError.code}, {InsufficientFundsError.code}"},
-        404: {"description": TransactionNotFoundError.code},
-        409: {"description": DuplicateReferenceError.code},
-    }
+    errors = error_responses(
+        TransactionValidationError,
+        InsufficientFundsError,
+        MalformedRequestError,
+        CommitAmountExceededError,
+        TransactionNotFoundError,
+        DuplicateReferenceError,
+        AlreadyCommittedError,
+        AlreadyVoidedError,
+        AlreadyRefundedError,
+        IdempotencyConflictError,
+        LedgerUnavailableError,
+    )
 
     @router.post("/transactions", status_code=201, responses=errors, summary="Record a transaction")
     async def create(request: Request) -> Response:
         raw = await read_json(request)
         body = validate_body(TransactionIn, raw)
         command = transaction_command(
-            body, now=deps.clock.now(), idempotency_key=request.headers.get(IDEMPOTENCY_HEADER), raw=raw
+            body,
+            now=deps.clock.now(),
+            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+            raw=raw,
         )
         if body.dry_run:
             async with deps.db.connection() as conn:
                 return json_response(await preview_transaction(conn, command, now=deps.clock.now()))
         return await execute_one(deps, command)
 
-    @router.post("/transactions/bulk", status_code=201, responses=errors, summary="Record many transactions")
+    @router.post(
+        "/transactions/bulk", status_code=201, responses=errors, summary="Record many transactions"
+    )
     async def bulk(request: Request) -> Response:
         body = validate_body(BulkIn, await read_json(request))
         command = bulk_command(body, now=deps.clock.now())
@@ -122,7 +150,11 @@ def transactions_router(deps: LedgerDeps) -> APIRouter:  # noqa: PLR0915 - one c
             background.add(task)
             task.add_done_callback(background.discard)
             return json_response(
-                {"message": "Bulk transaction processing started", "batch_id": command.batch_id, "status": "processing"},
+                {
+                    "message": "Bulk transaction processing started",
+                    "batch_id": command.batch_id,
+                    "status": "processing",
+                },
                 202,
             )
         (outcome,) = await deps.port.execute([command])
@@ -132,32 +164,54 @@ def transactions_router(deps: LedgerDeps) -> APIRouter:  # noqa: PLR0915 - one c
 
     @router.post("/transactions/filter", responses=errors, summary="Filter transactions")
     async def filter_transactions(request: Request) -> Response:
-        return await run_filter(deps, "transactions", validate_body(FilterRequest, await read_json(request)))
+        return await run_filter(
+            deps, "transactions", validate_body(FilterRequest, await read_json(request))
+        )
 
     @router.get("/transactions", responses=errors, summary="List transactions")
     async def listing(request: Request) -> Response:
         limit, offset = page(request, default_limit=20, lenient=True)
-        query = from_query_params(COLLECTIONS["transactions"], request.query_params, skip=PAGING_PARAMS)
+        query = from_query_params(
+            COLLECTIONS["transactions"], request.query_params, skip=PAGING_PARAMS
+        )
         async with deps.db.connection() as conn:
-            return json_response(await service.list_collection(conn, "transactions", query, limit=limit, offset=offset))
+            return json_response(
+                await service.list_collection(
+                    conn, "transactions", query, limit=limit, offset=offset
+                )
+            )
 
-    @router.get("/transactions/reference/{reference}", responses=errors, summary="Get a transaction by reference")
+    @router.get(
+        "/transactions/reference/{reference}",
+        responses=errors,
+        summary="Get a transaction by reference",
+    )
     async def by_reference(reference: str) -> Response:
         async with deps.db.connection() as conn:
-            return json_response(transaction_json(await service.get_transaction_by_reference(conn, reference)))
+            return json_response(
+                transaction_json(await service.get_transaction_by_reference(conn, reference))
+            )
 
     @router.get("/transactions/{transaction_id}", responses=errors, summary="Get a transaction")
     async def get(transaction_id: str) -> Response:
         async with deps.db.connection() as conn:
-            return json_response(transaction_json(await service.get_transaction(conn, transaction_id)))
+            return json_response(
+                transaction_json(await service.get_transaction(conn, transaction_id))
+            )
 
-    @router.get("/transactions/{transaction_id}/lineage", responses=errors, summary="Fund lineage (empty)")
+    @router.get(
+        "/transactions/{transaction_id}/lineage", responses=errors, summary="Fund lineage (empty)"
+    )
     async def lineage(transaction_id: str) -> Response:
         async with deps.db.connection() as conn:
             await service.get_transaction(conn, transaction_id)
-        return json_response({"transaction_id": transaction_id, "fund_allocation": [], "shadow_transactions": []})
+        return json_response(
+            {"transaction_id": transaction_id, "fund_allocation": [], "shadow_transactions": []}
+        )
 
-    @router.put("/transactions/inflight/{transaction_id}", responses=errors, summary="Commit or void a hold")
+    @router.put(
+        "/transactions/inflight/{transaction_id}", responses=errors, summary="Commit or void a hold"
+    )
     async def update_inflight(transaction_id: str, request: Request) -> Response:
         body = validate_body(InflightUpdateIn, await read_json(request))
         command = inflight_command(transaction_id, body, now=deps.clock.now())
@@ -166,13 +220,19 @@ def transactions_router(deps: LedgerDeps) -> APIRouter:  # noqa: PLR0915 - one c
                 return json_response(await preview_inflight(conn, command, now=deps.clock.now()))
         return await execute_one(deps, command)
 
-    async def settle_many(commands: list[CommitInflight | VoidInflight], ids: list[str]) -> Response:
+    async def settle_many(
+        commands: list[CommitInflight | VoidInflight], ids: list[str]
+    ) -> Response:
         outcomes = await deps.port.execute(commands)
         results = [_item_result(i, o) for i, o in zip(ids, outcomes, strict=True)]
         succeeded = sum(1 for r in results if r["status"] == "succeeded")
-        return json_response({"succeeded": succeeded, "failed": len(results) - succeeded, "results": results})
+        return json_response(
+            {"succeeded": succeeded, "failed": len(results) - succeeded, "results": results}
+        )
 
-    @router.post("/transactions/inflight/bulk/commit", responses=errors, summary="Commit many holds")
+    @router.post(
+        "/transactions/inflight/bulk/commit", responses=errors, summary="Commit many holds"
+    )
     async def bulk_commit(request: Request) -> Response:
         body = validate_body(BulkCommitIn, await read_json(request))
         if not 1 <= len(body.transactions) <= BULK_INFLIGHT_MAX:
@@ -180,7 +240,12 @@ def transactions_router(deps: LedgerDeps) -> APIRouter:  # noqa: PLR0915 - one c
         now = deps.clock.now()
         commands: list[CommitInflight | VoidInflight] = []
         for item in body.transactions:
-            update = InflightUpdateIn(status="commit", amount=item.amount, precise_amount=item.precise_amount, skip_queue=True)
+            update = InflightUpdateIn(
+                status="commit",
+                amount=item.amount,
+                precise_amount=item.precise_amount,
+                skip_queue=True,
+            )
             commands.append(inflight_command(item.transaction_id, update, now=now))
         return await settle_many(commands, [item.transaction_id for item in body.transactions])
 
@@ -191,11 +256,14 @@ def transactions_router(deps: LedgerDeps) -> APIRouter:  # noqa: PLR0915 - one c
             raise TransactionValidationError(f"send 1 to {BULK_INFLIGHT_MAX} transaction ids")
         now = deps.clock.now()
         commands: list[CommitInflight | VoidInflight] = [
-            inflight_command(i, InflightUpdateIn(status="void", skip_queue=True), now=now) for i in body.transaction_ids
+            inflight_command(i, InflightUpdateIn(status="void", skip_queue=True), now=now)
+            for i in body.transaction_ids
         ]
         return await settle_many(commands, list(body.transaction_ids))
 
-    @router.post("/refund-transaction/{transaction_id}", status_code=201, responses=errors, summary="Refund")
+    @router.post(
+        "/refund-transaction/{transaction_id}", status_code=201, responses=errors, summary="Refund"
+    )
     async def refund(transaction_id: str, request: Request) -> Response:
         body = validate_body(RefundIn, await read_optional_json(request))
         return await execute_one(deps, refund_command(transaction_id, body, now=deps.clock.now()))

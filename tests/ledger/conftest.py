@@ -7,13 +7,14 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import uvicorn
+from blnk_sdk import BlnkClientOptions, blnk_init
 
 from gateway.app import create_app
 from gateway.policy import BodyLimitPolicy, BotPolicy, GatewayPolicy
@@ -36,9 +37,9 @@ LEDGER_POLICY = GatewayPolicy(
 
 
 @pytest.fixture
-async def engine(db: Database) -> AsyncIterator[LedgerEngine]:
+async def engine(db: Database) -> LedgerEngine:
     """An in-process engine writing to the test database."""
-    yield LedgerEngine(db, writer="test")
+    return LedgerEngine(db, writer="test")
 
 
 @pytest.fixture
@@ -110,7 +111,9 @@ def run_ledger_server(settings: Settings, dsn: str) -> Iterator[str]:
             policy=LEDGER_POLICY,
             service="ledger",
         )
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        )
         state["server"] = server
         ready.set()
         try:
@@ -135,8 +138,25 @@ def run_ledger_server(settings: Settings, dsn: str) -> Iterator[str]:
 @pytest.fixture
 def blnk(ledger_url: str) -> Iterator[Any]:
     """The official blnk-python SDK pointed at our ledger."""
-    from blnk_sdk import BlnkClientOptions, blnk_init
-
     client = blnk_init("", BlnkClientOptions(base_url=ledger_url, retry_count=1))
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def secure_ledger_url(database_dsn: str, settings: Settings) -> Iterator[str]:
+    """Blnk's API in secure mode (a master key), with tokenization and outbound HTTP for hooks."""
+    from tests.ledger.servers import run_secure_ledger_server  # noqa: PLC0415 - only these tests
+
+    with run_secure_ledger_server(settings, database_dsn) as url:
+        yield url
+
+
+@pytest.fixture
+def blnk_master(secure_ledger_url: str) -> Iterator[Any]:
+    """The blnk-python SDK on the secure-mode server, with the master key."""
+    from tests.ledger.servers import MASTER_KEY  # noqa: PLC0415 - only these tests
+
+    client = blnk_init(MASTER_KEY, BlnkClientOptions(base_url=secure_ledger_url, retry_count=1))
     yield client
     client.close()

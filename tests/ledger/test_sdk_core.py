@@ -20,7 +20,9 @@ def _ref() -> str:
 
 
 def _ledger(blnk: Any) -> str:
-    response = blnk.ledgers.create({"name": f"ledger-{uuid.uuid4()}", "meta_data": {"team": "payments"}})
+    response = blnk.ledgers.create(
+        {"name": f"ledger-{uuid.uuid4()}", "meta_data": {"team": "payments"}}
+    )
     assert response.status == 201, response.to_dict()
     ledger_id: str = response.data["ledger_id"]
     return ledger_id
@@ -127,7 +129,9 @@ class TestBalances:
         """The historical balance replays applied transactions up to the timestamp."""
         balance_id = _balance(blnk, _ledger(blnk))
         _fund(blnk, balance_id, 1234)
-        now = blnk.ledger_balances.get_at(balance_id, {"timestamp": "2999-01-01T00:00:00Z", "from_source": True})
+        now = blnk.ledger_balances.get_at(
+            balance_id, {"timestamp": "2999-01-01T00:00:00Z", "from_source": True}
+        )
         assert now.status == 200, now.to_dict()
         assert now.data["balance"]["balance"] == 1234
         before = blnk.ledger_balances.get_at(balance_id, {"timestamp": "2000-01-01T00:00:00Z"})
@@ -196,7 +200,10 @@ class TestTransactions:
         child = blnk.transactions.get(outcome["transaction_id"])
         assert child.data["parent_transaction"] == response.data["transaction_id"]
         assert child.data["reference"] == response.data["reference"] + "_q"
-        assert blnk.transactions.get(response.data["transaction_id"]).data["outcome"]["status"] == "APPLIED"
+        assert (
+            blnk.transactions.get(response.data["transaction_id"]).data["outcome"]["status"]
+            == "APPLIED"
+        )
 
     def test_queued_insufficient_funds_is_rejected_child(self, blnk: Any) -> None:
         """On the queued path a refusal is a REJECTED child with Blnk's rejection reason."""
@@ -213,15 +220,32 @@ class TestTransactions:
         """`amount` converts with the precision; a digit-string precise_amount is accepted exactly."""
         balance_id = _balance(blnk, _ledger(blnk))
         as_float = blnk.transactions.create(
-            {"amount": 10.05, "precision": 100, "reference": _ref(), "currency": "USD", "description": "f",
-             "source": "@WorldUSD", "destination": balance_id, "allow_overdraft": True, "skip_queue": True}
+            {
+                "amount": 10.05,
+                "precision": 100,
+                "reference": _ref(),
+                "currency": "USD",
+                "description": "f",
+                "source": "@WorldUSD",
+                "destination": balance_id,
+                "allow_overdraft": True,
+                "skip_queue": True,
+            }
         )
         assert as_float.status == 201, as_float.to_dict()
         assert as_float.data["precise_amount"] == 1005
         big = blnk.transactions.create(
-            {"precise_amount": "123456789012345678901", "precision": 100, "reference": _ref(), "currency": "USD",
-             "description": "big", "source": "@WorldUSD", "destination": balance_id, "allow_overdraft": True,
-             "skip_queue": True}
+            {
+                "precise_amount": "123456789012345678901",
+                "precision": 100,
+                "reference": _ref(),
+                "currency": "USD",
+                "description": "big",
+                "source": "@WorldUSD",
+                "destination": balance_id,
+                "allow_overdraft": True,
+                "skip_queue": True,
+            }
         )
         assert big.status == 201, big.to_dict()
         assert big.data["precise_amount"] == 123456789012345678901
@@ -243,11 +267,15 @@ class TestInflight:
         hold, alice, bob = self._hold(blnk)
         alice_figures = blnk.ledger_balances.get(alice).data
         assert alice_figures["inflight_debit_balance"] == 1_000
-        first = blnk.transactions.update_status(hold, {"status": "commit", "precise_amount": 300, "skip_queue": True})
+        first = blnk.transactions.update_status(
+            hold, {"status": "commit", "precise_amount": 300, "skip_queue": True}
+        )
         assert first.status == 200, first.to_dict()
         assert first.data["status"] == "APPLIED"
         assert first.data["parent_transaction"] == hold
-        second = blnk.transactions.update_status(hold, {"status": "commit", "amount": 2, "skip_queue": True})
+        second = blnk.transactions.update_status(
+            hold, {"status": "commit", "amount": 2, "skip_queue": True}
+        )
         assert second.data["precise_amount"] == 200
         void = blnk.transactions.update_status(hold, {"status": "void", "skip_queue": True})
         assert void.status == 200
@@ -261,7 +289,10 @@ class TestInflight:
     def test_second_void_is_409(self, blnk: Any) -> None:
         """Voiding twice answers 409 TXN_ALREADY_VOIDED."""
         hold, _, _ = self._hold(blnk)
-        assert blnk.transactions.update_status(hold, {"status": "void", "skip_queue": True}).status == 200
+        assert (
+            blnk.transactions.update_status(hold, {"status": "void", "skip_queue": True}).status
+            == 200
+        )
         again = blnk.transactions.update_status(hold, {"status": "void", "skip_queue": True})
         assert again.status == 409
         assert again.error.code == "TXN_ALREADY_VOIDED"
@@ -269,14 +300,19 @@ class TestInflight:
     def test_over_commit_is_400(self, blnk: Any) -> None:
         """Committing more than the hold has left is 400 TXN_COMMIT_AMOUNT_EXCEEDED."""
         hold, _, _ = self._hold(blnk)
-        response = blnk.transactions.update_status(hold, {"status": "commit", "precise_amount": 1_001, "skip_queue": True})
+        response = blnk.transactions.update_status(
+            hold, {"status": "commit", "precise_amount": 1_001, "skip_queue": True}
+        )
         assert response.status == 400
         assert response.error.code == "TXN_COMMIT_AMOUNT_EXCEEDED"
 
     def test_commit_after_full_commit_is_409(self, blnk: Any) -> None:
         """Nothing left to commit answers 409 TXN_ALREADY_COMMITTED."""
         hold, _, _ = self._hold(blnk)
-        assert blnk.transactions.update_status(hold, {"status": "commit", "skip_queue": True}).status == 200
+        assert (
+            blnk.transactions.update_status(hold, {"status": "commit", "skip_queue": True}).status
+            == 200
+        )
         again = blnk.transactions.update_status(hold, {"status": "commit", "skip_queue": True})
         assert again.status == 409
         assert again.error.code == "TXN_ALREADY_COMMITTED"
@@ -294,13 +330,21 @@ class TestInflight:
         first, _, _ = self._hold(blnk)
         second, _, _ = self._hold(blnk)
         committed = blnk.transactions.bulk_commit_inflight(
-            {"transactions": [{"transaction_id": first}, {"transaction_id": f"txn_{uuid.uuid4()}"}], "skip_queue": True}
+            {
+                "transactions": [
+                    {"transaction_id": first},
+                    {"transaction_id": f"txn_{uuid.uuid4()}"},
+                ],
+                "skip_queue": True,
+            }
         )
         assert committed.status == 200, committed.to_dict()
         assert committed.data["succeeded"] == 1
         assert committed.data["failed"] == 1
         assert committed.data["results"][1]["code"] == "NOT_FOUND"
-        voided = blnk.transactions.bulk_void_inflight({"transaction_ids": [second, first], "skip_queue": True})
+        voided = blnk.transactions.bulk_void_inflight(
+            {"transaction_ids": [second, first], "skip_queue": True}
+        )
         assert [r["status"] for r in voided.data["results"]] == ["succeeded", "failed"]
         assert voided.data["results"][1]["code"] == "ALREADY_COMMITTED"
 
@@ -326,10 +370,24 @@ class TestRefundsAndBulk:
         alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
         _fund(blnk, alice, 100)
         items = [
-            {"precise_amount": 60, "precision": 100, "reference": _ref(), "currency": "USD", "description": "a",
-             "source": alice, "destination": bob},
-            {"precise_amount": 60, "precision": 100, "reference": _ref(), "currency": "USD", "description": "b",
-             "source": alice, "destination": bob},
+            {
+                "precise_amount": 60,
+                "precision": 100,
+                "reference": _ref(),
+                "currency": "USD",
+                "description": "a",
+                "source": alice,
+                "destination": bob,
+            },
+            {
+                "precise_amount": 60,
+                "precision": 100,
+                "reference": _ref(),
+                "currency": "USD",
+                "description": "b",
+                "source": alice,
+                "destination": bob,
+            },
         ]
         refused = blnk.transactions.create_bulk({"transactions": items, "atomic": True})
         assert refused.status == 400, refused.to_dict()
@@ -347,7 +405,10 @@ class TestRefundsAndBulk:
         for amount in (1, 2, 3):
             _fund(blnk, balance_id, amount)
         response = blnk.search.filter(
-            {"filters": [{"field": "destination", "operator": "eq", "value": balance_id}], "include_count": True},
+            {
+                "filters": [{"field": "destination", "operator": "eq", "value": balance_id}],
+                "include_count": True,
+            },
             "transactions",
         )
         assert response.status == 200, response.to_dict()
