@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from decimal import Decimal
 from typing import Any, Final
 
 from fastapi import APIRouter, Request
@@ -59,7 +60,17 @@ from ledger.wire import transaction_json
 
 IDEMPOTENCY_HEADER: Final = "idempotency-key"
 ASYNC_BULKS_MAX: Final = 64  # background bulk jobs one replica runs at once
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS_NS: Final = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "ms": 1_000_000,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+}
+DURATION_MAX_NS: Final = 10 * 365 * 24 * 3600 * 10**9  # a threshold beyond ten years is a typo
 _ITEM_CODES: Final = {
     "TXN_NOT_FOUND": "NOT_FOUND",
     "TXN_ALREADY_VOIDED": "ALREADY_VOIDED",
@@ -78,15 +89,32 @@ class MetadataIn(BaseModel):
     meta_data: dict[str, Any] | None = None
 
 
-def _go_duration(text: str) -> tuple[int, str]:
-    """Seconds and Go's rendering of a duration like "2m" (Blnk's `threshold`)."""
-    match = _DURATION.match(text)
-    if not text or match is None:
-        raise LedgerValidationError("threshold must be a duration such as 2m or 1h30m")
-    hours, minutes, seconds = (int(part or 0) for part in match.groups())
-    total = hours * 3600 + minutes * 60 + seconds
-    rendered = (f"{hours}h" if hours else "") + f"{minutes}m{seconds}s"
-    return total, rendered
+def go_duration(text: str) -> tuple[int, str]:
+    """Nanoseconds and Go's rendering of a duration such as "2m" or "1h30m" (Blnk's threshold)."""
+    parts = _DURATION_PART.findall(text)
+    if not text or "".join(number + unit for number, unit in parts) != text:
+        raise LedgerValidationError("threshold must be a Go duration such as 2m, 90s or 1h30m")
+    total = sum(int(Decimal(number) * _DURATION_UNITS_NS[unit]) for number, unit in parts)
+    if total > DURATION_MAX_NS:
+        raise LedgerValidationError("threshold is too long")
+    return total, _render_go_duration(total)
+
+
+def _render_go_duration(ns: int) -> str:
+    if ns == 0:
+        return "0s"
+    if ns < 10**9:
+        for unit, size in (("ms", 10**6), ("µs", 10**3), ("ns", 1)):
+            if ns >= size:
+                return f"{Decimal(ns) / size:f}".rstrip("0").rstrip(".") + unit
+    hours, rest = divmod(ns, 3600 * 10**9)
+    minutes, rest = divmod(rest, 60 * 10**9)
+    seconds = (f"{Decimal(rest) / 10**9:f}".rstrip("0").rstrip(".") or "0") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{seconds}"
+    if minutes:
+        return f"{minutes}m{seconds}"
+    return seconds
 
 
 def _item_result(transaction_id: str, outcome: Outcome) -> dict[str, Any]:
@@ -270,7 +298,7 @@ def transactions_router(deps: LedgerDeps) -> APIRouter:  # noqa: PLR0915 - one c
 
     @router.post("/transactions/recover", summary="Re-run queued transactions that never ran")
     async def recover(request: Request) -> Response:
-        _, rendered = _go_duration(request.query_params.get("threshold") or "2m")
+        _, rendered = go_duration(request.query_params.get("threshold") or "2m")
         # Queued requests run in the same database transaction that stores them, so none is
         # ever left waiting; this answers Blnk's contract truthfully with nothing to recover.
         return json_response({"recovered": 0, "threshold": rendered})
