@@ -100,16 +100,21 @@ def go_duration(text: str) -> tuple[int, str]:
     return total, _render_go_duration(total)
 
 
+def _trim(value: Decimal) -> str:
+    text = f"{value:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def _render_go_duration(ns: int) -> str:
     if ns == 0:
         return "0s"
     if ns < 10**9:
         for unit, size in (("ms", 10**6), ("µs", 10**3), ("ns", 1)):
             if ns >= size:
-                return f"{Decimal(ns) / size:f}".rstrip("0").rstrip(".") + unit
+                return _trim(Decimal(ns) / size) + unit
     hours, rest = divmod(ns, 3600 * 10**9)
     minutes, rest = divmod(rest, 60 * 10**9)
-    seconds = (f"{Decimal(rest) / 10**9:f}".rstrip("0").rstrip(".") or "0") + "s"
+    seconds = _trim(Decimal(rest) / 10**9) + "s"
     if hours:
         return f"{hours}h{minutes}m{seconds}"
     if minutes:
