@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from benchmarks import foundation
+from benchmarks import auth, foundation, gateway, ledger
 from benchmarks.report import print_table
 from kit.db import dsn_with_database
 from kit.embedded import EmbeddedPostgres
@@ -24,6 +24,7 @@ def main() -> None:
     cores, version = os.cpu_count(), platform.python_version()
     print(f"DwayBank benchmarks on {platform.node()}: {cores} cores, Python {version}")
     print_table("CPU (one core)", foundation.cpu_results())
+    gateway.run()
     folder: Path | None = None
     embedded: EmbeddedPostgres | None = None
     dsn = os.environ.get("DATABASE_URL")
@@ -36,6 +37,9 @@ def main() -> None:
         label = "embedded PostgreSQL 16"
     try:
         print_table("PostgreSQL ceiling", asyncio.run(foundation.postgres_results(dsn, label)))
+        engine, http = ledger.run(dsn, label, external=embedded is None)
+        print_table(f"Ledger: postings/s, latency per transfer ({label})", engine + http)
+        print_table(f"Identity: login and token verification ({label})", auth.run(dsn, label))
     finally:
         if embedded is not None:
             embedded.stop()

@@ -12,6 +12,7 @@ database fails the replica, and Serve retries it) and builds the FastAPI app aro
 
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,6 +21,7 @@ from ray.serve import Application, Deployment
 
 from deployments.resources import Resources
 from gateway.app import create_app
+from gateway.policy import load_policy
 from gateway.problems import ErrorStyle
 from kit.errors import DependencyError
 from kit.settings import Settings
@@ -44,6 +46,11 @@ class IngressArgs(BaseModel):
         description="import path of an async function (Resources) -> list[APIRouter]",
         pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
     )
+    service: str = Field(default="api", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    gateway_policy: Path | None = Field(
+        default=None,
+        description="this application's gateway policy YAML (else DWAYBANK_GATEWAY_POLICY_PATH)",
+    )
 
 
 def _load_router_factory(path: str) -> RouterFactory:
@@ -64,6 +71,7 @@ class IngressReplica:
     async def __serve_build_asgi_app__(self) -> FastAPI:
         settings = Settings()
         configure_logging(settings.log_level, is_json=settings.log_json)
+        policy = load_policy(self.args.gateway_policy or settings.gateway_policy_path)
         self.resources = await Resources.open(settings)
         return create_app(
             title=self.args.title,
@@ -72,6 +80,8 @@ class IngressReplica:
             checks=self.resources.checks,
             error_style=self.args.error_style,
             echo_request_id=False,
+            policy=policy,
+            service=self.args.service,
         )
 
     def check_health(self) -> None:

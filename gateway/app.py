@@ -1,12 +1,30 @@
 """The ingress application factory every Serve application mounts.
 
-`create_app` builds a FastAPI app with the edge stack (request ids, one error renderer), the
-health routes and `/metrics`, then includes the domain routers it is given. Policy therefore is
-identical on every ingress and costs no extra hop: the stack runs inside the replica.
+`create_app` builds a FastAPI app with the edge policy stack, the health routes and `/metrics`,
+then includes the domain routers it is given. Policy therefore is identical on every ingress
+and costs no extra hop: the stack runs inside the replica, as pure ASGI middlewares (no
+`BaseHTTPMiddleware`, no per-request task or body copy). From the outside in:
+
+```
+RequestIdMiddleware          reuse a valid X-Request-ID or mint one; bound for every log line
+SecurityHeadersMiddleware    the seed's headers, no-store, an API CSP: on every answer
+ObserverMiddleware           route template, client address, metrics, audit line, last-resort 500
+BodyLimitMiddleware          413 (Content-Length before reading; counted while streaming)
+BotDetectionMiddleware       403 for denied user agents
+AdminAddressMiddleware       403 outside the admin allow-list
+CorsMiddleware               preflights answered here; Vary: Origin; allowed origins decorated
+AuthenticationMiddleware     slot: bearer JWT, admin role, RFC 9470 step-up (needs a verifier)
+RateLimitMiddleware          slot: per-route, per-tier windows, 429 + headers (needs a limiter)
+FastAPI                      exception handlers (one renderer), the routers
+```
+
+The two slots stay empty (and a warning says so) until the composition root passes a
+`TokenVerifier` and a `RateLimiter`; nothing else changes when it does.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -15,12 +33,47 @@ import orjson
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import Response
 
-from gateway.health import DependencyCheck, readiness
+from gateway.admin_access import AdminAddressMiddleware
+from gateway.authentication import AuthenticationMiddleware
+from gateway.body_limit import BodyLimitMiddleware
+from gateway.bots import BotDetectionMiddleware
+from gateway.cors import CorsMiddleware
+from gateway.edge import ClientAddressResolver
+from gateway.health import DependencyCheck, readiness, system_checks
+from gateway.limiter import RateLimiter
+from gateway.metrics import gateway_metrics
+from gateway.observer import ObserverMiddleware
+from gateway.openapi import document_edge
+from gateway.policy import GatewayPolicy
+from gateway.principal import TokenVerifier
 from gateway.problems import ErrorStyle, install_error_handlers
+from gateway.rate_limit import RateLimitMiddleware, exposed_headers
 from gateway.request_id import RequestIdMiddleware
+from gateway.routes import RouteTable
+from gateway.security_headers import SecurityHeadersMiddleware
+from kit.clock import Clock, SystemClock
 from kit.metrics import render_latest
 
+logger = logging.getLogger(__name__)
+
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
+
+
+class EdgeApp(FastAPI):
+    """A FastAPI app whose OpenAPI document also describes the edge (security, problems)."""
+
+    edge_table: RouteTable | None = None
+    edge_policy: GatewayPolicy | None = None
+    edge_style: ErrorStyle = ErrorStyle.PROBLEM
+    _documented: dict[str, Any] | None = None
+
+    def openapi(self) -> dict[str, Any]:
+        schema = super().openapi()
+        table, policy = self.edge_table, self.edge_policy
+        if table is not None and policy is not None and schema is not self._documented:
+            document_edge(schema, table=table, policy=policy, style=self.edge_style)
+            self._documented = schema
+        return schema
 
 
 def create_app(
@@ -32,16 +85,86 @@ def create_app(
     error_style: ErrorStyle = ErrorStyle.PROBLEM,
     lifespan: Lifespan | None = None,
     echo_request_id: bool = True,
+    policy: GatewayPolicy | None = None,
+    service: str = "api",
+    verifier: TokenVerifier | None = None,
+    limiter: RateLimiter | None = None,
+    provider_checks: Sequence[DependencyCheck] = (),
+    clock: Clock | None = None,
 ) -> FastAPI:
     """An ingress app with health, metrics and the edge stack around `routers`.
 
     Args:
         checks: returns the readiness checks; called per request so it can see late wiring.
         echo_request_id: False under Serve, whose proxy already echoes the id.
+        policy: the edge policy; the seed's defaults when None.
+        service: the `service` label of this app's metrics (the Serve application name).
+        verifier: fills the authentication slot; without it no route asks for a token.
+        limiter: fills the rate-limit slot; without it nothing is rate limited.
+        provider_checks: readiness checks of external providers (KYC, SMS, email, Blnk).
+        clock: the time step-up freshness is judged by.
     """
-    app = FastAPI(title=title, version=version, lifespan=lifespan)
-    app.add_middleware(RequestIdMiddleware, echo=echo_request_id)
+    policy = policy or GatewayPolicy()
+    app = EdgeApp(title=title, version=version, lifespan=lifespan)
     install_error_handlers(app, style=error_style)
+    for router in routers:  # first: the API's routes are matched in order, and they are hot
+        app.include_router(router)
+    _add_routes(app, checks=checks, provider_checks=provider_checks, policy=policy)
+
+    table = RouteTable(app, policy)
+    app.edge_table, app.edge_policy, app.edge_style = table, policy, error_style
+    metrics = gateway_metrics(policy.metrics.latency_buckets_s)
+    # Starlette puts the last added middleware outermost, so the stack is added inside out.
+    if limiter is not None:
+        app.add_middleware(
+            RateLimitMiddleware,
+            limiter=limiter,
+            policy=policy.rate_limits,
+            metrics=metrics,
+            service=service,
+            style=error_style,
+        )
+    else:
+        logger.warning("the rate-limit slot is empty: no route is rate limited")
+    if verifier is not None:
+        app.add_middleware(
+            AuthenticationMiddleware,
+            verifier=verifier,
+            policy=policy.auth,
+            admin=policy.admin,
+            style=error_style,
+            clock=clock or SystemClock(),
+        )
+    else:
+        logger.warning("the authentication slot is empty: protected routes take no token")
+    app.add_middleware(
+        CorsMiddleware, policy=policy.cors, exposed_headers=exposed_headers(policy.rate_limits)
+    )
+    app.add_middleware(AdminAddressMiddleware, policy=policy.admin, style=error_style)
+    app.add_middleware(BotDetectionMiddleware, policy=policy.bots, style=error_style)
+    app.add_middleware(BodyLimitMiddleware, style=error_style)
+    app.add_middleware(
+        ObserverMiddleware,
+        table=table,
+        resolver=ClientAddressResolver(policy.client_address),
+        metrics=metrics,
+        service=service,
+        style=error_style,
+        audit=policy.audit,
+    )
+    app.add_middleware(SecurityHeadersMiddleware, policy=policy.security_headers)
+    app.add_middleware(RequestIdMiddleware, echo=echo_request_id)
+    return app
+
+
+def _add_routes(
+    app: FastAPI,
+    *,
+    checks: Callable[[], Sequence[DependencyCheck]],
+    provider_checks: Sequence[DependencyCheck],
+    policy: GatewayPolicy,
+) -> None:
+    node_checks = system_checks(policy.health)
 
     @app.get("/health/live", tags=["health"], summary="Liveness: the process serves requests")
     async def live() -> dict[str, str]:
@@ -54,14 +177,10 @@ def create_app(
         responses={503: {"description": "A critical dependency is down"}},
     )
     async def ready() -> Response:
-        status, report = await readiness(checks())
+        status, report = await readiness([*checks(), *provider_checks, *node_checks])
         return Response(orjson.dumps(report), status_code=status, media_type="application/json")
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics of this replica")
     async def metrics() -> Response:
         body, content_type = render_latest()
         return Response(body, media_type=content_type)
-
-    for router in routers:
-        app.include_router(router)
-    return app

@@ -5,16 +5,25 @@ database outage never makes the orchestrator kill healthy replicas. `/health/rea
 dependency check concurrently, each under its own timeout, and answers 200 only when all
 critical ones pass (503 otherwise), with one JSON entry per dependency: status, latency and, on
 failure, a short reason that never includes credentials.
+
+Besides the dependencies the wiring passes (PostgreSQL, Redis, Ray, shard actors, and the
+external providers' checks) every ingress reports the node's memory and CPU (psutil), each
+critical or report-only as the policy says.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import psutil
+
+from gateway.errors import SystemPressureError
+from gateway.policy import HealthPolicy
 from kit.errors import AppError
 
 CHECK_TIMEOUT_S: Final = 2.0  # a dependency slower than this is not ready
@@ -40,6 +49,8 @@ async def _run(check: DependencyCheck) -> dict[str, Any]:
             extra = await check.probe()
     except TimeoutError:
         reason = f"no answer within {check.timeout_s:g}s"
+    except SystemPressureError as exc:
+        reason, extra = exc.code, exc.details  # the figures, to see how far over the limit
     except AppError as exc:
         reason = exc.code
     except Exception as exc:  # noqa: BLE001 - a probe failing in any way means "down"
@@ -66,3 +77,49 @@ async def readiness(checks: Sequence[DependencyCheck]) -> tuple[int, dict[str, A
         "status": "ready" if is_ready else "unavailable",
         "checks": report,
     }
+
+
+def _memory_probe(percent_max: float) -> Callable[[], Awaitable[dict[str, Any]]]:
+    def measure() -> dict[str, Any]:
+        memory = psutil.virtual_memory()
+        return {
+            "percent": memory.percent,
+            "available_bytes": memory.available,
+            "process_rss_bytes": psutil.Process().memory_info().rss,
+        }
+
+    async def probe() -> dict[str, Any]:
+        figures = await asyncio.to_thread(measure)
+        if figures["percent"] > percent_max:
+            raise SystemPressureError("memory above its readiness limit", **figures)
+        return figures
+
+    return probe
+
+
+def _cpu_probe(percent_max: float) -> Callable[[], Awaitable[dict[str, Any]]]:
+    def measure() -> dict[str, Any]:
+        # Utilisation since the previous call (non-blocking); the first call reads 0.
+        return {"percent": psutil.cpu_percent(interval=None), "load_1m": os.getloadavg()[0]}
+
+    async def probe() -> dict[str, Any]:
+        figures = await asyncio.to_thread(measure)
+        if figures["percent"] > percent_max:
+            raise SystemPressureError("CPU above its readiness limit", **figures)
+        return figures
+
+    return probe
+
+
+def system_checks(policy: HealthPolicy) -> list[DependencyCheck]:
+    """The node's memory and CPU as readiness checks."""
+    return [
+        DependencyCheck(
+            "memory",
+            _memory_probe(policy.memory_percent_max),
+            is_critical=policy.is_memory_critical,
+        ),
+        DependencyCheck(
+            "cpu", _cpu_probe(policy.cpu_percent_max), is_critical=policy.is_cpu_critical
+        ),
+    ]

@@ -2,12 +2,19 @@
 
 Both shapes come from the same `AppError`. Anything that is not an `AppError` is a bug: it is
 logged with its stack and answered as a generic 500, so no stack trace, SQL or driver text ever
-reaches a client. `DependencyError`s carry `Retry-After`.
+reaches a client. `DependencyError`s carry `Retry-After`, a 401 always carries a Bearer
+challenge (RFC 9110 requires one), and the edge middlewares answer through `send_error`, so a
+refusal before the router (413, 403, 401, 429) has exactly the shape of one raised by a handler.
+
+An error class may refine its problem document with two optional attributes: `problem_type` (a
+registered type URI instead of ours, such as the RateLimit draft's quota-exceeded) and
+`problem_members` (extension members at the top level, such as `violated-policies`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Final
 
@@ -16,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from kit.errors import (
     AppError,
@@ -36,6 +44,7 @@ logger = logging.getLogger(__name__)
 PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
 PROBLEM_TYPE_BASE: Final = "https://docs.dwaybank.dev/problems/"
 VALIDATION_ERRORS_MAX: Final = 20  # a client gets the first 20 field errors, not thousands
+BEARER_CHALLENGE: Final = "Bearer"  # RFC 6750 §3: the challenge when no token was examined
 
 
 class ErrorStyle(StrEnum):
@@ -75,8 +84,9 @@ _HTTP_STATUS_ERRORS: Final[dict[int, type[AppError]]] = {
 
 def problem_body(error: AppError, *, instance: str) -> dict[str, Any]:
     """The RFC 9457 document for `error`."""
+    problem_type = getattr(error, "problem_type", None)
     body: dict[str, Any] = {
-        "type": PROBLEM_TYPE_BASE + error.code.lower().replace("_", "-"),
+        "type": problem_type or PROBLEM_TYPE_BASE + error.code.lower().replace("_", "-"),
         "title": error.title,
         "status": error.status,
         "detail": error.public_message,
@@ -86,6 +96,9 @@ def problem_body(error: AppError, *, instance: str) -> dict[str, Any]:
     }
     if error.public_details:
         body["details"] = error.public_details
+    members = getattr(error, "problem_members", None)
+    if members:
+        body.update({k: v for k, v in members.items() if k not in body})
     return body
 
 
@@ -97,9 +110,17 @@ def blnk_body(error: AppError) -> dict[str, Any]:
     return {"error": error.public_message, "error_detail": detail}
 
 
-def render_error(error: AppError, *, style: ErrorStyle, instance: str) -> Response:
-    """The HTTP response for `error` in the given style."""
-    headers: dict[str, str] = {}
+def render_error(
+    error: AppError,
+    *,
+    style: ErrorStyle,
+    instance: str,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """The HTTP response for `error` in the given style, with any extra `headers`."""
+    headers = dict(headers or {})
+    if error.status == 401 and "WWW-Authenticate" not in headers:
+        headers["WWW-Authenticate"] = BEARER_CHALLENGE
     if isinstance(error, DependencyError):
         headers["Retry-After"] = str(error.retry_after_s)
     retry_after = error.details.get("retry_after_s")
@@ -115,6 +136,20 @@ def render_error(error: AppError, *, style: ErrorStyle, instance: str) -> Respon
         media_type=media_type,
         headers=headers,
     )
+
+
+async def send_error(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    error: AppError,
+    *,
+    style: ErrorStyle,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Answer the request with `error` from inside an ASGI middleware."""
+    response = render_error(error, style=style, instance=scope["path"], headers=headers)
+    await response(scope, receive, send)
 
 
 def _validation_error(exc: RequestValidationError) -> ValidationError:
@@ -144,8 +179,15 @@ def install_error_handlers(app: FastAPI, *, style: ErrorStyle) -> None:
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        # An edge middleware may raise an HTTPException carrying the precise error (a body
+        # that outgrew its limit while a handler read it), since FastAPI re-raises those as is.
+        carried = getattr(exc, "app_error", None)
         error_class = _HTTP_STATUS_ERRORS.get(exc.status_code)
-        error: AppError = error_class() if error_class else InvariantError("unmapped HTTP error")
+        error: AppError
+        if isinstance(carried, AppError):
+            error = carried
+        else:
+            error = error_class() if error_class else InvariantError("unmapped HTTP error")
         return render_error(error, style=style, instance=request.url.path)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:

@@ -3,28 +3,39 @@
 A pure ASGI middleware (no per-request task or body copy). Under Ray Serve the proxy has already
 put an id on the request and will echo it on the response, so `echo` is off there; elsewhere
 (plain uvicorn, tests) this middleware echoes the id itself.
+
+Minting costs about a microsecond: 16 random bytes written in the UUID version 4 layout
+(`uuid.uuid4()` builds and validates an object first and costs five times as much, on every
+request that arrives without an id).
 """
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from typing import Final
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kit.telemetry import bind_request_id, reset_request_id
 
 HEADER: Final = "x-request-id"
+_HEADER_BYTES: Final = HEADER.encode("latin-1")
 _VALID: Final = re.compile(r"^[A-Za-z0-9._:\-]{8,128}$")
+_VARIANT: Final = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
+def mint_request_id() -> str:
+    """A fresh random id in the UUID version 4 text form (36 characters)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 def accept_request_id(value: str | None) -> str:
-    """`value` when it is a safe id (8-128 of `[A-Za-z0-9._:-]`), else a fresh uuid."""
+    """`value` when it is a safe id (8-128 of `[A-Za-z0-9._:-]`), else a fresh id."""
     if value is not None and _VALID.fullmatch(value):
         return value
-    return str(uuid.uuid4())
+    return mint_request_id()
 
 
 class RequestIdMiddleware:
@@ -38,18 +49,23 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = MutableHeaders(scope=scope)
-        request_id = accept_request_id(headers.get(HEADER))
-        headers[HEADER] = request_id
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        incoming = next((v for n, v in headers if n == _HEADER_BYTES), None)
+        request_id = accept_request_id(None if incoming is None else incoming.decode("latin-1"))
+        encoded = request_id.encode("latin-1")
+        if incoming != encoded:  # handlers reading the header see the id the logs carry
+            scope["headers"] = [(n, v) for n, v in headers if n != _HEADER_BYTES]
+            scope["headers"].append((_HEADER_BYTES, encoded))
         scope.setdefault("state", {})["request_id"] = request_id
         token = bind_request_id(request_id)
 
         async def send_with_id(message: Message) -> None:
-            if self.echo and message["type"] == "http.response.start":
-                MutableHeaders(scope=message)[HEADER] = request_id
+            if message["type"] == "http.response.start":
+                kept = [(n, v) for n, v in message.get("headers", ()) if n != _HEADER_BYTES]
+                message = {**message, "headers": [*kept, (_HEADER_BYTES, encoded)]}
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_id if self.echo else send)
         finally:
             reset_request_id(token)

@@ -120,8 +120,26 @@ class EmbeddedPostgres:
             subprocess.run(  # noqa: S603 - a fixed binary from our own dependency
                 command, user=user, capture_output=True, timeout=STOP_TIMEOUT_S + 5, check=True
             )
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            raise EmbeddedServerError(f"embedded PostgreSQL in {self.pgdata} did not stop") from exc
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            logger.warning("pg_ctl did not stop %s; signalling the postmaster", self.pgdata)
+        self._signal_postmaster()
+        if self.is_running():
+            raise EmbeddedServerError(f"embedded PostgreSQL in {self.pgdata} did not stop")
+
+    def _signal_postmaster(self) -> None:
+        """SIGINT (fast shutdown), then SIGQUIT, to a postmaster that is still there."""
+        pid_file = self.pgdata / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().split("\n", 1)[0].strip())
+        except (FileNotFoundError, ValueError):
+            return
+        for sig in (signal.SIGINT, signal.SIGQUIT):
+            if not _pid_alive(pid):
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            with contextlib.suppress(EmbeddedServerError):
+                _wait_until(lambda: not _pid_alive(pid), timeout_s=STOP_TIMEOUT_S / 2, what="PostgreSQL shutdown")
 
 
 class EmbeddedRedis:

@@ -157,11 +157,22 @@ class TestUp:
             missing = http.get("/api/v1/nope")
             assert missing.status_code == 404
             assert missing.headers["content-type"] == "application/problem+json"
-            assert http.get("/ledger/nope").json()["error_detail"]["code"] == "GEN_NOT_FOUND"
+            assert missing.json()["request_id"] == missing.headers["x-request-id"]
+            ledger_missing = http.get("/ledger/nope")
+            assert ledger_missing.json()["error_detail"]["code"] == "GEN_NOT_FOUND"
+            for answer in (missing, ledger_missing):  # the edge stack runs on every ingress
+                assert answer.headers["x-content-type-options"] == "nosniff"
+                assert answer.headers["cache-control"] == "no-store"
+                assert answer.headers["content-security-policy"].startswith("default-src 'none'")
+            assert http.get("/health/live", headers={"User-Agent": "sqlmap"}).status_code == 403
+            counted = http.get("/metrics").text
+            assert 'route="unmatched",service="api",status="404"' in counted
         children = _descendants(up.process.pid)
         assert any(p.name() == "haproxy" for p in children), "the HAProxy ingress is running"
 
         assert up.down() == 0
+        assert up.process.stdout is not None
+        up.output.extend(up.process.stdout.readlines())
         time.sleep(1)
         assert not [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert _port_is_free(up.http_port)
@@ -169,7 +180,7 @@ class TestUp:
         assert not (data / "run" / "dwaybank.pid").exists()
         if not server_env:
             assert not (data / "postgres" / "postmaster.pid").exists(), (
-                "embedded PostgreSQL stopped"
+                "embedded PostgreSQL did not stop cleanly:\n" + "".join(up.output[-40:])
             )
             assert not (data / "redis" / "redis.sock").exists() or not _redis_alive(data)
 

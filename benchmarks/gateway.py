@@ -1,0 +1,390 @@
+"""The edge stack's cost: one trivial route with and without the stack, measured in one run.
+
+Three uvicorn servers (uvloop + httptools, one process each, outside Ray) serve the same
+`GET /bench/ping`:
+
+- `bare`: a plain FastAPI app;
+- `stack, public route`: the same route behind `create_app`'s full stack with a public route
+  (request id, security headers, observer with metrics and the audit line, size limit, bots,
+  admin address check, CORS; the authentication and rate-limit layers pass it through);
+- `stack, JWT + rate limit`: a protected route with an RS256 bearer token verified by PyJWT and
+  a rate-limit rule decided by the in-process sliding-log limiter (limits far above the load).
+
+The audit line is formatted as in production (JSON, INFO) and written to /dev/null. The load
+comes from this process over keep-alive connections with a minimal HTTP/1.1 client (a few
+microseconds per request, so the servers, not the client, are measured), `CONCURRENCY`
+connections at a time; the variants alternate over `ROUNDS` rounds to spread the noise of a
+shared machine evenly. Two measurements per variant:
+
+- saturated: every connection sends its next request as soon as the answer arrives, which gives
+  the throughput; its latencies are mostly queueing (32 requests in line), so they grow as the
+  throughput falls;
+- paced: the same connections at `PACED_RATE_PER_S` in total, well below saturation, which gives
+  the latency a request actually pays for the stack.
+
+Targets (issue 5): p99 overhead <= 2 ms (paced), throughput loss <= 20 % (saturated).
+
+A third table times the apps called directly as ASGI applications in one process, without HTTP
+or a client: the CPU each variant spends per request, the figure least disturbed by a busy
+machine (the best of `CPU_ROUNDS` interleaved rounds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import re
+import socket
+import sys
+import time
+import uuid
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import APIRouter, FastAPI
+
+from benchmarks.report import Result, percentiles, print_table
+
+CONCURRENCY: Final = 32
+WARMUP_S: Final = 1.0
+MEASURE_S: Final = 4.0
+ROUNDS: Final = 2
+PACED_RATE_PER_S: Final = 1000
+PACED_S: Final = 3.0
+CPU_ROUNDS: Final = 5
+CPU_CALLS: Final = 3000
+SERVER_START_DEADLINE_S: Final = 30.0
+AUDIENCE: Final = "dwaybank-bench"
+_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
+
+VARIANTS: Final = {
+    "bare": "bare FastAPI",
+    "public": "edge stack, public route",
+    "protected": "edge stack, JWT + rate limit",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Claims:
+    sub: uuid.UUID
+    sid: str
+    scope: str
+    amr: tuple[str, ...]
+    acr: str | None
+    auth_time: datetime
+    role: str
+    tier: str
+    kyc_status: str
+
+
+class _PyJwtVerifier:
+    """What the identity area's verifier does per request: RS256 + registered claims."""
+
+    def __init__(self, public_pem: bytes) -> None:
+        self._key = serialization.load_pem_public_key(public_pem)
+
+    def verify(self, token: str) -> _Claims:
+        from gateway.errors import InvalidTokenError  # noqa: PLC0415 - child process only
+
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,  # type: ignore[arg-type]  # an RSA public key, loaded above
+                algorithms=["RS256"],
+                audience=AUDIENCE,
+                options={"require": ["exp", "nbf", "sub"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidTokenError() from exc
+        return _Claims(
+            sub=uuid.UUID(claims["sub"]),
+            sid=claims["sid"],
+            scope=claims["scope"],
+            amr=tuple(claims["amr"]),
+            acr=claims.get("acr"),
+            auth_time=datetime.fromtimestamp(claims["auth_time"], UTC),
+            role=claims["role"],
+            tier=claims["tier"],
+            kyc_status=claims["kyc_status"],
+        )
+
+
+def _ping_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/bench/ping")
+    async def ping() -> dict[str, bool]:
+        return {"ok": True}
+
+    return router
+
+
+def _build(variant: str, public_pem: bytes) -> FastAPI:
+    from gateway.app import create_app  # noqa: PLC0415 - child process only
+    from gateway.limiter import SlidingLogLimiter  # noqa: PLC0415
+    from gateway.policy import (  # noqa: PLC0415
+        AuthPolicy,
+        GatewayPolicy,
+        LimitWindow,
+        RateLimitPolicy,
+        RateLimitRule,
+        RouteMatch,
+    )
+    from kit.clock import SystemClock  # noqa: PLC0415
+
+    if variant == "bare":
+        app = FastAPI()
+        app.include_router(_ping_router())
+        return app
+    is_public = variant == "public"
+    rule = RateLimitRule(
+        name="bench",
+        routes=(RouteMatch(path="/bench"),),
+        windows=(LimitWindow(name="minute", seconds=60, limit=10_000_000),),
+    )
+    public = (*AuthPolicy().public, RouteMatch(path="/bench")) if is_public else AuthPolicy().public
+    policy = GatewayPolicy(
+        auth=AuthPolicy(public=public),
+        rate_limits=RateLimitPolicy(rules=() if is_public else (rule,)),
+    )
+    return create_app(
+        title="bench",
+        version="1",
+        routers=[_ping_router()],
+        checks=list,
+        policy=policy,
+        verifier=_PyJwtVerifier(public_pem),
+        limiter=SlidingLogLimiter(SystemClock(), keys_max=10),
+    )
+
+
+def _log_like_production() -> None:
+    from kit.telemetry import configure_logging  # noqa: PLC0415 - child process only
+
+    sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the audit lines' sink, for good
+    configure_logging("INFO", is_json=True)
+    logging.getLogger("gateway.app").setLevel(logging.ERROR)
+
+
+def _serve(variant: str, public_pem: bytes, sock: socket.socket) -> None:
+    import uvicorn  # noqa: PLC0415 - child process only
+
+    _log_like_production()
+    config = uvicorn.Config(
+        _build(variant, public_pem),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        loop="uvloop",
+        http="httptools",
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _cpu_per_request(public_pem: bytes, authorization: bytes) -> dict[str, float]:
+    """Microseconds per request of each variant called as an ASGI app (best of the rounds)."""
+    _log_like_production()
+    apps = {variant: _build(variant, public_pem) for variant in VARIANTS}
+
+    def scope(variant: str) -> dict[str, Any]:
+        headers = [(b"host", b"127.0.0.1"), (b"user-agent", b"dwaybank-bench/1.0")]
+        if variant == "protected":
+            headers.append((b"authorization", authorization))
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/bench/ping",
+            "raw_path": b"/bench/ping",
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+            "state": {},
+        }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        del message
+
+    async def time_calls(variant: str) -> float:
+        app = apps[variant]
+        started = time.perf_counter()
+        for _ in range(CPU_CALLS):
+            await app(scope(variant), receive, send)
+        return (time.perf_counter() - started) / CPU_CALLS * 1e6
+
+    verifier = _PyJwtVerifier(public_pem)
+    token = authorization.decode().removeprefix("Bearer ")
+
+    def time_verification() -> float:
+        started = time.perf_counter()
+        for _ in range(CPU_CALLS):
+            verifier.verify(token)
+        return (time.perf_counter() - started) / CPU_CALLS * 1e6
+
+    best = dict.fromkeys([*VARIANTS, "verify"], float("inf"))
+    for _ in range(CPU_ROUNDS):
+        for variant in VARIANTS:
+            best[variant] = min(best[variant], asyncio.run(time_calls(variant)))
+        best["verify"] = min(best["verify"], time_verification())
+    return best
+
+
+async def _load(
+    port: int, request: bytes, duration_s: float, *, rate_per_s: float | None = None
+) -> tuple[list[float], int, float]:
+    """Samples, non-200 answers and elapsed seconds; paced at `rate_per_s` when given."""
+    samples: list[float] = []
+    failures = 0
+    deadline = time.perf_counter() + duration_s
+    interval_s = 0.0 if rate_per_s is None else CONCURRENCY / rate_per_s
+
+    async def worker(offset_s: float) -> None:
+        nonlocal failures
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        next_at = time.perf_counter() + offset_s
+        try:
+            while time.perf_counter() < deadline:
+                if interval_s:
+                    await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                    next_at += interval_s
+                started = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = _LENGTH.search(head)
+                await reader.readexactly(int(length.group(1)) if length else 0)
+                samples.append(time.perf_counter() - started)
+                failures += not head.startswith(b"HTTP/1.1 200")
+        finally:
+            writer.close()
+
+    began = time.perf_counter()
+    spread_s = interval_s / CONCURRENCY
+    await asyncio.gather(*(worker(i * spread_s) for i in range(CONCURRENCY)))
+    return samples, failures, time.perf_counter() - began
+
+
+def _wait_listening(port: int) -> None:
+    deadline = time.monotonic() + SERVER_START_DEADLINE_S
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"the benchmark server on port {port} did not start")
+
+
+def _token(private_key: rsa.RSAPrivateKey) -> str:
+    now = datetime.now(UTC)
+    claims: dict[str, Any] = {
+        "aud": AUDIENCE,
+        "sub": str(uuid.uuid4()),
+        "sid": "ses_bench",
+        "scope": "wallets:read",
+        "amr": ["pwd", "mfa"],
+        "acr": "mfa",
+        "auth_time": int(now.timestamp()),
+        "nbf": int(now.timestamp()),
+        "exp": int((now + timedelta(hours=1)).timestamp()),
+        "role": "user",
+        "tier": "basic",
+        "kyc_status": "approved",
+    }
+    return jwt.encode(claims, private_key, algorithm="RS256")
+
+
+def results() -> tuple[list[Result], list[Result], dict[str, float]]:
+    """(saturated, paced) requests/s and latency per variant, and CPU us per request."""
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    token = _token(private_key)
+    auth = f"Authorization: Bearer {token}\r\n".encode()
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        cpu_us = pool.apply(_cpu_per_request, (public_pem, f"Bearer {token}".encode()))
+    servers: dict[str, tuple[Any, int]] = {}
+    try:
+        for variant in VARIANTS:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(CONCURRENCY * 4)
+            process = context.Process(target=_serve, args=(variant, public_pem, sock), daemon=True)
+            process.start()
+            servers[variant] = (process, sock.getsockname()[1])
+            sock.close()
+        for _, port in servers.values():
+            _wait_listening(port)
+        samples: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+        paced: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+        elapsed: dict[str, float] = dict.fromkeys(VARIANTS, 0.0)
+        failures: dict[str, int] = dict.fromkeys(VARIANTS, 0)
+        for _ in range(ROUNDS):
+            for variant, (_, port) in servers.items():
+                extra = auth if variant == "protected" else b""
+                request = (
+                    b"GET /bench/ping HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"User-Agent: dwaybank-bench/1.0\r\n" + extra + b"\r\n"
+                )
+                asyncio.run(_load(port, request, WARMUP_S))
+                measured, failed, took = asyncio.run(_load(port, request, MEASURE_S))
+                samples[variant] += measured
+                elapsed[variant] += took
+                failures[variant] += failed
+                slow, failed, _ = asyncio.run(
+                    _load(port, request, PACED_S / ROUNDS, rate_per_s=PACED_RATE_PER_S)
+                )
+                paced[variant] += slow
+                failures[variant] += failed
+    finally:
+        for process, _ in servers.values():
+            process.terminate()
+            process.join(timeout=10)
+    saturated: list[Result] = []
+    at_rate: list[Result] = []
+    for variant, label in VARIANTS.items():
+        note = f"{failures[variant]} non-200" if failures[variant] else ""
+        rate = len(samples[variant]) / elapsed[variant]
+        saturated.append(Result(label, "req", rate, *percentiles(samples[variant]), note))
+        at_rate.append(Result(label, "req", PACED_RATE_PER_S, *percentiles(paced[variant])))
+    return saturated, at_rate, cpu_us
+
+
+def run() -> None:
+    """Measure and print the tables and the overhead against the targets."""
+    saturated, at_rate, cpu_us = results()
+    title = f"Gateway edge stack on uvicorn, saturated ({CONCURRENCY} keep-alive connections)"
+    print_table(title, saturated)
+    print_table(f"Gateway edge stack, paced at {PACED_RATE_PER_S:,} requests/s", at_rate)
+    print("\nGateway edge stack, CPU per request called in-process (no HTTP)")
+    for variant, label in VARIANTS.items():
+        extra = cpu_us[variant] - cpu_us["bare"]
+        print(f"  {label:<60} {cpu_us[variant]:8.1f} us   (stack {extra:+.1f} us)")
+    verify_us = cpu_us["verify"]
+    print(f"  {'  of which the token verification (PyJWT, RS256)':<60} {verify_us:8.1f} us")
+    print()
+    for index in range(1, len(saturated)):
+        loss = 1 - saturated[index].rate_per_s / saturated[0].rate_per_s
+        p99_ms = (at_rate[index].p99_ms or 0.0) - (at_rate[0].p99_ms or 0.0)
+        saturated_p99_ms = (saturated[index].p99_ms or 0.0) - (saturated[0].p99_ms or 0.0)
+        print(
+            f"  {saturated[index].name}: throughput loss {loss:.0%} (target <= 20%), "
+            f"p99 overhead {p99_ms:+.2f} ms paced (target <= 2 ms), "
+            f"{saturated_p99_ms:+.2f} ms saturated"
+        )

@@ -1,0 +1,205 @@
+"""The rate-limit slot: count each request against its route's rule and say so in headers.
+
+The rule is the one whose path prefix is longest for the request (`gateway.policy`); its limits
+are multiplied by the caller's tier, and the counter is keyed by the token's subject, or by the
+client address when the request is anonymous or the rule counts by address. The decision comes
+from a `RateLimiter` (`gateway.limiter`).
+
+Headers, on the answer and on the refusal alike:
+
+- Kong's `X-RateLimit-Limit-<Window>` / `X-RateLimit-Remaining-<Window>` for every window
+  (`-Minute`, `-Hour`, `-Day`, `-15min`...; header names are case-insensitive);
+- Kong's `RateLimit-Limit` / `RateLimit-Remaining` / `RateLimit-Reset` for the most restrictive
+  window (lowest remaining; on a tie the longer window);
+- the RateLimit draft's structured fields, one item per window:
+  `RateLimit-Policy: "minute";q=10;w=60, "hour";q=100;w=3600` and
+  `RateLimit: "minute";r=9;t=60, "hour";r=99;t=3600` (no partition key: it would leak ids).
+
+A refusal is 429 problem+json with the draft's quota-exceeded type, `violated-policies` and
+`Retry-After` (never earlier than the quota returns), and counts
+`rate_limit_exceeded_total{service,route,tier,window}` once per exhausted window. When the
+limiter cannot decide in time, a money-moving route fails closed (503 with Retry-After) and
+any other route fails open; both are counted in `rate_limit_unavailable_total` and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import Final
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.edge import UNKNOWN_ADDRESS, Decision, EdgeState, edge_state
+from gateway.errors import QuotaExceededError, RateLimiterUnavailableError
+from gateway.limiter import LimitDecision, LimitRequest, RateLimiter, WindowLimit
+from gateway.metrics import GatewayMetrics
+from gateway.policy import LimitKey, RateLimitPolicy, RateLimitRule, Tier
+from gateway.problems import ErrorStyle, send_error
+from kit.errors import DependencyError
+
+logger = logging.getLogger(__name__)
+
+ANONYMOUS_TIER: Final = "anonymous"  # the `tier` label of requests without a token
+
+
+def tier_windows(rule: RateLimitRule, tier: Tier) -> tuple[WindowLimit, ...]:
+    """The rule's windows with limits multiplied for `tier` (floor, at least 1)."""
+    multiplier = rule.tier_multipliers.of(tier)
+    return tuple(
+        WindowLimit(w.name, w.seconds, max(1, math.floor(w.limit * multiplier)))
+        for w in rule.windows
+    )
+
+
+def window_label(name: str) -> str:
+    """`minute` -> `Minute`, as Kong spells its header suffixes."""
+    return name[:1].upper() + name[1:]
+
+
+def exposed_headers(policy: RateLimitPolicy) -> tuple[str, ...]:
+    """Every rate-limit header name the policy can send (for CORS `expose-headers`)."""
+    names = dict.fromkeys(w.name for rule in policy.rules for w in rule.windows)
+    per_window = [
+        f"X-RateLimit-{kind}-{window_label(name)}"
+        for name in names
+        for kind in ("Limit", "Remaining")
+    ]
+    fixed = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy")
+    return (*per_window, *fixed, "RateLimit")
+
+
+def rate_limit_headers(decision: LimitDecision) -> list[tuple[bytes, bytes]]:
+    """Every rate-limit response header for `decision`."""
+    headers: list[tuple[bytes, bytes]] = []
+    for w in decision.windows:
+        suffix = w.name.encode("latin-1")
+        headers.append((b"x-ratelimit-limit-" + suffix, b"%d" % w.limit))
+        headers.append((b"x-ratelimit-remaining-" + suffix, b"%d" % w.remaining))
+    tightest = min(decision.windows, key=lambda w: (w.remaining, -w.window_s))
+    policy = ", ".join(f'"{w.name}";q={w.limit};w={w.window_s}' for w in decision.windows)
+    state = ", ".join(f'"{w.name}";r={w.remaining};t={w.reset_s}' for w in decision.windows)
+    headers += [
+        (b"ratelimit-limit", b"%d" % tightest.limit),
+        (b"ratelimit-remaining", b"%d" % tightest.remaining),
+        (b"ratelimit-reset", b"%d" % tightest.reset_s),
+        (b"ratelimit-policy", policy.encode("latin-1")),
+        (b"ratelimit", state.encode("latin-1")),
+    ]
+    return headers
+
+
+class RateLimitMiddleware:
+    """429 when a window is exhausted; the rate-limit headers on every limited route."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limiter: RateLimiter,
+        policy: RateLimitPolicy,
+        metrics: GatewayMetrics,
+        service: str,
+        style: ErrorStyle,
+    ) -> None:
+        self.app = app
+        self._limiter = limiter
+        self._timeout_s = policy.check_timeout_s
+        self._metrics = metrics
+        self._service = service
+        self._style = style
+        self._windows = {
+            rule.name: {tier: tier_windows(rule, tier) for tier in Tier} for rule in policy.rules
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        edge = edge_state(scope)
+        rule = edge.route.rate_rule
+        if rule is None or edge.is_preflight:
+            await self.app(scope, receive, send)
+            return
+        principal = edge.principal
+        tier = Tier.BASIC if principal is None else principal.tier
+        tier_label = ANONYMOUS_TIER if principal is None else principal.tier.value
+        if principal is not None and rule.key is LimitKey.USER:
+            subject = f"user:{principal.user_id}"
+        else:
+            subject = f"ip:{edge.client_ip or UNKNOWN_ADDRESS}"
+        request = LimitRequest(rule.name, subject, self._windows[rule.name][tier])
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                decision = await self._limiter.check(request)
+        except (DependencyError, TimeoutError) as exc:
+            await self._unavailable(scope, receive, send, edge=edge, rule=rule, exc=exc)
+            return
+        headers = rate_limit_headers(decision)
+        if not decision.is_allowed:
+            await self._refuse(
+                scope, receive, send, edge=edge, decision=decision, headers=headers, tier=tier_label
+            )
+            return
+
+        async def send_with_limits(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *headers]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_limits)
+
+    async def _refuse(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        edge: EdgeState,
+        decision: LimitDecision,
+        headers: list[tuple[bytes, bytes]],
+        tier: str,
+    ) -> None:
+        edge.decision = Decision.DENY_RATE_LIMIT
+        violated = [w for w in decision.windows if w.is_exceeded]
+        for window in violated:
+            self._metrics.rate_limit_exceeded.labels(
+                self._service, edge.route.template, tier, window.name
+            ).inc()
+        first = violated[0]
+        error = QuotaExceededError(
+            f"The {first.name} limit of {first.limit} requests is exhausted; "
+            f"retry in {decision.retry_after_s} s.",
+            retry_after_s=decision.retry_after_s,
+            violated_policies=[w.name for w in violated],
+        )
+        text_headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers}
+        await send_error(scope, receive, send, error, style=self._style, headers=text_headers)
+
+    async def _unavailable(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        edge: EdgeState,
+        rule: RateLimitRule,
+        exc: Exception,
+    ) -> None:
+        is_closed = edge.route.is_money_moving
+        outcome = "fail_closed" if is_closed else "fail_open"
+        self._metrics.rate_limit_unavailable.labels(
+            self._service, edge.route.template, outcome
+        ).inc()
+        logger.warning(
+            "rate limiter unavailable",
+            extra={"rule": rule.name, "outcome": outcome, "error": type(exc).__name__},
+        )
+        if is_closed:
+            edge.decision = Decision.DENY_LIMITER_UNAVAILABLE
+            error = RateLimiterUnavailableError()
+            await send_error(scope, receive, send, error, style=self._style)
+            return
+        edge.decision = Decision.ALLOW_LIMITER_UNAVAILABLE
+        await self.app(scope, receive, send)
