@@ -9,6 +9,7 @@ the edge sets per request; every line logged while serving it carries it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -25,6 +26,7 @@ _SECRET_FIELD = re.compile(
     re.IGNORECASE,
 )
 _VALUE_LENGTH_MAX: Final = 2048  # a log field is a hint, not a payload
+SECRET_NAME_CACHE_SIZE: Final = 4096  # distinct field names ever logged; far more than we use
 _STANDARD_ATTRS: Final = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
     | {"message", "asctime", "taskName"}
@@ -41,11 +43,17 @@ def reset_request_id(token: Token[str | None]) -> None:
     REQUEST_ID.reset(token)
 
 
+@functools.lru_cache(maxsize=SECRET_NAME_CACHE_SIZE)
+def is_secret_name(name: str) -> bool:
+    """True when a field name says it holds a secret (cached: log lines repeat their names)."""
+    return _SECRET_FIELD.search(name) is not None
+
+
 def redact(fields: dict[str, Any]) -> dict[str, Any]:
     """Copy of `fields` with secret-looking names masked and long values cut."""
     clean: dict[str, Any] = {}
     for key, value in fields.items():
-        if _SECRET_FIELD.search(key):
+        if is_secret_name(key):
             clean[key] = REDACTED
         elif isinstance(value, dict):
             clean[key] = redact(value)
