@@ -14,7 +14,6 @@ from typing import Any
 import asyncpg
 
 from kit.errors import InvariantError
-
 from ledger.models import (
     GENERAL_LEDGER_ID,
     BalanceRecord,

@@ -2,24 +2,59 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from dataclasses import replace
 
+from fastapi import APIRouter, Depends
+
+from ledger.api_port import ApiLedgerPort
+from ledger.apikeys import KeyVerifier
+from ledger.endpoints.api_keys import api_keys_router
 from ledger.endpoints.balances import balances_router
 from ledger.endpoints.common import LedgerDeps
+from ledger.endpoints.fx import fx_router
+from ledger.endpoints.hooks import hooks_router
+from ledger.endpoints.identities import identities_router
 from ledger.endpoints.ledgers import ledgers_router
+from ledger.endpoints.monitors import balance_monitors_router
+from ledger.endpoints.reconciliation import reconciliation_router
+from ledger.endpoints.search import search_router
+from ledger.endpoints.secure_mode import secure_mode_guard
 from ledger.endpoints.system import system_router
 from ledger.endpoints.transactions import metadata_router, transactions_router
+from ledger.endpoints.webhooks import webhooks_router
+from ledger.hooks import HookRunner
+from ledger.reconciliation_runner import ReconciliationRunner
 
 
 def build_routers(deps: LedgerDeps) -> list[APIRouter]:
-    """Every router of the ledger API."""
-    return [
-        system_router(deps),
-        ledgers_router(deps),
-        balances_router(deps),
-        transactions_router(deps),
-        metadata_router(deps),  # last: its path matches any first segment
-    ]
+    """Every router of the ledger API.
+
+    Transactions go through `ApiLedgerPort` (API-key provenance, transaction hooks). With a
+    master key set, every router but the system one (`/`, `/health`) is behind the secure-mode
+    dependency.
+    """
+    hooks = HookRunner(deps.db, clock=deps.clock, secret=deps.master_key, http=deps.http)
+    api_deps = replace(deps, port=ApiLedgerPort(deps.port, hooks))
+    verifier = None
+    if deps.master_key is not None and deps.master_key.get_secret_value():
+        verifier = KeyVerifier(deps.db, master_key=deps.master_key, clock=deps.clock)
+    guarded = APIRouter(dependencies=[Depends(secure_mode_guard(verifier))] if verifier else [])
+    for router in (
+        ledgers_router(api_deps),
+        balances_router(api_deps),
+        transactions_router(api_deps),
+        identities_router(api_deps),
+        api_keys_router(api_deps, verifier),
+        hooks_router(api_deps, hooks),
+        search_router(api_deps),
+        reconciliation_router(api_deps, ReconciliationRunner(deps.db, clock=deps.clock)),
+        balance_monitors_router(api_deps),
+        webhooks_router(api_deps),
+        fx_router(api_deps),
+        metadata_router(api_deps),  # last: its path matches any first segment
+    ):
+        guarded.include_router(router)
+    return [system_router(deps), guarded]
 
 
 __all__ = ["LedgerDeps", "build_routers"]

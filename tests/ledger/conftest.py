@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -158,5 +158,61 @@ def blnk_master(secure_ledger_url: str) -> Iterator[Any]:
     from tests.ledger.servers import MASTER_KEY  # noqa: PLC0415 - only these tests
 
     client = blnk_init(MASTER_KEY, BlnkClientOptions(base_url=secure_ledger_url, retry_count=1))
+    yield client
+    client.close()
+
+
+# ---------------------------------------------------------------- events (monitors, webhooks)
+
+
+@pytest.fixture(scope="session")
+def webhook_receiver() -> Iterator[Any]:
+    """A real HTTP server that records webhook requests (tests/ledger/webhook_receiver.py)."""
+    from tests.ledger.webhook_receiver import WebhookReceiver  # noqa: PLC0415 - only these tests
+
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="session")
+def events_ledger_url(database_dsn: str, settings: Settings) -> Iterator[str]:
+    """The ledger app over real HTTP, its engine evaluating balance monitors after each batch."""
+    from tests.ledger.webhook_receiver import run_events_ledger_server  # noqa: PLC0415
+
+    with run_events_ledger_server(settings, database_dsn) as url:
+        yield url
+
+
+CATCH_UP_ROUNDS_MAX = 10_000
+
+
+@pytest.fixture
+async def dispatcher(db: Database) -> AsyncIterator[Any]:
+    """An event dispatcher on the test database with short backoffs and few attempts."""
+    from ledger.dispatcher import DispatcherConfig, EventDispatcher  # noqa: PLC0415
+
+    config = DispatcherConfig(
+        poll_interval_s=0.02,
+        delivery_timeout_s=2.0,
+        lease_s=5.0,
+        attempts_max=3,
+        backoff_base_s=0.01,
+        backoff_cap_s=0.05,
+    )
+    events = EventDispatcher(db, config=config)
+    # Fan out what earlier tests committed while no subscription is listening, so a test's
+    # subscriptions see only its own events.
+    for _ in range(CATCH_UP_ROUNDS_MAX):
+        if not (await events.fan_out()).is_full:
+            break
+    yield events
+    await events.aclose()
+
+
+@pytest.fixture
+def blnk_events(events_ledger_url: str) -> Iterator[Any]:
+    """The blnk-python SDK on the server whose engine evaluates balance monitors."""
+    client = blnk_init("", BlnkClientOptions(base_url=events_ledger_url, retry_count=1))
     yield client
     client.close()

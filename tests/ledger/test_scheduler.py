@@ -1,0 +1,187 @@
+"""The scheduler: scheduled transactions, hold expiry and automatic commits, idempotently.
+
+Goal: prove that each kind of due work is found (and nothing that is not due), executed once
+through the ledger port, and that repeats (a restart mid-tick, a second scheduler, a client who
+acted first) are recognised as done rather than failures. Method: rows are created through the
+real engine on the test database with dates an hour ahead; the scheduler runs with a frozen
+clock set past them, so nothing sleeps; the results are read back with SQL.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from kit.clock import FrozenClock
+from kit.db import Database
+from ledger.engine import LedgerEngine
+from ledger.models import CommitInflight, VoidInflight
+from ledger.scheduler import Due, Scheduler, is_done, plan
+from tests.ledger.conftest import MakeBalance, transfer
+
+pytestmark = pytest.mark.db
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def _later(hours: float) -> datetime:
+    return datetime.now(UTC) + timedelta(hours=hours)
+
+
+async def _figures(db: Database, balance_id: str) -> tuple[int, int, int]:
+    async with db.connection() as conn:
+        row = await conn.fetchrow(
+            "SELECT balance, inflight_debit_balance, inflight_credit_balance FROM ledger.balances WHERE balance_id = $1",
+            balance_id,
+        )
+    assert row is not None
+    return (
+        int(row["balance"]),
+        int(row["inflight_debit_balance"]),
+        int(row["inflight_credit_balance"]),
+    )
+
+
+async def _funded(engine: LedgerEngine, make_balance: MakeBalance, amount: int) -> str:
+    balance_id = await make_balance()
+    (outcome,) = await engine.execute(
+        [transfer("@WorldUSD", balance_id, amount, allow_overdraft=True)]
+    )
+    assert outcome.error is None
+    return balance_id
+
+
+class TestPlan:
+    def test_each_kind_becomes_its_command(self) -> None:
+        """Due scheduled rows run, expired holds void, holds due for commit commit."""
+        due = Due(
+            scheduled=["txn_s"],
+            expiries=[("txn_e", T0, None)],
+            commits=[("txn_c", T0, None)],
+        )
+        actions = plan(due, now=T0)
+        assert [(a.kind, a.row_id, type(a.command).__name__) for a in actions] == [
+            ("scheduled", "txn_s", "RunScheduled"),
+            ("expiry", "txn_e", "VoidInflight"),
+            ("commit", "txn_c", "CommitInflight"),
+        ]
+
+    def test_a_hold_past_both_dates_takes_the_earlier(self) -> None:
+        """Commit first when the commit date came first; void first when the expiry did."""
+        earlier, later = T0 - timedelta(minutes=2), T0 - timedelta(minutes=1)
+        committed = plan(Due([], [("txn_h", later, earlier)], [("txn_h", earlier, later)]), now=T0)
+        assert [type(a.command) for a in committed] == [CommitInflight]
+        voided = plan(Due([], [("txn_h", earlier, later)], [("txn_h", later, earlier)]), now=T0)
+        assert [type(a.command) for a in voided] == [VoidInflight]
+
+
+class TestTicks:
+    async def test_scheduled_transaction_runs_once_when_due(
+        self, db: Database, engine: LedgerEngine, make_balance: MakeBalance
+    ) -> None:
+        """A SCHEDULED row is left alone before its time, runs after it, and never twice."""
+        source = await _funded(engine, make_balance, 1_000)
+        destination = await make_balance()
+        when = _later(1)
+        (scheduled,) = await engine.execute(
+            [transfer(source, destination, 300, skip_queue=False, scheduled_for=when)]
+        )
+        assert scheduled.record is not None
+        assert scheduled.record.status.value == "SCHEDULED"
+        before = Scheduler(db, engine, clock=FrozenClock(when - timedelta(seconds=1)))
+        assert all(
+            a.row_id != scheduled.record.transaction_id
+            for a in plan(await before.due(before.clock.now()), now=before.clock.now())
+        )
+        scheduler = Scheduler(db, engine, clock=FrozenClock(when + timedelta(milliseconds=10)))
+        report = await scheduler.tick()
+        assert report.executed >= 1
+        assert (await _figures(db, destination))[0] == 300
+        again = await scheduler.tick()
+        assert scheduled.record.transaction_id not in [
+            a.row_id
+            for a in plan(await scheduler.due(scheduler.clock.now()), now=scheduler.clock.now())
+        ]
+        assert again.failed == 0
+        async with db.connection() as conn:
+            outcome = await conn.fetchval(
+                "SELECT outcome FROM ledger.transactions WHERE transaction_id = $1",
+                scheduled.record.transaction_id,
+            )
+        assert outcome["status"] == "APPLIED"
+
+    async def test_expired_hold_is_voided(
+        self, db: Database, engine: LedgerEngine, make_balance: MakeBalance
+    ) -> None:
+        """A hold past its expiry releases its remainder and is not found again."""
+        source = await _funded(engine, make_balance, 1_000)
+        destination = await make_balance()
+        expiry = _later(1)
+        (hold,) = await engine.execute(
+            [transfer(source, destination, 400, inflight=True, inflight_expiry_date=expiry)]
+        )
+        assert hold.record is not None
+        assert await _figures(db, source) == (1_000, 400, 0)
+        scheduler = Scheduler(db, engine, clock=FrozenClock(expiry + timedelta(seconds=1)))
+        report = await scheduler.tick()
+        assert report.executed >= 1
+        assert await _figures(db, source) == (1_000, 0, 0)
+        assert await _figures(db, destination) == (0, 0, 0)
+        due = await scheduler.due(scheduler.clock.now())
+        assert hold.record.transaction_id not in [hold_id for hold_id, _, _ in due.expiries]
+
+    async def test_hold_due_for_commit_commits_the_remainder(
+        self, db: Database, engine: LedgerEngine, make_balance: MakeBalance
+    ) -> None:
+        """After a client's partial commit, the commit date commits what is left."""
+        source = await _funded(engine, make_balance, 1_000)
+        destination = await make_balance()
+        commit_date = _later(1)
+        (hold,) = await engine.execute(
+            [transfer(source, destination, 500, inflight=True, inflight_commit_date=commit_date)]
+        )
+        assert hold.record is not None
+        hold_id = hold.record.transaction_id
+        (partial,) = await engine.execute(
+            [
+                CommitInflight(
+                    hold_id, f"txn_{uuid.uuid4()}", f"ref_{uuid.uuid4()}", precise_amount=200
+                )
+            ]
+        )
+        assert partial.error is None
+        scheduler = Scheduler(db, engine, clock=FrozenClock(commit_date + timedelta(seconds=1)))
+        await scheduler.tick()
+        assert await _figures(db, source) == (500, 0, 0)
+        assert await _figures(db, destination) == (500, 0, 0)
+
+    async def test_repeats_are_counted_as_done(
+        self, db: Database, engine: LedgerEngine, make_balance: MakeBalance
+    ) -> None:
+        """Two schedulers that planned the same void: one voids, the other's refusal is done."""
+        source = await _funded(engine, make_balance, 1_000)
+        expiry = _later(1)
+        (hold,) = await engine.execute(
+            [
+                transfer(
+                    source, await make_balance(), 100, inflight=True, inflight_expiry_date=expiry
+                )
+            ]
+        )
+        assert hold.record is not None
+        clock = FrozenClock(expiry + timedelta(seconds=1))
+        first, second = Scheduler(db, engine, clock=clock), Scheduler(db, engine, clock=clock)
+        due = await first.due(clock.now())
+        mine = [a for a in plan(due, now=clock.now()) if a.row_id == hold.record.transaction_id]
+        theirs = [a for a in plan(due, now=clock.now()) if a.row_id == hold.record.transaction_id]
+        (done,) = await engine.execute([mine[0].command])
+        (repeat,) = await engine.execute([theirs[0].command])
+        assert done.error is None
+        assert repeat.error is not None
+        assert repeat.error.code == "TXN_ALREADY_VOIDED"
+        assert is_done(repeat)
+        report = await second.tick()
+        assert report.failed == 0
+        assert await _figures(db, source) == (1_000, 0, 0)
