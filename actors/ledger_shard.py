@@ -44,6 +44,7 @@ from ledger.models import (
     RunScheduled,
     VoidInflight,
 )
+from ledger.monitors import MonitorHook
 from ledger.posting import is_indicator
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class LedgerShardImpl:
                         db,
                         writer=actor_name(SHARD_KIND, self.index),
                         batch_items_max=self.config.batch_items_max,
+                        batch_hooks=[MonitorHook()],
                     )
         return self._engine
 

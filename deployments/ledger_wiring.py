@@ -1,47 +1,84 @@
 """Wiring of the ledger application: its dependencies from a replica's resources.
 
-The ledger port is the sharded engine: named `LedgerShard` actors (created on first use,
-detached, restarted by Ray) behind a `ShardedLedger` that coalesces this replica's calls per
-shard. The shards' reachability joins the readiness checks.
+Embedded ledger (the default): the port is the sharded engine, named `LedgerShard` actors
+(created on first use, detached, restarted by Ray) behind a `ShardedLedger` that coalesces this
+replica's calls per shard; the event dispatcher actor delivers webhooks from the committed
+batches and the outbox; the scheduler actor runs scheduled transactions and inflight expiry
+and commit dates. Every actor is get-or-create, so whichever replica starts first creates it.
+
+Remote Blnk (`BLNK_URL` set): the port is `BlnkHttpLedger` (bulk calls, retries, a circuit
+breaker, compensations); the remote server schedules and notifies for itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Final
 
 import httpx
 from fastapi import APIRouter
 
+from actors.event_dispatcher import DispatcherActorConfig, get_or_create_dispatcher
 from actors.ledger_shard import ShardConfig, ShardedLedger, start_shards
+from actors.scheduler import PortKind, SchedulerActorConfig, get_or_create_scheduler
 from deployments.resources import Resources
 from gateway.health import DependencyCheck
 from kit.clock import SystemClock
 from kit.errors import ConfigurationError
+from kit.settings import Settings
 from ledger.endpoints import LedgerDeps, build_routers
+from ledger.port import LedgerPort
+from ledger.remote import BlnkHttpLedger, PgCompensationJournal, RemoteConfig
 
-HTTP_CONNECTIONS_MAX: Final = 50  # outbound calls (hooks, webhooks, rate providers) per replica
+HTTP_CONNECTIONS_MAX: Final = 50  # outbound calls (hooks, rate providers) per replica
 
 
-async def ledger_dependencies(resources: Resources) -> LedgerDeps:
-    """The sharded ledger port and everything the ledger routes use."""
+async def _embedded_port(resources: Resources, database_url: str) -> LedgerPort:
     settings = resources.settings
-    if settings.database_url is None:
-        raise ConfigurationError("DATABASE_URL must be set for the ledger")
     handles = start_shards(
         settings.ledger_shard_count,
         ShardConfig(
-            database_url=settings.database_url.get_secret_value(),
+            database_url=database_url,
             pool_max_size=settings.ledger_shard_pool_size,
             batch_items_max=settings.ledger_batch_items_max,
         ),
     )
     port = ShardedLedger(handles)
+    await asyncio.to_thread(
+        get_or_create_dispatcher, DispatcherActorConfig(database_url=database_url)
+    )
+    await asyncio.to_thread(
+        get_or_create_scheduler,
+        SchedulerActorConfig(
+            database_url=database_url, port=PortKind.SHARDS, shard_count=settings.ledger_shard_count
+        ),
+    )
 
     async def shards_probe() -> dict[str, Any]:
         stats = await port.stats()
         return {"shards": len(stats), "queue_depth": sum(s["queue_depth"] for s in stats)}
 
     resources.extra_checks.append(DependencyCheck("ledger_shards", shards_probe))
+    return port
+
+
+def _remote_port(resources: Resources, settings: Settings) -> LedgerPort:
+    port = BlnkHttpLedger(
+        RemoteConfig.from_settings(settings), journal=PgCompensationJournal(resources.db)
+    )
+    resources.closers.append(port.aclose)
+    return port
+
+
+async def ledger_dependencies(resources: Resources) -> LedgerDeps:
+    """The ledger port and everything the ledger routes use."""
+    settings = resources.settings
+    if settings.database_url is None:
+        raise ConfigurationError("DATABASE_URL must be set for the ledger")
+    if settings.blnk_url:
+        port = _remote_port(resources, settings)
+    else:
+        port = await _embedded_port(resources, settings.database_url.get_secret_value())
     http = httpx.AsyncClient(
         timeout=settings.ledger_http_timeout_s,
         limits=httpx.Limits(max_connections=HTTP_CONNECTIONS_MAX),
@@ -58,5 +95,5 @@ async def ledger_dependencies(resources: Resources) -> LedgerDeps:
 
 
 async def ledger_routers(resources: Resources) -> list[APIRouter]:
-    """Blnk's API over the sharded group-commit engine."""
+    """Blnk's API over the ledger port."""
     return build_routers(await ledger_dependencies(resources))

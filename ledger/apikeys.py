@@ -84,6 +84,8 @@ RESOURCES: Final = frozenset(
         "reconciliation",
         "metadata",
         "backup",
+        "webhooks",
+        "fx",
     }
 )
 PATH_ALIASES: Final = {

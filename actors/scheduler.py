@@ -1,0 +1,149 @@
+"""`Scheduler` actor: ticks `ledger.scheduler.Scheduler` every 250 ms in the cluster.
+
+One named actor, `scheduler-shard-000` (`actors.routing.actor_name("scheduler", 0)`, namespace
+`actors.routing.NAMESPACE`), detached and restarted without limit; it starts ticking in its
+constructor, so a restarted actor resumes by itself. Each tick reads what is due (scheduled
+transactions, expired holds, holds due for commit) and submits it through the `LedgerPort` its
+config names: the ledger shards (`ShardedLedger` over `ledger-shard-NNN`, the default), a
+remote Blnk server (`BlnkHttpLedger`), or an engine inside the actor (a one-process run).
+Ticks are idempotent (the engine refuses a second void or commit and the scheduler counts that
+as done), so a restart mid-tick or a second scheduler does no harm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+import ray
+
+from actors.ledger_shard import ShardedLedger, lookup_shards
+from actors.routing import NAMESPACE, actor_name
+from kit.db import Database
+from kit.settings import Settings
+from ledger.engine import LedgerEngine
+from ledger.monitors import MonitorHook
+from ledger.port import LedgerPort
+from ledger.remote import BlnkHttpLedger, PgCompensationJournal, RemoteConfig
+from ledger.scheduler import ROWS_PER_KIND_MAX, TICK_INTERVAL_S, Scheduler
+
+logger = logging.getLogger(__name__)
+
+SCHEDULER_KIND: Final = "scheduler"
+MAX_CONCURRENCY: Final = 8  # stats and stop calls interleave with the ticks
+NUM_CPUS: Final = 0.1
+POOL_MAX_SIZE: Final = 2  # one tick reads at a time
+OPEN_RETRY_S: Final = 2.0  # wait before retrying to open the pool or reach the port
+
+
+class PortKind(StrEnum):
+    """Which `LedgerPort` the scheduler submits through."""
+
+    SHARDS = "shards"  # the named ledger shard actors
+    REMOTE = "remote"  # a remote Blnk server (BLNK_URL)
+    ENGINE = "engine"  # an engine on the actor's own pool
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerActorConfig:
+    """What the actor needs (passed explicitly: it may run on any node)."""
+
+    database_url: str
+    port: PortKind = PortKind.SHARDS
+    shard_count: int = 1
+    pool_max_size: int = POOL_MAX_SIZE
+    tick_interval_s: float = TICK_INTERVAL_S
+    rows_per_kind_max: int = ROWS_PER_KIND_MAX
+
+
+class SchedulerActor:
+    """The actor's body: ticks until stopped."""
+
+    def __init__(self, config: SchedulerActorConfig) -> None:
+        self.config = config
+        self._stop = asyncio.Event()
+        self._scheduler: Scheduler | None = None
+        self._db: Database | None = None
+        self.ticks = 0
+        self.tick_errors = 0
+        self._task = asyncio.get_running_loop().create_task(self._main())
+
+    async def _port(self, db: Database, settings: Settings) -> LedgerPort:
+        if self.config.port is PortKind.ENGINE:
+            return LedgerEngine(
+                db, writer=actor_name(SCHEDULER_KIND, 0), batch_hooks=[MonitorHook()]
+            )
+        if self.config.port is PortKind.REMOTE:
+            return BlnkHttpLedger(
+                RemoteConfig.from_settings(settings), journal=PgCompensationJournal(db)
+            )
+        return ShardedLedger(await asyncio.to_thread(lookup_shards, self.config.shard_count))
+
+    async def _open(self) -> Scheduler:
+        settings = Settings().model_copy(
+            update={"db_pool_min_size": 1, "db_pool_max_size": self.config.pool_max_size}
+        )
+        while True:
+            try:
+                db = self._db or await Database.open(settings, self.config.database_url)
+                self._db = db
+                port = await self._port(db, settings)
+                return Scheduler(db, port, rows_per_kind_max=self.config.rows_per_kind_max)
+            except Exception:  # retried until PostgreSQL and the port answer
+                logger.exception("the scheduler cannot start yet")
+                await asyncio.sleep(OPEN_RETRY_S)
+
+    async def _main(self) -> None:
+        self._scheduler = await self._open()
+        try:
+            while not self._stop.is_set():
+                started = asyncio.get_running_loop().time()
+                try:
+                    await self._scheduler.tick()
+                    self.ticks += 1
+                except Exception:  # the loop's last resort: log it and tick again
+                    self.tick_errors += 1
+                    logger.exception("a scheduler tick failed")
+                elapsed = asyncio.get_running_loop().time() - started
+                await asyncio.sleep(max(0.0, self.config.tick_interval_s - elapsed))
+        finally:
+            if self._db is not None:
+                await self._db.close()
+
+    async def stats(self) -> dict[str, Any]:
+        """Ticks and totals since the actor started."""
+        totals = asdict(self._scheduler.totals) if self._scheduler is not None else {}
+        return {
+            "running": not self._task.done(),
+            "ticks": self.ticks,
+            "tick_errors": self.tick_errors,
+            **totals,
+        }
+
+    async def stop(self) -> None:
+        """Finish the current tick and stop (tests; Ray kills it otherwise)."""
+        self._stop.set()
+        await asyncio.wait_for(asyncio.shield(self._task), timeout=30)
+
+
+SchedulerRemote: Any = ray.remote(SchedulerActor)
+
+
+def get_or_create_scheduler(config: SchedulerActorConfig) -> Any:
+    """The handle of `scheduler-shard-000`, created (detached) if it does not exist.
+
+    Blocking (it asks the cluster's control store); call it from a thread in async code.
+    """
+    return SchedulerRemote.options(
+        name=actor_name(SCHEDULER_KIND, 0),
+        namespace=NAMESPACE,
+        get_if_exists=True,
+        lifetime="detached",
+        max_restarts=-1,
+        max_task_retries=0,
+        max_concurrency=MAX_CONCURRENCY,
+        num_cpus=NUM_CPUS,
+    ).remote(config)
