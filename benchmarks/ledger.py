@@ -267,7 +267,8 @@ def _running(database_url: str | None) -> Iterator[str]:
 _LUA = """
 local ids = {%(ids)s}
 local counter = 0
-function setup(thread) thread:set("tid", tostring(math.random(1, 1000000000))) end
+math.randomseed(os.time())
+function setup(thread) thread:set("tid", tostring(os.time()) .. "-" .. tostring(math.random(1, 1000000000))) end
 local function leg()
   local a = ids[math.random(#ids)]
   local b = ids[math.random(#ids)]

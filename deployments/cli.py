@@ -48,7 +48,7 @@ class CommandGroup(Protocol):
 
 
 # Domain command groups, each a module with `register` and `run` (see CommandGroup).
-COMMAND_GROUPS: tuple[str, ...] = ()
+COMMAND_GROUPS: tuple[str, ...] = ("deployments.auth_commands", "deployments.ledger_commands")
 
 
 def _groups() -> list[CommandGroup]:

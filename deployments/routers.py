@@ -25,12 +25,14 @@ async def ledger_routers(resources: Resources) -> list[APIRouter]:
 
 
 async def _identity_routers(resources: Resources) -> list[APIRouter]:
-    """Registration, login, MFA, tokens, sessions (`/api/v1/auth`, `/.well-known`)."""
-    del resources
-    return []
+    """Registration, login, MFA, tokens, sessions (`/api/v1/auth`, `/.well-known`, `/oauth`)."""
+    from deployments.identity_wiring import identity_routers  # noqa: PLC0415 - opened per replica
+
+    return await identity_routers(resources)
 
 
 async def _ledger_routers(resources: Resources) -> list[APIRouter]:
     """Blnk's HTTP API."""
-    del resources
-    return []
+    from deployments.ledger_wiring import ledger_routers as build  # noqa: PLC0415 - per application
+
+    return await build(resources)

@@ -139,7 +139,11 @@ class EmbeddedPostgres:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
             with contextlib.suppress(EmbeddedServerError):
-                _wait_until(lambda: not _pid_alive(pid), timeout_s=STOP_TIMEOUT_S / 2, what="PostgreSQL shutdown")
+                _wait_until(
+                    lambda: not _pid_alive(pid),
+                    timeout_s=STOP_TIMEOUT_S / 2,
+                    what="PostgreSQL shutdown",
+                )
 
 
 class EmbeddedRedis:

@@ -76,10 +76,52 @@ class Settings(BaseSettings):
     log_json: bool = True
 
     # --- ledger settings (the ledger area adds its fields below this line)
+    # One shard beat two on a 2-core machine (each shard adds per-call overhead and halves the
+    # batches); raise it with the cores.
     ledger_shard_count: int = Field(default=1, ge=1, le=64)
+    ledger_shard_pool_size: int = Field(default=4, ge=1, le=64)
+    ledger_batch_items_max: int = Field(default=512, ge=1, le=10_000)
+    # Blnk's secure mode: with a master key, every ledger route but / and /health needs X-Blnk-Key.
+    ledger_master_key: SecretStr | None = None
+    ledger_http_timeout_s: float = Field(default=10.0, gt=0, le=120)
 
     # --- identity settings (the identity area adds its fields below this line)
     user_shard_count: int = Field(default=1, ge=1, le=64)
+    # The token issuer: the public base URL of the API host (discovery lives under it).
+    auth_issuer: str = Field(default="http://127.0.0.1:8000", pattern=r"^https?://[^/?#]+$")
+    auth_audience: str = Field(default="dwaybank-api", min_length=1, max_length=100)
+    auth_access_token_ttl_s: int = Field(default=900, ge=60, le=3600)  # seed: 15 minutes
+    auth_session_idle_s: int = Field(default=900, ge=60, le=86_400)  # seed: session_timeout 15 min
+    auth_refresh_family_lifetime_s: int = Field(default=43_200, ge=300, le=2_592_000)  # 12 h
+    auth_key_refresh_interval_s: float = Field(default=30.0, ge=1, le=600)
+    # Password policy (the seed's securityControls.password_policy), each rule switchable.
+    auth_password_min_length: int = Field(default=12, ge=8, le=64)
+    auth_password_require_upper: bool = True
+    auth_password_require_lower: bool = True
+    auth_password_require_digit: bool = True
+    auth_password_require_symbol: bool = True
+    auth_password_blocklist: bool = True
+    # argon2id cost (OWASP's minimum profile: 19 MiB, 2 passes, 1 lane) and its thread pool.
+    auth_argon2_memory_kib: int = Field(default=19_456, ge=8_192, le=1_048_576)
+    auth_argon2_time_cost: int = Field(default=2, ge=1, le=10)
+    auth_argon2_parallelism: int = Field(default=1, ge=1, le=16)
+    auth_hash_workers: int = Field(default=2, ge=1, le=64)
+    # Lockout (the seed's account_lockout): 5 failures in 15 minutes lock for 30 minutes.
+    auth_lockout_threshold: int = Field(default=5, ge=1, le=100)
+    auth_lockout_window_s: int = Field(default=900, ge=60, le=86_400)
+    auth_lockout_duration_s: int = Field(default=1_800, ge=60, le=86_400)
+    # Message providers: `outbox` records messages in PostgreSQL (development).
+    auth_sms_provider: str = Field(default="outbox", pattern=r"^(outbox|twilio)$")
+    auth_email_provider: str = Field(default="outbox", pattern=r"^(outbox|sendgrid)$")
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from_number: str | None = None
+    sendgrid_api_key: SecretStr | None = None
+    auth_email_from: str = "no-reply@dwaybank.dev"
+    # WebAuthn relying party: the id is the site's domain, the origins what browsers send.
+    auth_webauthn_rp_id: str = "localhost"
+    auth_webauthn_rp_name: str = "DwayBank"
+    auth_webauthn_origins: str = "http://localhost:8000"  # comma separated
 
     # --- gateway settings (the gateway area adds its fields below this line)
     gateway_policy_path: Path | None = None

@@ -1,0 +1,152 @@
+"""Short-lived state in Redis: MFA challenges (the `mfa_token`) and TOTP replay guards.
+
+A challenge is created when a password login (or a step-up) needs a second factor. Its token
+is 256 random bits handed to the client; Redis holds only a hash of it, under
+`mfa-challenge:<sha256>` with a TTL of `MFA_CHALLENGE_TTL_S`, as a hash whose `attempts` and
+`sends` counters are incremented atomically (HINCRBY), so parallel guesses cannot exceed
+`MFA_CHALLENGE_ATTEMPTS_MAX`. A challenge is consumed by deleting it; only the request whose
+DEL removed it may finish the login, so one challenge yields at most one session.
+
+TOTP replay: the last accepted time step per user is kept under `totp-step:<user id>` and
+advanced by a Lua compare-and-set, so a code (or any code of an earlier step) is accepted once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Final
+
+import redis.asyncio as aioredis
+
+from auth.constants import MFA_CHALLENGE_ATTEMPTS_MAX, MFA_CHALLENGE_TTL_S, TOTP_STEP_S
+from kit.redis_client import KeySpace, translated
+
+CHALLENGE_TOKEN_BYTES: Final = 32
+CHALLENGE_TOKEN_LENGTH_MAX: Final = 128
+TOTP_REPLAY_TTL_S: Final = 4 * TOTP_STEP_S  # longer than the window of any acceptable code
+_ADVANCE_STEP: Final = """
+local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) <= last then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """A pending second-factor verification."""
+
+    digest: str
+    user_id: uuid.UUID
+    methods: tuple[str, ...]
+    replaces_session: str | None  # set for a step-up: the session it upgrades
+    sms_code: str | None  # HMAC hex of the last code sent by SMS
+    email_code: str | None
+    webauthn_challenge: str | None  # base64url
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class ChallengeStore:
+    """MFA challenges and the TOTP replay guard."""
+
+    def __init__(self, client: aioredis.Redis, keys: KeySpace) -> None:
+        self._redis = client
+        self._keys = keys
+
+    def _key(self, digest: str) -> str:
+        return self._keys.key("mfa-challenge", digest)
+
+    async def create(
+        self, *, user_id: uuid.UUID, methods: tuple[str, ...], replaces_session: str | None
+    ) -> str:
+        """A new challenge; its token (shown once, to the client)."""
+        token = secrets.token_urlsafe(CHALLENGE_TOKEN_BYTES)
+        mapping = {
+            "user_id": str(user_id),
+            "methods": " ".join(methods),
+            "attempts": "0",
+            "sends": "0",
+            "replaces_session": replaces_session or "",
+        }
+        key = self._key(hashlib.sha256(token.encode()).hexdigest())
+        async with translated(), self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, items=[part for pair in mapping.items() for part in pair])
+            pipe.expire(key, MFA_CHALLENGE_TTL_S)
+            await pipe.execute()
+        return token
+
+    async def find(self, token: str) -> Challenge | None:
+        """The live challenge of a token."""
+        if not token or len(token) > CHALLENGE_TOKEN_LENGTH_MAX:
+            return None
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        async with translated():
+            data = await self._redis.hgetall(self._key(digest))
+        if not data:
+            return None
+        fields = {_text(k): _text(v) for k, v in data.items()}
+        return Challenge(
+            digest=digest,
+            user_id=uuid.UUID(fields["user_id"]),
+            methods=tuple((fields.get("methods") or "").split()),
+            replaces_session=fields.get("replaces_session") or None,
+            sms_code=fields.get("sms_code"),
+            email_code=fields.get("email_code"),
+            webauthn_challenge=fields.get("webauthn"),
+        )
+
+    async def count_attempt(self, challenge: Challenge) -> bool:
+        """Spend one guess; False (and the challenge is gone) once the guesses ran out."""
+        key = self._key(challenge.digest)
+        async with translated():
+            attempts = int(await self._redis.hincrby(key, "attempts", 1))
+            if attempts > MFA_CHALLENGE_ATTEMPTS_MAX:
+                await self._redis.delete(key)
+                return False
+        return True
+
+    async def count_send(self, challenge: Challenge) -> int:
+        """Sends so far, this one included."""
+        async with translated():
+            return int(await self._redis.hincrby(self._key(challenge.digest), "sends", 1))
+
+    async def remember(self, challenge: Challenge, field: str, value: str) -> None:
+        """Attach a code hash or a WebAuthn challenge (keeps the TTL)."""
+        async with translated():
+            await self._redis.hset(self._key(challenge.digest), field, value)
+
+    async def consume(self, challenge: Challenge) -> bool:
+        """End the challenge; True only for the one caller that ended it."""
+        async with translated():
+            return int(await self._redis.delete(self._key(challenge.digest))) == 1
+
+    async def advance_totp_step(self, user_id: uuid.UUID, step: int) -> bool:
+        """Accept `step` for the user once; False for a replay or an older step."""
+        key = self._keys.key("totp-step", str(user_id))
+        async with translated():
+            result = await self._redis.eval(
+                _ADVANCE_STEP, 1, key, str(step), str(TOTP_REPLAY_TTL_S)
+            )
+        return int(result) == 1
+
+    async def remember_webauthn(self, user_id: uuid.UUID, challenge: bytes, ttl_s: int) -> None:
+        """Keep a registration challenge for the user."""
+        key = self._keys.key("webauthn-registration", str(user_id))
+        async with translated():
+            await self._redis.set(key, challenge.hex(), ex=ttl_s)
+
+    async def take_webauthn(self, user_id: uuid.UUID) -> bytes | None:
+        """The user's registration challenge, removed (single use)."""
+        key = self._keys.key("webauthn-registration", str(user_id))
+        async with translated():
+            value = await self._redis.getdel(key)
+        text = _text(value)
+        return None if text is None else bytes.fromhex(text)

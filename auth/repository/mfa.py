@@ -1,0 +1,191 @@
+"""user_mfa, auth_backup_codes and webauthn_credentials."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+
+async def list_factors(conn: asyncpg.Connection, user_id: uuid.UUID) -> list[asyncpg.Record]:
+    """Every factor row of the user."""
+    return list(
+        await conn.fetch(
+            "SELECT id, method, secret_key, phone_number, email_address, is_enabled, is_primary,"
+            " last_used_at, created_at FROM user_mfa WHERE user_id = $1 ORDER BY created_at",
+            user_id,
+        )
+    )
+
+
+async def find_factor(
+    conn: asyncpg.Connection, user_id: uuid.UUID, method: str
+) -> asyncpg.Record | None:
+    """The user's factor of this method."""
+    return await conn.fetchrow(
+        "SELECT id, method, secret_key, phone_number, email_address, is_enabled, is_primary,"
+        " last_used_at, created_at FROM user_mfa WHERE user_id = $1 AND method = $2",
+        user_id,
+        method,
+    )
+
+
+async def upsert_pending_factor(
+    conn: asyncpg.Connection,
+    *,
+    user_id: uuid.UUID,
+    method: str,
+    secret_key: str | None,
+    phone_number: str | None,
+    email_address: str | None,
+) -> None:
+    """Create or restart an unconfirmed factor (a confirmed one is never overwritten)."""
+    await conn.execute(
+        "INSERT INTO user_mfa (user_id, method, secret_key, phone_number, email_address,"
+        " is_enabled) VALUES ($1, $2, $3, $4, $5, false)"
+        " ON CONFLICT (user_id, method) DO UPDATE SET secret_key = EXCLUDED.secret_key,"
+        " phone_number = EXCLUDED.phone_number, email_address = EXCLUDED.email_address"
+        " WHERE user_mfa.is_enabled = false",
+        user_id,
+        method,
+        secret_key,
+        phone_number,
+        email_address,
+    )
+
+
+async def enable_factor(
+    conn: asyncpg.Connection, *, user_id: uuid.UUID, method: str, now: datetime
+) -> None:
+    """Confirm a factor; the first confirmed factor becomes the primary one."""
+    await conn.execute(
+        "UPDATE user_mfa SET is_enabled = true, last_used_at = $3,"
+        " is_primary = NOT EXISTS (SELECT 1 FROM user_mfa o WHERE o.user_id = $1"
+        " AND o.is_enabled AND o.is_primary)"
+        " WHERE user_id = $1 AND method = $2",
+        user_id,
+        method,
+        now,
+    )
+
+
+async def touch_factor(
+    conn: asyncpg.Connection, *, user_id: uuid.UUID, method: str, now: datetime
+) -> None:
+    """Record a factor's use."""
+    await conn.execute(
+        "UPDATE user_mfa SET last_used_at = $3 WHERE user_id = $1 AND method = $2",
+        user_id,
+        method,
+        now,
+    )
+
+
+async def delete_factor(conn: asyncpg.Connection, *, user_id: uuid.UUID, method: str) -> bool:
+    """Remove a factor; True when one was removed."""
+    result: str = await conn.execute(
+        "DELETE FROM user_mfa WHERE user_id = $1 AND method = $2", user_id, method
+    )
+    return result.endswith(" 1")
+
+
+async def replace_backup_codes(
+    conn: asyncpg.Connection, *, user_id: uuid.UUID, code_hashes: list[bytes], now: datetime
+) -> None:
+    """Invalidate every backup code of the user and store a new set."""
+    await conn.execute("DELETE FROM auth_backup_codes WHERE user_id = $1", user_id)
+    await conn.executemany(
+        "INSERT INTO auth_backup_codes (user_id, code_hash, created_at) VALUES ($1, $2, $3)",
+        [(user_id, code_hash, now) for code_hash in code_hashes],
+    )
+
+
+async def use_backup_code(
+    conn: asyncpg.Connection, *, user_id: uuid.UUID, code_hash: bytes, now: datetime
+) -> bool:
+    """Spend an unused backup code; True when it existed and was unused."""
+    found = await conn.fetchval(
+        "UPDATE auth_backup_codes SET used_at = $3"
+        " WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL RETURNING id",
+        user_id,
+        code_hash,
+        now,
+    )
+    return found is not None
+
+
+async def count_backup_codes(conn: asyncpg.Connection, user_id: uuid.UUID) -> int:
+    """Unused backup codes left."""
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM auth_backup_codes WHERE user_id = $1 AND used_at IS NULL", user_id
+    )
+    return count
+
+
+async def delete_backup_codes(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+    """Remove every backup code."""
+    await conn.execute("DELETE FROM auth_backup_codes WHERE user_id = $1", user_id)
+
+
+async def insert_credential(
+    conn: asyncpg.Connection,
+    *,
+    user_id: uuid.UUID,
+    credential_id: bytes,
+    public_key: bytes,
+    sign_count: int,
+    transports: list[str],
+    name: str,
+) -> None:
+    """Store a registered WebAuthn credential."""
+    await conn.execute(
+        "INSERT INTO webauthn_credentials (user_id, credential_id, public_key, sign_count,"
+        " transports, name) VALUES ($1, $2, $3, $4, $5, $6)",
+        user_id,
+        credential_id,
+        public_key,
+        sign_count,
+        transports,
+        name,
+    )
+
+
+async def list_credentials(conn: asyncpg.Connection, user_id: uuid.UUID) -> list[asyncpg.Record]:
+    """The user's WebAuthn credentials."""
+    return list(
+        await conn.fetch(
+            "SELECT id, credential_id, public_key, sign_count, transports, name, created_at,"
+            " last_used_at FROM webauthn_credentials WHERE user_id = $1 ORDER BY created_at",
+            user_id,
+        )
+    )
+
+
+async def lock_credential(
+    conn: asyncpg.Connection, *, user_id: uuid.UUID, credential_id: bytes
+) -> asyncpg.Record | None:
+    """One of the user's credentials, locked (its sign count is about to change)."""
+    return await conn.fetchrow(
+        "SELECT id, credential_id, public_key, sign_count FROM webauthn_credentials"
+        " WHERE user_id = $1 AND credential_id = $2 FOR UPDATE",
+        user_id,
+        credential_id,
+    )
+
+
+async def update_sign_count(
+    conn: asyncpg.Connection, credential_uuid: uuid.UUID, *, sign_count: int, now: datetime
+) -> None:
+    """Record an assertion's sign count."""
+    await conn.execute(
+        "UPDATE webauthn_credentials SET sign_count = $2, last_used_at = $3 WHERE id = $1",
+        credential_uuid,
+        sign_count,
+        now,
+    )
+
+
+async def delete_credentials(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+    """Remove every WebAuthn credential of the user."""
+    await conn.execute("DELETE FROM webauthn_credentials WHERE user_id = $1", user_id)

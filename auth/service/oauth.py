@@ -1,0 +1,354 @@
+"""OAuth 2.0 for first-party and partner apps: authorization code + PKCE, refresh, revocation,
+introspection (RFC 6749, 7636, 7009, 7662, 9207), with OpenID Connect ID tokens.
+
+* Clients are registered by an administrator; redirect URIs are compared exactly, PKCE with
+  S256 is mandatory for every client, and confidential clients authenticate with
+  `client_secret_basic` or `client_secret_post` (only a SHA-256 of the 256-bit secret is kept).
+* `authorize` is called by the user's app with the user's bearer token (this is an API, not a
+  login page): the session must carry a verified second factor. The code lives 60 seconds, is
+  single use, and a replayed code revokes the tokens it produced (RFC 6749 section 4.1.2).
+* Tokens issued to a client carry `client_id`; its refresh tokens work only for that client.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, ClassVar
+from urllib.parse import urlencode
+
+import asyncpg
+
+from auth import refresh as refresh_tokens
+from auth.audit import record_event
+from auth.constants import (
+    AUTHORIZATION_CODE_BYTES,
+    AUTHORIZATION_CODE_TTL_S,
+    CLIENT_SECRET_BYTES,
+    OAUTH_SCOPES,
+)
+from auth.dependencies import AuthDependencies
+from auth.errors import OAuthError
+from auth.models import AuthEvent, AuthGrant, IssuedTokens, Outcome, RequestContext, RevokeReason
+from auth.otp import token_digest
+from auth.repository import oauth as repository
+from auth.service.sessions import issue_tokens, refresh
+from auth.tokens import AccessClaims, InvalidTokenError
+from users import service as users
+
+VERIFIER_LENGTH_MIN = 43
+VERIFIER_LENGTH_MAX = 128
+CLIENT_NAME_LENGTH_MAX = 100
+
+
+class OAuthClientError(OAuthError):
+    """The client failed to authenticate (RFC 6749 `invalid_client`)."""
+
+    code: ClassVar[str] = "AUTH_OAUTH_INVALID_CLIENT"
+    status: ClassVar[int] = 401
+
+
+def _oauth_error(error: str, description: str) -> OAuthError:
+    return OAuthError(description, error=error)
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredClient:
+    """A new client; the secret is shown once."""
+
+    client_id: str
+    client_secret: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationRequest:
+    """The query of `GET /oauth/authorize`."""
+
+    response_type: str
+    client_id: str
+    redirect_uri: str
+    scope: str
+    state: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+    nonce: str | None
+
+
+def _secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def register_client(
+    conn: asyncpg.Connection,
+    *,
+    name: str,
+    redirect_uris: list[str],
+    scopes: list[str],
+    is_confidential: bool,
+    is_first_party: bool,
+    admin_id: Any,
+) -> RegisteredClient:
+    """Register a client (an administrator's act, audited)."""
+    unknown = sorted(set(scopes) - set(OAUTH_SCOPES))
+    if unknown:
+        raise _oauth_error("invalid_scope", f"unknown scopes: {', '.join(unknown)}")
+    client_id = "cl_" + secrets.token_urlsafe(16)
+    secret = secrets.token_urlsafe(CLIENT_SECRET_BYTES) if is_confidential else None
+    await repository.insert_client(
+        conn,
+        client_id=client_id,
+        secret_hash=_secret_hash(secret) if secret else None,
+        name=name[:CLIENT_NAME_LENGTH_MAX],
+        redirect_uris=redirect_uris,
+        allowed_scopes=scopes,
+        is_first_party=is_first_party,
+    )
+    await record_event(
+        conn,
+        AuthEvent.OAUTH_CLIENT_REGISTERED,
+        user_id=admin_id,
+        client_id=client_id,
+        is_confidential=is_confidential,
+    )
+    return RegisteredClient(client_id=client_id, client_secret=secret)
+
+
+async def authenticate_client(
+    conn: asyncpg.Connection, *, client_id: str | None, client_secret: str | None
+) -> asyncpg.Record:
+    """The client, if it exists and (when confidential) presented its secret."""
+    if not client_id:
+        raise OAuthClientError("client authentication failed", error="invalid_client")
+    client = await repository.find_client(conn, client_id)
+    if client is None:
+        raise OAuthClientError("client authentication failed", error="invalid_client")
+    stored = client["client_secret_hash"]
+    if stored is not None and (
+        client_secret is None or not hmac.compare_digest(stored, _secret_hash(client_secret))
+    ):
+        raise OAuthClientError("client authentication failed", error="invalid_client")
+    return client
+
+
+def _scopes(requested: str, allowed: list[str]) -> tuple[str, ...]:
+    scopes = tuple(dict.fromkeys(requested.split()))
+    if not scopes or not set(scopes) <= set(allowed):
+        raise _oauth_error("invalid_scope", "the scope is not allowed for this client")
+    return scopes
+
+
+async def authorize(
+    conn: asyncpg.Connection,
+    deps: AuthDependencies,
+    *,
+    request: AuthorizationRequest,
+    claims: AccessClaims,
+) -> str:
+    """The redirect URL carrying a fresh code (or an error the client must see)."""
+    client = await repository.find_client(conn, request.client_id)
+    if client is None or request.redirect_uri not in client["redirect_uris"]:
+        raise _oauth_error("invalid_request", "unknown client or unregistered redirect_uri")
+
+    def redirect(**params: str | None) -> str:
+        query = {k: v for k, v in params.items() if v is not None}
+        query["iss"] = deps.settings.auth_issuer
+        if request.state is not None:
+            query["state"] = request.state
+        return f"{request.redirect_uri}?{urlencode(query)}"
+
+    if request.response_type != "code":
+        return redirect(error="unsupported_response_type")
+    if request.code_challenge_method != "S256" or not request.code_challenge:
+        return redirect(error="invalid_request", error_description="PKCE with S256 is required")
+    if len(request.code_challenge) != VERIFIER_LENGTH_MIN:
+        return redirect(error="invalid_request", error_description="malformed code_challenge")
+    try:
+        scopes = _scopes(request.scope, list(client["allowed_scopes"]))
+    except OAuthError:
+        return redirect(error="invalid_scope")
+    code = secrets.token_urlsafe(AUTHORIZATION_CODE_BYTES)
+    now = deps.clock.now()
+    await repository.insert_code(
+        conn,
+        code_hash=token_digest(code),
+        client_id=request.client_id,
+        user_id=claims.sub,
+        redirect_uri=request.redirect_uri,
+        scope=" ".join(scopes),
+        code_challenge=request.code_challenge,
+        nonce=request.nonce,
+        amr=list(claims.amr),
+        acr=claims.acr,
+        auth_time=claims.auth_time,
+        created_at=now,
+        expires_at=now + timedelta(seconds=AUTHORIZATION_CODE_TTL_S),
+    )
+    await record_event(
+        conn, AuthEvent.OAUTH_CODE_ISSUED, user_id=claims.sub, client_id=request.client_id
+    )
+    return redirect(code=code)
+
+
+def _pkce_matches(verifier: str, challenge: str) -> bool:
+    if not VERIFIER_LENGTH_MIN <= len(verifier) <= VERIFIER_LENGTH_MAX:
+        return False
+    digest = hashlib.sha256(verifier.encode("ascii", errors="replace")).digest()
+    computed = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return hmac.compare_digest(computed, challenge)
+
+
+async def exchange_code(
+    conn: asyncpg.Connection,
+    deps: AuthDependencies,
+    *,
+    client: asyncpg.Record,
+    code: str,
+    redirect_uri: str | None,
+    code_verifier: str | None,
+    ctx: RequestContext,
+) -> Outcome[IssuedTokens]:
+    """The `authorization_code` grant."""
+    now = deps.clock.now()
+    row = await repository.lock_code(conn, token_digest(code)) if code else None
+    if row is None or row["client_id"] != client["client_id"]:
+        return Outcome(error=_oauth_error("invalid_grant", "the code is not valid"))
+    if row["consumed_at"] is not None:
+        if row["family_id"] is not None:
+            await refresh_tokens.revoke_family_by_id(
+                conn, row["family_id"], reason=RevokeReason.CODE_REPLAYED, now=now
+            )
+        return Outcome(error=_oauth_error("invalid_grant", "the code was already used"))
+    if row["expires_at"] <= now or row["redirect_uri"] != redirect_uri:
+        return Outcome(error=_oauth_error("invalid_grant", "the code expired or redirect differs"))
+    if not code_verifier or not _pkce_matches(code_verifier, row["code_challenge"]):
+        return Outcome(error=_oauth_error("invalid_grant", "the code_verifier does not match"))
+    user = await users.get_user(conn, row["user_id"])
+    scope = tuple(row["scope"].split())
+    grant = AuthGrant(
+        user_id=user.id,
+        amr=tuple(row["amr"]),
+        auth_time=row["auth_time"],
+        scope=scope,
+        client_id=client["client_id"],
+    )
+    tokens = await issue_tokens(conn, deps, user=user, grant=grant, ctx=ctx)
+    await repository.consume_code(conn, row["code_hash"], now=now, family_id=tokens.family_id)
+    id_token = None
+    if "openid" in scope:
+        id_token = deps.signer.sign_id_token(
+            user.id,
+            client_id=client["client_id"],
+            auth_time=row["auth_time"],
+            amr=tuple(row["amr"]),
+            acr=row["acr"],
+            nonce=row["nonce"],
+            email=user.email,
+            is_email_verified=user.is_verified,
+        )
+    await record_event(
+        conn,
+        AuthEvent.LOGIN_SUCCEEDED,
+        user_id=user.id,
+        factor="oauth_code",
+        client_id=client["client_id"],
+        session_id=tokens.session_id,
+    )
+    return Outcome(value=_with_id_token(tokens, id_token))
+
+
+def _with_id_token(tokens: IssuedTokens, id_token: str | None) -> IssuedTokens:
+    return IssuedTokens(
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        expires_in=tokens.expires_in,
+        scope=tokens.scope,
+        session_id=tokens.session_id,
+        family_id=tokens.family_id,
+        id_token=id_token,
+    )
+
+
+async def refresh_grant(
+    conn: asyncpg.Connection, deps: AuthDependencies, *, client: asyncpg.Record, token: str
+) -> Outcome[IssuedTokens]:
+    """The `refresh_token` grant (bound to the client the token was issued to)."""
+    outcome = await refresh(conn, deps, token=token, client_id=client["client_id"])
+    if outcome.error is not None:
+        return Outcome(error=_oauth_error("invalid_grant", "the refresh token is not valid"))
+    return outcome
+
+
+async def revoke(
+    conn: asyncpg.Connection, deps: AuthDependencies, *, client: asyncpg.Record, token: str
+) -> None:
+    """RFC 7009: end what the token grants, if it is this client's; silent otherwise."""
+    now = deps.clock.now()
+    described = await refresh_tokens.describe_any(conn, token=token)
+    session_id: str | None = None
+    user_id = None
+    if described is not None and described["client_id"] == client["client_id"]:
+        session_id, user_id = described["session_id"], described["user_id"]
+    else:
+        try:
+            claims = deps.verifier.verify(token)
+        except InvalidTokenError:
+            return
+        if claims.client_id == client["client_id"]:
+            session_id, user_id = claims.sid, claims.sub
+    if session_id is None or user_id is None:
+        return
+    await deps.sessions.revoke(conn, user_id, session_id)
+    await refresh_tokens.revoke_session(
+        conn, session_id, reason=RevokeReason.CLIENT_REVOKED, now=now
+    )
+    await record_event(
+        conn,
+        AuthEvent.OAUTH_TOKEN_REVOKED,
+        user_id=user_id,
+        client_id=client["client_id"],
+        session_id=session_id,
+    )
+
+
+async def introspect(
+    conn: asyncpg.Connection, deps: AuthDependencies, *, token: str
+) -> dict[str, Any]:
+    """RFC 7662: whether the token is active, and its claims when it is."""
+    try:
+        claims = deps.verifier.verify(token)
+    except InvalidTokenError:
+        claims = None
+    if claims is not None:
+        if await deps.sessions.get(claims.sid) is None:
+            return {"active": False}
+        return {
+            "active": True,
+            "token_type": "access_token",
+            "scope": " ".join(sorted(claims.scope)),
+            "client_id": claims.client_id,
+            "sub": str(claims.sub),
+            "aud": claims.aud,
+            "iss": claims.iss,
+            "exp": int(claims.exp.timestamp()),
+            "iat": int(claims.iat.timestamp()),
+            "nbf": int(claims.nbf.timestamp()),
+            "jti": claims.jti,
+            "sid": claims.sid,
+        }
+    row = await refresh_tokens.describe(conn, token=token, now=deps.clock.now())
+    if row is None:
+        return {"active": False}
+    return {
+        "active": True,
+        "token_type": "refresh_token",
+        "scope": row["scope"],
+        "client_id": row["client_id"],
+        "sub": str(row["user_id"]),
+        "exp": int(row["expires_at"].timestamp()),
+        "iat": int(row["created_at"].timestamp()),
+        "sid": row["session_id"],
+    }

@@ -1,0 +1,221 @@
+"""User sessions: Redis with an idle TTL (the seed's UserSession), mirrored in user_sessions.
+
+A session is born at login (and again at step-up: a new id every time the user proves more),
+lives in Redis under `session:<sid>` with a TTL of `auth_session_idle_s` that each refresh
+extends, and dies at logout, revocation, password change or idle expiry. A user's sessions are
+indexed in the sorted set `user-sessions:<user id>` (score: creation time), bounded to
+`SESSIONS_LISTED_MAX` (the oldest is revoked beyond it). The session id is `ses_<uuid4>`; its
+uuid is the primary key of the mirror row in user_sessions, whose `session_token` holds a
+SHA-256 of the id, never the id itself. Redis is the authority for "is this session alive";
+PostgreSQL keeps the audit trail of when it lived and from where.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+
+from auth.constants import SESSIONS_LISTED_MAX
+from auth.repository import sessions as repository
+from kit.clock import Clock
+from kit.ids import IdPrefix, is_id, new_id, parse_id
+from kit.redis_client import KeySpace, translated
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One live session (the seed's UserSession plus what step-up needs)."""
+
+    session_id: str
+    user_id: str
+    ip_address: str | None
+    user_agent: str | None
+    created_at: datetime
+    expires_at: datetime
+    amr: tuple[str, ...]
+    auth_time: datetime
+    client_id: str | None = None
+
+    def to_json(self) -> bytes:
+        """The Redis value."""
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Session:
+        """Parse a Redis value."""
+        data: dict[str, Any] = orjson.loads(raw)
+        return cls(
+            session_id=data["session_id"],
+            user_id=data["user_id"],
+            ip_address=data["ip_address"],
+            user_agent=data["user_agent"],
+            created_at=datetime.fromisoformat(data["created_at"]),
+            expires_at=datetime.fromisoformat(data["expires_at"]),
+            amr=tuple(data["amr"]),
+            auth_time=datetime.fromisoformat(data["auth_time"]),
+            client_id=data.get("client_id"),
+        )
+
+
+def _valid_ip(ip: str | None) -> str | None:
+    if ip is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        return None
+
+
+def session_digest(session_id: str) -> str:
+    """What user_sessions.session_token stores: SHA-256 hex of the id."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+class SessionStore:
+    """Sessions in Redis, mirrored in PostgreSQL."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: KeySpace,
+        *,
+        idle_ttl_s: int,
+        index_ttl_s: int,
+        clock: Clock,
+    ) -> None:
+        self._redis = client
+        self._keys = keys
+        self.idle_ttl_s = idle_ttl_s
+        self._index_ttl_s = index_ttl_s
+        self._clock = clock
+
+    def _key(self, session_id: str) -> str:
+        return self._keys.key("session", session_id)
+
+    def _index(self, user_id: str) -> str:
+        return self._keys.key("user-sessions", user_id)
+
+    async def create(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        user_id: uuid.UUID,
+        ip: str | None,
+        user_agent: str | None,
+        amr: tuple[str, ...],
+        auth_time: datetime,
+        client_id: str | None = None,
+    ) -> Session:
+        """A new session with a fresh id."""
+        now = self._clock.now()
+        session = Session(
+            session_id=new_id(IdPrefix.SESSION),
+            user_id=str(user_id),
+            ip_address=_valid_ip(ip),
+            user_agent=user_agent,
+            created_at=now,
+            expires_at=now + timedelta(seconds=self.idle_ttl_s),
+            amr=amr,
+            auth_time=auth_time,
+            client_id=client_id,
+        )
+        await repository.insert_session(
+            conn,
+            session_uuid=parse_id(session.session_id, IdPrefix.SESSION),
+            user_id=user_id,
+            token_digest=session_digest(session.session_id),
+            ip=session.ip_address,
+            user_agent=user_agent,
+            expires_at=session.expires_at,
+            created_at=now,
+        )
+        index = self._index(session.user_id)
+        async with translated(), self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._key(session.session_id), session.to_json(), ex=self.idle_ttl_s)
+            pipe.zadd(index, {session.session_id: now.timestamp()})
+            pipe.expire(index, self._index_ttl_s)
+            pipe.zcard(index)
+            results = await pipe.execute()
+        if int(results[-1]) > SESSIONS_LISTED_MAX:
+            await self._evict_oldest(conn, session.user_id)
+        return session
+
+    async def get(self, session_id: str) -> Session | None:
+        """The live session with this id."""
+        if not is_id(session_id, IdPrefix.SESSION):
+            return None
+        async with translated():
+            raw = await self._redis.get(self._key(session_id))
+        return None if raw is None else Session.from_json(raw)
+
+    async def touch(self, conn: asyncpg.Connection, session_id: str) -> Session | None:
+        """Extend a live session's idle TTL; None when it has ended."""
+        session = await self.get(session_id)
+        if session is None:
+            return None
+        now = self._clock.now()
+        renewed = Session(
+            **{**asdict(session), "expires_at": now + timedelta(seconds=self.idle_ttl_s)}
+        )
+        async with translated():
+            is_set = await self._redis.set(
+                self._key(session_id), renewed.to_json(), ex=self.idle_ttl_s, xx=True
+            )
+        if not is_set:
+            return None
+        await repository.extend_session(
+            conn, parse_id(session_id, IdPrefix.SESSION), renewed.expires_at
+        )
+        return renewed
+
+    async def list_for(self, user_id: uuid.UUID) -> list[Session]:
+        """The user's live sessions, newest first."""
+        index = self._index(str(user_id))
+        async with translated():
+            ids = [
+                i.decode() if isinstance(i, bytes) else str(i)
+                for i in await self._redis.zrevrange(index, 0, SESSIONS_LISTED_MAX - 1)
+            ]
+            values = await self._redis.mget([self._key(i) for i in ids]) if ids else []
+            gone = [i for i, v in zip(ids, values, strict=True) if v is None]
+            if gone:
+                await self._redis.zrem(index, *gone)
+        return [Session.from_json(v) for v in values if v is not None]
+
+    async def revoke(self, conn: asyncpg.Connection, user_id: uuid.UUID, session_id: str) -> bool:
+        """End one of the user's sessions; False when it was not theirs or not alive."""
+        session = await self.get(session_id)
+        if session is None or session.user_id != str(user_id):
+            return False
+        async with translated():
+            await self._redis.delete(self._key(session_id))
+            await self._redis.zrem(self._index(str(user_id)), session_id)
+        await repository.end_session(conn, parse_id(session_id, IdPrefix.SESSION))
+        return True
+
+    async def revoke_all(
+        self, conn: asyncpg.Connection, user_id: uuid.UUID, *, except_session: str | None = None
+    ) -> list[str]:
+        """End every session of the user but `except_session`; the ids ended."""
+        ended = [
+            s.session_id for s in await self.list_for(user_id) if s.session_id != except_session
+        ]
+        for session_id in ended:
+            await self.revoke(conn, user_id, session_id)
+        return ended
+
+    async def _evict_oldest(self, conn: asyncpg.Connection, user_id: str) -> None:
+        async with translated():
+            oldest = await self._redis.zrange(self._index(user_id), 0, 0)
+        if oldest:
+            value = oldest[0]
+            session_id = value.decode() if isinstance(value, bytes) else str(value)
+            await self.revoke(conn, uuid.UUID(user_id), session_id)

@@ -1,0 +1,90 @@
+"""Every SQL statement of the users domain."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+from users.errors import EmailTakenError
+from users.models import Role, User
+
+
+async def insert_user(
+    conn: asyncpg.Connection,
+    *,
+    email: str,
+    password_hash: str,
+    phone_number: str | None,
+    is_active: bool,
+) -> User:
+    """Insert a user; `EmailTakenError` when the address is registered."""
+    try:
+        async with conn.transaction():  # a savepoint: the caller's transaction survives
+            row = await conn.fetchrow(
+                "INSERT INTO users (email, password_hash, phone_number, is_active)"
+                " VALUES ($1, $2, $3, $4) RETURNING id, email, password_hash, phone_number,"
+                " kyc_status, role, tier, is_active, email_verified_at, created_at",
+                email,
+                password_hash,
+                phone_number,
+                is_active,
+            )
+    except asyncpg.UniqueViolationError as exc:
+        raise EmailTakenError() from exc
+    return User.from_row(row)
+
+
+async def find_by_email(conn: asyncpg.Connection, email: str) -> User | None:
+    """The live (not erased) user with this normalised email."""
+    row = await conn.fetchrow(
+        "SELECT id, email, password_hash, phone_number, kyc_status, role, tier, is_active,"
+        " email_verified_at, created_at FROM users WHERE email = $1 AND deleted_at IS NULL",
+        email,
+    )
+    return None if row is None else User.from_row(row)
+
+
+async def find_by_id(conn: asyncpg.Connection, user_id: uuid.UUID) -> User | None:
+    """The live user with this id."""
+    row = await conn.fetchrow(
+        "SELECT id, email, password_hash, phone_number, kyc_status, role, tier, is_active,"
+        " email_verified_at, created_at FROM users WHERE id = $1 AND deleted_at IS NULL",
+        user_id,
+    )
+    return None if row is None else User.from_row(row)
+
+
+async def set_password_hash(
+    conn: asyncpg.Connection, user_id: uuid.UUID, password_hash: str
+) -> None:
+    """Replace the stored hash (password change, reset, or a rehash at login)."""
+    await conn.execute("UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash)
+
+
+async def mark_email_verified(conn: asyncpg.Connection, user_id: uuid.UUID, at: datetime) -> None:
+    """Record the proof of the address and activate the account."""
+    await conn.execute(
+        "UPDATE users SET email_verified_at = $2, is_active = true"
+        " WHERE id = $1 AND email_verified_at IS NULL",
+        user_id,
+        at,
+    )
+
+
+async def mark_phone_verified(
+    conn: asyncpg.Connection, user_id: uuid.UUID, phone_number: str, at: datetime
+) -> None:
+    """Record a proven phone number (an SMS factor was confirmed on it)."""
+    await conn.execute(
+        "UPDATE users SET phone_number = $2, phone_verified_at = $3 WHERE id = $1",
+        user_id,
+        phone_number,
+        at,
+    )
+
+
+async def set_role(conn: asyncpg.Connection, user_id: uuid.UUID, role: Role) -> None:
+    """Grant or withdraw administration."""
+    await conn.execute("UPDATE users SET role = $2 WHERE id = $1", user_id, role.value)

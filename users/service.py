@@ -1,0 +1,101 @@
+"""User records: normalisation rules and the reads and writes other domains go through.
+
+Emails are normalised with email-validator (Unicode NFC, lower-cased domain, IDNA) and then
+lower-cased as a whole, so `Alice@Example.COM` and `alice@example.com` are one account; phone
+numbers are stored as E.164 (phonenumbers), so `+1 (202) 555-0143` and `+12025550143` are one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Final
+
+import asyncpg
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from users import repository
+from users.errors import InvalidEmailError, InvalidPhoneError, UserNotFoundError
+from users.models import Role, User
+
+EMAIL_LENGTH_MAX: Final = 254  # RFC 5321's path limit; the column allows 255
+PHONE_INPUT_LENGTH_MAX: Final = 32
+
+
+def normalise_email(raw: str) -> str:
+    """The canonical form of an address; `InvalidEmailError` when it is not one."""
+    if len(raw) > EMAIL_LENGTH_MAX:
+        raise InvalidEmailError("the email address is too long")
+    try:
+        checked = validate_email(raw.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidEmailError("the email address is not valid") from exc
+    return checked.normalized.lower()
+
+
+def normalise_phone(raw: str) -> str:
+    """The E.164 form of an international number (`+` and country code required)."""
+    if len(raw) > PHONE_INPUT_LENGTH_MAX:
+        raise InvalidPhoneError("the phone number is too long")
+    try:
+        number = phonenumbers.parse(raw, None)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidPhoneError("the phone number needs a leading + and country code") from exc
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidPhoneError("the phone number is not a valid number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+async def create_user(
+    conn: asyncpg.Connection,
+    *,
+    email: str,
+    password_hash: str,
+    phone_number: str | None,
+) -> User:
+    """A new, inactive user (active once the email is verified)."""
+    return await repository.insert_user(
+        conn,
+        email=email,
+        password_hash=password_hash,
+        phone_number=phone_number,
+        is_active=False,
+    )
+
+
+async def find_by_email(conn: asyncpg.Connection, email: str) -> User | None:
+    """The user with this normalised email, if any."""
+    return await repository.find_by_email(conn, email)
+
+
+async def get_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> User:
+    """The user with this id; `UserNotFoundError` otherwise."""
+    user = await repository.find_by_id(conn, user_id)
+    if user is None:
+        raise UserNotFoundError()
+    return user
+
+
+async def set_password_hash(
+    conn: asyncpg.Connection, user_id: uuid.UUID, password_hash: str
+) -> None:
+    """Store a new password hash."""
+    await repository.set_password_hash(conn, user_id, password_hash)
+
+
+async def mark_email_verified(conn: asyncpg.Connection, user_id: uuid.UUID, at: datetime) -> None:
+    """Activate the account whose address was proven."""
+    await repository.mark_email_verified(conn, user_id, at)
+
+
+async def mark_phone_verified(
+    conn: asyncpg.Connection, user_id: uuid.UUID, phone_number: str, at: datetime
+) -> None:
+    """Record a proven phone number."""
+    await repository.mark_phone_verified(conn, user_id, phone_number, at)
+
+
+async def set_role(conn: asyncpg.Connection, user_id: uuid.UUID, role: Role) -> None:
+    """Grant or withdraw the admin role."""
+    await repository.set_role(conn, user_id, role)
