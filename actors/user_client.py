@@ -26,9 +26,11 @@ from actors.coalescer import Coalescer
 from actors.routing import shard_for
 from actors.user_shard import (
     BATCH_SIZE_MAX,
+    LockoutReset,
     LoginAdmit,
     LoginReport,
     RateCheck,
+    RatePeek,
     UserOp,
     UserResult,
     get_or_create_shard,
@@ -84,12 +86,25 @@ class UserShardClient:
         result: UserResult = await self._coalescers[index].submit(op)
         return result
 
-    async def check_rate(self, key: str, policy: RateLimitPolicy) -> RateLimitDecision:
-        """Count one hit of `key` against `policy`."""
-        result = await self._submit(RateCheck(key=key, policy=policy))
+    async def check_rate(
+        self, key: str, policy: RateLimitPolicy, *, cost: int = 1
+    ) -> RateLimitDecision:
+        """Count `cost` hits of `key` against `policy`."""
+        result = await self._submit(RateCheck(key=key, policy=policy, cost=cost))
         if not isinstance(result, RateLimitDecision):
             raise InvariantError("a user shard answered a rate check with something else")
         return result
+
+    async def peek_rate(self, key: str, policy: RateLimitPolicy) -> RateLimitDecision:
+        """The state of `key` under `policy`, counting nothing."""
+        result = await self._submit(RatePeek(key=key, policy=policy))
+        if not isinstance(result, RateLimitDecision):
+            raise InvariantError("a user shard answered a rate peek with something else")
+        return result
+
+    async def reset_lockout(self, account: str) -> None:
+        """Clear an account's failures and lock."""
+        await self._submit(LockoutReset(account=account))
 
     async def admit_login(self, account: str) -> Admission:
         """Admit or refuse one password guess."""

@@ -101,8 +101,33 @@ class LoginReport:
         return self.account
 
 
-UserOp = RateCheck | LoginAdmit | LoginReport
-UserResult = RateLimitDecision | Admission | AttemptResult
+@dataclass(frozen=True, slots=True)
+class RatePeek:
+    """The state of `key` under `policy`, counting nothing (the admin view)."""
+
+    key: str
+    policy: RateLimitPolicy
+
+    @property
+    def route_key(self) -> str:
+        """The key that picks the shard."""
+        return self.key
+
+
+@dataclass(frozen=True, slots=True)
+class LockoutReset:
+    """Clear an account's failures and lock (an administrator's unlock)."""
+
+    account: str
+
+    @property
+    def route_key(self) -> str:
+        """The key that picks the shard."""
+        return self.account
+
+
+UserOp = RateCheck | LoginAdmit | LoginReport | RatePeek | LockoutReset
+UserResult = RateLimitDecision | Admission | AttemptResult | None
 
 
 class UserShardCore:
@@ -129,6 +154,12 @@ class UserShardCore:
             if isinstance(op, RateCheck):
                 # Synchronous: the event loop already serialises it, no mailbox needed.
                 return self._limiter.hit(op.key, op.policy, cost=op.cost)
+            if isinstance(op, RatePeek):
+                return self._limiter.peek(op.key, op.policy)
+            if isinstance(op, LockoutReset):
+                reset = op
+                await self._mailbox.run(reset.account, lambda: self._lockouts.reset(reset.account))
+                return None
             if isinstance(op, LoginAdmit):
                 account = op.account
                 return await self._mailbox.run(account, lambda: self._lockouts.admit(account))

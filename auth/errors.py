@@ -93,6 +93,13 @@ class EmailNotVerifiedError(ForbiddenError):
     default_message: ClassVar[str] = "Verify your email address before signing in."
 
 
+class AccountDisabledError(ForbiddenError):
+    """The password is right, but an administrator disabled sign-in for this account."""
+
+    code: ClassVar[str] = "AUTH_ACCOUNT_DISABLED"
+    default_message: ClassVar[str] = "This account is disabled; contact support."
+
+
 class MfaStepUpRequiredError(ForbiddenError):
     """The action needs a session with a recently verified second factor."""
 

@@ -270,6 +270,11 @@ class AccountLockouts:
         await self._save(account, before, after)
         return result
 
+    async def reset(self, account: str) -> None:
+        """Clear an account's failures and lock (an administrator's unlock)."""
+        before = await self._load(account)
+        await self._save(account, before, LockoutState())
+
     def forget_cache(self) -> None:
         """Drop the in-memory states (they are reloaded from the store)."""
         self._cache.clear()
@@ -288,6 +293,10 @@ class LoginGuard(Protocol):
 
     async def check_rate(self, key: str, policy: RateLimitPolicy) -> RateLimitDecision:
         """Count one hit of `key` against `policy`."""
+        ...
+
+    async def reset_lockout(self, account: str) -> None:
+        """Clear an account's failures and lock."""
         ...
 
 
@@ -332,3 +341,7 @@ class InProcessLoginGuard:
     async def check_rate(self, key: str, policy: RateLimitPolicy) -> RateLimitDecision:
         """Count a hit."""
         return self._limiter.hit(key, policy)
+
+    async def reset_lockout(self, account: str) -> None:
+        """Clear an account's failures and lock."""
+        await self._serialised(account, lambda: self._lockouts.reset(account))

@@ -61,6 +61,8 @@ class AuthEvent(StrEnum):
     OAUTH_CLIENT_REGISTERED = "auth.oauth_client_registered"
     OAUTH_CODE_ISSUED = "auth.oauth_code_issued"
     OAUTH_TOKEN_REVOKED = "auth.oauth_token_revoked"  # noqa: S105 - an event name, not a secret
+    ACCOUNT_LOCKED = "auth.account_locked"
+    ACCOUNT_UNLOCKED = "auth.account_unlocked"
 
 
 class CodePurpose(StrEnum):
@@ -83,6 +85,7 @@ class RevokeReason(StrEnum):
     CLIENT_REVOKED = "client_revoked"
     STEP_UP = "step_up"
     CODE_REPLAYED = "code_replayed"
+    ADMIN = "admin"
 
 
 @dataclass(frozen=True, slots=True)

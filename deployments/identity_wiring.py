@@ -21,7 +21,9 @@ from actors.user_client import UserShardClient
 from auth.assembly import assemble, build_messenger, refresh_keys
 from auth.dependencies import AuthDependencies
 from auth.endpoints import build_routers
+from deployments.rate_limits import ShardRateLimiter
 from deployments.resources import Resources
+from gateway.admin import admin_router
 from gateway.health import DependencyCheck
 from kit.clock import SystemClock
 
@@ -50,6 +52,8 @@ async def identity_dependencies(resources: Resources) -> AuthDependencies:
         return {"shards": len(await guard.ping())}
 
     resources.extra_checks.append(DependencyCheck("user_shards", shards_probe))
+    resources.token_verifier = deps.verifier
+    resources.rate_limiter = ShardRateLimiter(guard)
     task = asyncio.create_task(_refresh_forever(deps), name="auth-key-refresh")
 
     async def stop() -> None:
@@ -73,5 +77,9 @@ async def _refresh_forever(deps: AuthDependencies) -> None:
 
 
 async def identity_routers(resources: Resources) -> list[APIRouter]:
-    """The identity routers of the public API application."""
-    return build_routers(await identity_dependencies(resources))
+    """The identity routers of the public API application, and the admin surface."""
+    deps = await identity_dependencies(resources)
+    admin = admin_router(
+        deps, limiter=resources.rate_limiter, rate_policy=resources.gateway_policy.rate_limits
+    )
+    return [*build_routers(deps), admin]

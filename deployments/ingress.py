@@ -73,15 +73,20 @@ class IngressReplica:
         configure_logging(settings.log_level, is_json=settings.log_json)
         policy = load_policy(self.args.gateway_policy or settings.gateway_policy_path)
         self.resources = await Resources.open(settings)
+        self.resources.gateway_policy = policy
+        # The routers' wiring may fill the edge's slots (token verifier, rate limiter).
+        routers = await _load_router_factory(self.args.routers)(self.resources)
         return create_app(
             title=self.args.title,
             version=APP_VERSION,
-            routers=await _load_router_factory(self.args.routers)(self.resources),
+            routers=routers,
             checks=self.resources.checks,
             error_style=self.args.error_style,
             echo_request_id=False,
             policy=policy,
             service=self.args.service,
+            verifier=self.resources.token_verifier,
+            limiter=self.resources.rate_limiter,
         )
 
     def check_health(self) -> None:

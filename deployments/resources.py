@@ -16,6 +16,9 @@ import ray
 import redis.asyncio as aioredis
 
 from gateway.health import DependencyCheck
+from gateway.limiter import RateLimiter
+from gateway.policy import GatewayPolicy
+from gateway.principal import TokenVerifier
 from kit.crypto import EnvelopeCipher, load_keyring
 from kit.db import Database
 from kit.errors import ClusterUnavailableError, ConfigurationError
@@ -38,6 +41,12 @@ class Resources:
     # replica, and the readiness checks of what it depends on.
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     extra_checks: list[DependencyCheck] = field(default_factory=list)
+    # The edge's authentication and rate-limit slots, filled by the identity wiring (the ledger
+    # application leaves them empty: Blnk clients authenticate with X-Blnk-Key).
+    token_verifier: TokenVerifier | None = None
+    rate_limiter: RateLimiter | None = None
+    # The application's edge policy, for routers that report on it (the admin surface).
+    gateway_policy: GatewayPolicy = field(default_factory=GatewayPolicy)
 
     @classmethod
     async def open(cls, settings: Settings) -> Resources:

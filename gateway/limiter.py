@@ -17,14 +17,14 @@ decide, and the middleware then fails open or closed by route.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.constants import RATE_LIMIT_KEYS_MAX
 from kit.clock import Clock
 from kit.errors import check_invariant
+from kit.ratelimit import RateLimitDecision, RateLimitPolicy, Window
+from kit.ratelimit import SlidingLogLimiter as KitSlidingLogLimiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,80 +83,60 @@ class RateLimiter(Protocol):
         """Count `request` if every window admits it; say what remains either way."""
         ...
 
+    async def peek(self, request: LimitRequest) -> LimitDecision:
+        """What `check` would answer, counting nothing (the admin view)."""
+        ...
+
 
 def _ceil_s(seconds: float) -> int:
     return max(1, math.ceil(seconds - 1e-9))
 
 
-class SlidingLogLimiter:
-    """An exact sliding-log limiter held in this process, over an injected clock.
+def limit_policy(request: LimitRequest) -> RateLimitPolicy:
+    """The `kit.ratelimit` policy of a request: its rule's windows, in order."""
+    return RateLimitPolicy(
+        name=request.rule,
+        windows=tuple(Window(limit=w.limit, window_s=float(w.window_s)) for w in request.windows),
+    )
 
-    Each key keeps the (non-decreasing) times of its admitted requests within its longest
-    window, so memory per key is bounded by that window's limit; at most `keys_max` keys are
-    kept and the least recently used is dropped first (which only ever forgets old requests,
-    so it can admit more than a perfect memory would, never less).
-    """
+
+def limit_decision(request: LimitRequest, decision: RateLimitDecision) -> LimitDecision:
+    """A `kit.ratelimit` decision in the edge's terms (window names, whole seconds)."""
+    states = tuple(
+        WindowState(
+            name=window.name,
+            window_s=window.window_s,
+            limit=window.limit,
+            remaining=state.remaining,
+            reset_s=_ceil_s(state.reset_s) if state.reset_s > 0 else 0,
+            is_exceeded=not decision.is_allowed and state.remaining < request.cost,
+        )
+        for window, state in zip(request.windows, decision.windows, strict=True)
+    )
+    retry_after_s = 0 if decision.is_allowed else _ceil_s(decision.retry_after_s)
+    return LimitDecision(
+        is_allowed=decision.is_allowed, windows=states, retry_after_s=retry_after_s
+    )
+
+
+class SlidingLogLimiter:
+    """The exact sliding-log limiter of `kit.ratelimit`, held in this process (tests, one
+    replica); the shard actors host the same algorithm for the cluster."""
 
     def __init__(self, clock: Clock, *, keys_max: int = RATE_LIMIT_KEYS_MAX) -> None:
         check_invariant(keys_max >= 1, "a limiter needs room for one key", keys_max=keys_max)
-        self._clock = clock
-        self._keys_max = keys_max
-        self._logs: OrderedDict[str, list[float]] = OrderedDict()
+        self._limiter = KitSlidingLogLimiter(clock, keys_max=keys_max)
 
     async def check(self, request: LimitRequest) -> LimitDecision:
         """The decision for `request` (never awaits, so it is atomic on the event loop)."""
         return self.decide(request)
 
+    async def peek(self, request: LimitRequest) -> LimitDecision:
+        """The state of `request`'s key, counting nothing."""
+        return limit_decision(request, self._limiter.peek(request.key, limit_policy(request)))
+
     def decide(self, request: LimitRequest) -> LimitDecision:
         """The decision for `request` at the clock's current time."""
         check_invariant(request.cost >= 1 and bool(request.windows), "an empty limit request")
-        now = self._clock.monotonic()
-        log = self._log(request.key, now, max(w.window_s for w in request.windows))
-        firsts = [bisect_right(log, now - w.window_s) for w in request.windows]
-        counts = [len(log) - first for first in firsts]
-        exceeded = [
-            count + request.cost > w.limit for count, w in zip(counts, request.windows, strict=True)
-        ]
-        is_allowed = not any(exceeded)
-        if is_allowed:
-            log.extend([now] * request.cost)
-        states: list[WindowState] = []
-        retry_after_s = 0
-        for window, first, count, is_over in zip(
-            request.windows, firsts, counts, exceeded, strict=True
-        ):
-            used = count + (request.cost if is_allowed else 0)
-            oldest = log[first] if used else None
-            reset_s = 0 if oldest is None else _ceil_s(oldest + window.window_s - now)
-            if is_over:
-                # The request fits once the oldest `excess` counted requests have left.
-                excess = count + request.cost - window.limit
-                index = first + min(excess, count) - 1
-                wait_s = window.window_s if index < first else log[index] + window.window_s - now
-                retry_after_s = max(retry_after_s, _ceil_s(wait_s))
-            states.append(
-                WindowState(
-                    name=window.name,
-                    window_s=window.window_s,
-                    limit=window.limit,
-                    remaining=max(0, window.limit - used),
-                    reset_s=reset_s,
-                    is_exceeded=is_over,
-                )
-            )
-        return LimitDecision(
-            is_allowed=is_allowed, windows=tuple(states), retry_after_s=retry_after_s
-        )
-
-    def _log(self, key: str, now: float, longest_s: int) -> list[float]:
-        log = self._logs.get(key)
-        if log is None:
-            if len(self._logs) >= self._keys_max:
-                self._logs.popitem(last=False)
-            log = self._logs[key] = []
-            return log
-        self._logs.move_to_end(key)
-        stale = bisect_right(log, now - longest_s)
-        if stale:
-            del log[:stale]
-        return log
+        decision = self._limiter.hit(request.key, limit_policy(request), cost=request.cost)
+        return limit_decision(request, decision)

@@ -88,3 +88,27 @@ async def mark_phone_verified(
 async def set_role(conn: asyncpg.Connection, user_id: uuid.UUID, role: Role) -> None:
     """Grant or withdraw administration."""
     await conn.execute("UPDATE users SET role = $2 WHERE id = $1", user_id, role.value)
+
+
+async def list_users(
+    conn: asyncpg.Connection, *, limit: int, offset: int, email_prefix: str | None
+) -> list[User]:
+    """A page of users, newest first, optionally by email prefix."""
+    rows = await conn.fetch(
+        "SELECT id, email, password_hash, phone_number, kyc_status, role, tier, is_active,"
+        " email_verified_at, created_at FROM users WHERE deleted_at IS NULL"
+        " AND ($3::text IS NULL OR email LIKE $3 || '%')"
+        " ORDER BY created_at DESC, id LIMIT $1 OFFSET $2",
+        limit,
+        offset,
+        email_prefix,
+    )
+    return [User.from_row(row) for row in rows]
+
+
+async def set_active(conn: asyncpg.Connection, user_id: uuid.UUID, *, is_active: bool) -> bool:
+    """Enable or disable sign-in; False when no such user."""
+    status: str = await conn.execute(
+        "UPDATE users SET is_active = $2 WHERE id = $1 AND deleted_at IS NULL", user_id, is_active
+    )
+    return status.endswith(" 1")

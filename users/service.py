@@ -99,3 +99,28 @@ async def mark_phone_verified(
 async def set_role(conn: asyncpg.Connection, user_id: uuid.UUID, role: Role) -> None:
     """Grant or withdraw the admin role."""
     await repository.set_role(conn, user_id, role)
+
+
+USERS_PAGE_MAX: Final = 100  # an admin page of users
+
+
+async def list_users(
+    conn: asyncpg.Connection, *, limit: int, offset: int, email_prefix: str | None = None
+) -> list[User]:
+    """A page of users for the admin surface (limit 1-100)."""
+    bounded = max(1, min(limit, USERS_PAGE_MAX))
+    prefix = normalise_email_prefix(email_prefix) if email_prefix else None
+    return await repository.list_users(
+        conn, limit=bounded, offset=max(0, offset), email_prefix=prefix
+    )
+
+
+def normalise_email_prefix(raw: str) -> str:
+    """Lower-case, LIKE wildcards escaped."""
+    return raw.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")[:255]
+
+
+async def set_active(conn: asyncpg.Connection, user_id: uuid.UUID, *, is_active: bool) -> None:
+    """Enable or disable a user's sign-in."""
+    if not await repository.set_active(conn, user_id, is_active=is_active):
+        raise UserNotFoundError()

@@ -31,6 +31,7 @@ from auth.audit import record_event
 from auth.constants import FIRST_PARTY_SCOPES
 from auth.dependencies import AuthDependencies
 from auth.errors import (
+    AccountDisabledError,
     EmailNotVerifiedError,
     InvalidCredentialsError,
     InvalidMfaCodeError,
@@ -153,8 +154,10 @@ async def _after_password(
         fresh = await deps.hasher.hash(normalise_password(password))
         await users.set_password_hash(conn, user.id, fresh)
         await record_event(conn, AuthEvent.PASSWORD_REHASHED, user_id=user.id)
-    if not user.is_verified or not user.is_active:
+    if not user.is_verified:
         return Outcome(error=EmailNotVerifiedError())
+    if not user.is_active:
+        return Outcome(error=AccountDisabledError())
     methods = await enabled_methods(conn, user.id)
     now = deps.clock.now()
     if not methods:

@@ -1,0 +1,134 @@
+"""The admin surface under `/api/v1/admin`: accounts, locks, sessions, rate-limit state.
+
+The edge stack already restricts the prefix to the allowed addresses and to tokens whose role
+is admin (`AdminAddressMiddleware`); the routes here add the operations. The rate-limit view
+asks the same limiter the edge uses, counting nothing, for every rule keyed by user, with the
+user's own tier.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Final
+
+from fastapi import APIRouter, Query
+
+from auth.dependencies import AuthDependencies
+from auth.service import admin
+from gateway.limiter import LimitRequest, RateLimiter
+from gateway.openapi import problem_responses
+from gateway.policy import LimitKey, RateLimitPolicy, Tier
+from gateway.principal import CurrentPrincipal
+from gateway.rate_limit import tier_windows
+from kit.errors import DependencyError
+from users import service as users
+from users.errors import UserNotFoundError
+from users.models import User
+
+PREFIX: Final = "/api/v1/admin"
+PAGE_DEFAULT: Final = 50
+PAGE_MAX: Final = 100
+EMAIL_PREFIX_LENGTH_MAX: Final = 255
+
+
+def _account_json(user: User) -> dict[str, Any]:
+    return {
+        "id": str(user.id),
+        "email": user.email,
+        "role": user.role.value,
+        "tier": user.tier.value,
+        "kyc_status": user.kyc_status.value,
+        "is_active": user.is_active,
+        "is_verified": user.is_verified,
+        "created_at": user.created_at.isoformat(),
+    }
+
+
+def admin_router(
+    deps: AuthDependencies, *, limiter: RateLimiter | None, rate_policy: RateLimitPolicy
+) -> APIRouter:
+    """The admin routes."""
+    router = APIRouter(prefix=PREFIX, tags=["admin"])
+    not_found = problem_responses(UserNotFoundError)
+
+    @router.get("/users", summary="List accounts (newest first, optional email prefix)")
+    async def list_users(
+        _admin: CurrentPrincipal,
+        limit: int = Query(PAGE_DEFAULT, ge=1, le=PAGE_MAX),
+        offset: int = Query(0, ge=0, le=1_000_000),
+        email: str | None = Query(None, max_length=EMAIL_PREFIX_LENGTH_MAX),
+    ) -> dict[str, Any]:
+        async with deps.db.connection() as conn:
+            accounts = await admin.list_accounts(
+                conn, limit=limit, offset=offset, email_prefix=email
+            )
+        return {"users": [_account_json(u) for u in accounts], "limit": limit, "offset": offset}
+
+    @router.post(
+        "/users/{user_id}/lock",
+        responses=not_found,
+        summary="Disable sign-in and end every session",
+    )
+    async def lock(user_id: uuid.UUID, principal: CurrentPrincipal) -> dict[str, Any]:
+        async with deps.db.transaction() as conn:
+            ended = await admin.lock_account(
+                conn, deps, user_id=user_id, admin_id=principal.user_id
+            )
+        return {"user_id": str(user_id), "is_active": False, "sessions_ended": ended}
+
+    @router.post(
+        "/users/{user_id}/unlock", responses=not_found, summary="Enable sign-in, clear the lockout"
+    )
+    async def unlock(user_id: uuid.UUID, principal: CurrentPrincipal) -> dict[str, Any]:
+        async with deps.db.transaction() as conn:
+            await admin.unlock_account(conn, deps, user_id=user_id, admin_id=principal.user_id)
+            user = await users.get_user(conn, user_id)
+        return {"user_id": str(user_id), "is_active": user.is_active}
+
+    @router.post(
+        "/users/{user_id}/sessions/revoke", responses=not_found, summary="End every session"
+    )
+    async def revoke_sessions(user_id: uuid.UUID, _admin: CurrentPrincipal) -> dict[str, Any]:
+        async with deps.db.transaction() as conn:
+            ended = await admin.end_all_sessions(conn, deps, user_id=user_id)
+        return {"user_id": str(user_id), "sessions_ended": ended}
+
+    @router.get(
+        "/users/{user_id}/rate-limits", responses=not_found, summary="The user's rate-limit state"
+    )
+    async def rate_limits(user_id: uuid.UUID, _admin: CurrentPrincipal) -> dict[str, Any]:
+        async with deps.db.connection() as conn:
+            user = await users.get_user(conn, user_id)
+        return {"user_id": str(user_id), "tier": user.tier.value, "rules": await _rule_states(user)}
+
+    async def _rule_states(user: User) -> list[dict[str, Any]]:
+        states: list[dict[str, Any]] = []
+        for rule in rate_policy.rules:
+            if rule.key is not LimitKey.USER:
+                continue
+            windows = tier_windows(rule, Tier(user.tier.value))
+            request = LimitRequest(rule.name, f"user:{user.id}", windows)
+            entry: dict[str, Any] = {"rule": rule.name}
+            if limiter is None:
+                entry["state"] = "no limiter configured"
+            else:
+                try:
+                    decision = await limiter.peek(request)
+                except DependencyError as exc:
+                    entry["state"] = f"unavailable: {exc.code}"
+                else:
+                    entry["would_allow_next"] = decision.is_allowed
+                    entry["windows"] = [
+                        {
+                            "name": w.name,
+                            "window_s": w.window_s,
+                            "limit": w.limit,
+                            "remaining_after_next": w.remaining,
+                            "reset_s": w.reset_s,
+                        }
+                        for w in decision.windows
+                    ]
+            states.append(entry)
+        return states
+
+    return router

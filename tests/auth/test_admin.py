@@ -1,0 +1,170 @@
+"""The admin surface: list accounts, lock and unlock them, end their sessions, see their limits.
+
+The app is built as a replica builds it, with the edge's token verifier, an exact in-process
+rate limiter and the admin router; the admin is a real account promoted to the admin role.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from auth.dependencies import AuthDependencies
+from auth.endpoints import build_routers
+from gateway.admin import admin_router
+from gateway.app import create_app
+from gateway.limiter import SlidingLogLimiter
+from gateway.policy import AdminAccessPolicy, GatewayPolicy
+from kit.clock import FrozenClock
+from tests.auth.conftest import Account, login, registered
+from users import service as users
+from users.models import Role
+
+pytestmark = pytest.mark.db
+
+LOOPBACK_ADMIN = GatewayPolicy(
+    admin=AdminAccessPolicy(allow=(ipaddress.ip_network("127.0.0.0/8"),))
+)
+
+
+@pytest.fixture
+async def admin_client(
+    deps: AuthDependencies, clock: FrozenClock
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API with the edge's verifier and limiter, and the admin router."""
+    limiter = SlidingLogLimiter(clock)
+    app = create_app(
+        title="DwayBank API",
+        version="test",
+        routers=[
+            *build_routers(deps),
+            admin_router(deps, limiter=limiter, rate_policy=LOOPBACK_ADMIN.rate_limits),
+        ],
+        checks=list,
+        policy=LOOPBACK_ADMIN,
+        verifier=deps.verifier,
+        limiter=limiter,
+        clock=clock,
+    )
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as http:
+        yield http
+
+
+async def _admin(client: httpx.AsyncClient, deps: AuthDependencies) -> Account:
+    account = await registered(client)
+    async with deps.db.transaction() as conn:
+        user = await users.find_by_email(conn, account.email)
+        assert user is not None
+        await users.set_role(conn, user.id, Role.ADMIN)
+    assert (await login(client, account)).status_code == 200
+    return account
+
+
+async def _user_id(deps: AuthDependencies, email: str) -> str:
+    async with deps.db.connection() as conn:
+        user = await users.find_by_email(conn, email)
+    assert user is not None
+    return str(user.id)
+
+
+class TestAdminSurface:
+    async def test_a_user_token_is_refused(self, admin_client: httpx.AsyncClient) -> None:
+        """Only the admin role reaches /api/v1/admin."""
+        account = await registered(admin_client)
+        response = await admin_client.get("/api/v1/admin/users", headers=account.bearer)
+        assert response.status_code == 403
+
+    async def test_list_users(
+        self, admin_client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """The admin finds an account by email prefix."""
+        admin = await _admin(admin_client, deps)
+        target = await registered(admin_client)
+        response = await admin_client.get(
+            "/api/v1/admin/users", params={"email": target.email[:12]}, headers=admin.bearer
+        )
+        assert response.status_code == 200, response.text
+        assert target.email in [u["email"] for u in response.json()["users"]]
+
+    async def test_lock_ends_sessions_and_refuses_login_until_unlocked(
+        self, admin_client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """A locked account cannot refresh or sign in; unlocking restores sign-in."""
+        admin = await _admin(admin_client, deps)
+        target = await registered(admin_client)
+        user_id = await _user_id(deps, target.email)
+        locked = await admin_client.post(
+            f"/api/v1/admin/users/{user_id}/lock", headers=admin.bearer
+        )
+        assert locked.status_code == 200, locked.text
+        assert locked.json()["sessions_ended"] >= 1
+        refreshed = await admin_client.post(
+            "/api/v1/auth/refresh", json={"refresh_token": target.refresh_token}
+        )
+        assert refreshed.status_code == 401
+        refused = await login(admin_client, target)
+        assert refused.status_code == 403
+        assert refused.json()["code"] == "AUTH_ACCOUNT_DISABLED"
+        unlocked = await admin_client.post(
+            f"/api/v1/admin/users/{user_id}/unlock", headers=admin.bearer
+        )
+        assert unlocked.status_code == 200
+        assert unlocked.json()["is_active"] is True
+        assert (await login(admin_client, target)).status_code == 200
+
+    async def test_revoke_sessions(
+        self, admin_client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """Ending a user's sessions kills their refresh tokens."""
+        admin = await _admin(admin_client, deps)
+        target = await registered(admin_client)
+        user_id = await _user_id(deps, target.email)
+        response = await admin_client.post(
+            f"/api/v1/admin/users/{user_id}/sessions/revoke", headers=admin.bearer
+        )
+        assert response.status_code == 200
+        assert response.json()["sessions_ended"] >= 1
+        refreshed = await admin_client.post(
+            "/api/v1/auth/refresh", json={"refresh_token": target.refresh_token}
+        )
+        assert refreshed.status_code == 401
+
+    async def test_rate_limit_state(
+        self, admin_client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """The admin sees the user's counts under each per-user rule, without counting."""
+        admin = await _admin(admin_client, deps)
+        target = await registered(admin_client)
+        user_id = await _user_id(deps, target.email)
+
+        async def remaining() -> int:
+            response = await admin_client.get(
+                f"/api/v1/admin/users/{user_id}/rate-limits", headers=admin.bearer
+            )
+            assert response.status_code == 200, response.text
+            rule = next(r for r in response.json()["rules"] if r["rule"] == "users")
+            value: int = rule["windows"][0]["remaining_after_next"]
+            return value
+
+        before = await remaining()
+        assert before == await remaining(), "looking does not count"
+        for _ in range(2):
+            assert (
+                await admin_client.get("/api/v1/auth/sessions", headers=target.bearer)
+            ).status_code == 200
+        assert await remaining() == before - 2
+
+    async def test_unknown_user_is_404(
+        self, admin_client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """Acting on a user that does not exist is a problem+json 404."""
+        admin = await _admin(admin_client, deps)
+        response = await admin_client.post(
+            "/api/v1/admin/users/00000000-0000-4000-8000-000000000000/lock", headers=admin.bearer
+        )
+        assert response.status_code == 404
+        assert response.headers["content-type"] == "application/problem+json"
