@@ -8,9 +8,10 @@ UnauthorizedError (401)
   InvalidMfaCodeError         AUTH_INVALID_MFA_CODE
   InvalidRefreshTokenError    AUTH_INVALID_REFRESH_TOKEN unknown, used, expired or revoked
   SessionRevokedError         AUTH_SESSION_REVOKED       the token's session is gone
+  MfaStepUpRequiredError      AUTH_MFA_STEP_UP_REQUIRED  a fresh second factor is needed (RFC 9470)
 ForbiddenError (403)
   EmailNotVerifiedError       AUTH_EMAIL_NOT_VERIFIED
-  MfaStepUpRequiredError      AUTH_MFA_STEP_UP_REQUIRED  a fresh second factor is needed
+  AccountDisabledError        AUTH_ACCOUNT_DISABLED      an administrator disabled sign-in
   AdminRequiredError          AUTH_ADMIN_REQUIRED
 ValidationError (422)
   WeakPasswordError           AUTH_WEAK_PASSWORD         details: rule
@@ -100,11 +101,19 @@ class AccountDisabledError(ForbiddenError):
     default_message: ClassVar[str] = "This account is disabled; contact support."
 
 
-class MfaStepUpRequiredError(ForbiddenError):
-    """The action needs a session with a recently verified second factor."""
+class MfaStepUpRequiredError(UnauthorizedError):
+    """The action needs a session with a recently verified second factor (RFC 9470: 401 with
+    an `insufficient_user_authentication` challenge)."""
 
     code: ClassVar[str] = "AUTH_MFA_STEP_UP_REQUIRED"
     default_message: ClassVar[str] = "Verify a second factor to continue."
+
+    @property
+    def challenge(self) -> str:
+        """The WWW-Authenticate value the renderer sends."""
+        max_age = self.details.get("max_age_s")
+        suffix = f", max_age={int(max_age)}" if isinstance(max_age, int) else ""
+        return f'Bearer error="insufficient_user_authentication", acr_values="mfa"{suffix}'
 
 
 class AdminRequiredError(ForbiddenError):

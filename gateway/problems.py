@@ -119,6 +119,9 @@ def render_error(
 ) -> Response:
     """The HTTP response for `error` in the given style, with any extra `headers`."""
     headers = dict(headers or {})
+    challenge = getattr(error, "challenge", None)
+    if isinstance(challenge, str) and "WWW-Authenticate" not in headers:
+        headers["WWW-Authenticate"] = challenge
     if error.status == 401 and "WWW-Authenticate" not in headers:
         headers["WWW-Authenticate"] = BEARER_CHALLENGE
     if isinstance(error, DependencyError):

@@ -225,8 +225,9 @@ class TestBackupCodes:
         """A password-only session cannot mint backup codes."""
         account = await registered(client)
         response = await client.post("/api/v1/auth/mfa/backup-codes", headers=account.bearer)
-        assert response.status_code == 403
+        assert response.status_code == 401
         assert response.json()["code"] == "AUTH_MFA_STEP_UP_REQUIRED"
+        assert 'error="insufficient_user_authentication"' in response.headers["www-authenticate"]
 
 
 class TestOutOfBandCodes:
@@ -305,8 +306,9 @@ class TestStepUp:
         secret = await with_totp(client, account, clock)
         clock.advance(301)
         stale = await client.delete("/api/v1/auth/mfa/factors/totp", headers=account.bearer)
-        assert stale.status_code == 403
+        assert stale.status_code == 401
         assert stale.json()["code"] == "AUTH_MFA_STEP_UP_REQUIRED"
+        assert "max_age=300" in stale.headers["www-authenticate"]
         old_session = account.access_token
         challenge = await client.post("/api/v1/auth/mfa/challenge", headers=account.bearer)
         assert challenge.status_code == 200
