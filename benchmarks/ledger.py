@@ -234,6 +234,8 @@ def _running(database_url: str | None) -> Iterator[str]:
         DWAYBANK_DATA_DIR=str(folder),
         DWAYBANK_HTTP_PORT=str(port),
         DWAYBANK_DASHBOARD_PORT=str(_free_port()),
+        DWAYBANK_HAPROXY_METRICS_PORT=str(_free_port()),
+        DWAYBANK_HAPROXY_STATS_PORT=str(_free_port()),
         DWAYBANK_LOG_LEVEL="WARNING",
     )
     if database_url:

@@ -165,9 +165,15 @@ def _require_free_port(host: str, port: int, what: str) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
+            variable = {
+                "HTTP": "HTTP_PORT",
+                "dashboard": "DASHBOARD_PORT",
+                "HAProxy metrics": "HAPROXY_METRICS_PORT",
+                "HAProxy stats": "HAPROXY_STATS_PORT",
+            }[what]
             raise ConfigurationError(
                 f"the {what} port {host}:{port} is in use; stop what holds it or set "
-                f"DWAYBANK_{'HTTP' if what == 'HTTP' else 'DASHBOARD'}_PORT"
+                f"DWAYBANK_{variable}"
             ) from exc
 
 
@@ -203,10 +209,16 @@ class Runtime:
             raise ConfigurationError(
                 f"dwaybank is already running on {self.settings.data_dir} (pid {other})"
             )
-        for host, port, what in (
+        ports = [
             (self.settings.http_host, self.settings.http_port, "HTTP"),
             (self.settings.dashboard_host, self.settings.dashboard_port, "dashboard"),
-        ):
+        ]
+        if self.settings.serve_ingress is ServeIngress.HAPROXY:
+            ports += [
+                ("0.0.0.0", self.settings.haproxy_metrics_port, "HAProxy metrics"),  # noqa: S104 - HAProxy binds all interfaces
+                ("0.0.0.0", self.settings.haproxy_stats_port, "HAProxy stats"),  # noqa: S104
+            ]
+        for host, port, what in ports:
             _require_free_port(host, port, what)
         pid_file = _pid_file(self.settings)
         pid_file.parent.mkdir(parents=True, exist_ok=True)
@@ -252,6 +264,8 @@ class Runtime:
         }
         if self.settings.serve_ingress is ServeIngress.HAPROXY:
             env.update(SERVE_THROUGHPUT_ENV)
+            env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(self.settings.haproxy_metrics_port)
+            env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(self.settings.haproxy_stats_port)
             # Direct-ingress replicas drain for 30 s by default so a load balancer can move
             # traffic away; on one machine nothing routes around them, so stopping waits less.
             env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = str(LOCAL_DRAIN_S)

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(default=8265, ge=1, le=65535)
     ray_num_cpus: int | None = Field(default=None, ge=1, le=1024)
     serve_ingress: ServeIngress = ServeIngress.HAPROXY
+    # HAProxy's own Prometheus and stats listeners (Serve's defaults); two `dwaybank up` on one
+    # machine need different values.
+    haproxy_metrics_port: int = Field(default=9101, ge=1, le=65535)
+    haproxy_stats_port: int = Field(default=8404, ge=1, le=65535)
     start_timeout_s: float = Field(default=240.0, gt=0, le=3600)
     serve_config_path: Path = Path("serve_config.yaml")
 

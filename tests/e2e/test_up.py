@@ -57,6 +57,8 @@ class Up:
             DWAYBANK_DATA_DIR=str(data_dir),
             DWAYBANK_HTTP_PORT=str(self.http_port),
             DWAYBANK_DASHBOARD_PORT=str(_free_port()),
+            DWAYBANK_HAPROXY_METRICS_PORT=str(_free_port()),
+            DWAYBANK_HAPROXY_STATS_PORT=str(_free_port()),
             DWAYBANK_LOG_JSON="false",
             **extra_env,
         )
