@@ -153,6 +153,18 @@ def _running_pid(settings: Settings) -> int | None:
     return pid
 
 
+def _down_checks(response: httpx.Response) -> str:
+    """`; down: a (reason), b (reason)` from a readiness answer, when it says."""
+    try:
+        checks = response.json().get("checks", {})
+    except ValueError:
+        return ""
+    down = [
+        f"{name} ({c.get('reason', '?')})" for name, c in checks.items() if c.get("status") != "up"
+    ]
+    return f"; down: {', '.join(down)}" if down else ""
+
+
 class StartInterruptedError(ClusterUnavailableError):
     """Ctrl-C or `dwaybank down` arrived while starting."""
 
@@ -306,7 +318,7 @@ class Runtime:
                     if response.status_code == 200:
                         pending.discard(path)
                     else:
-                        last = f"{path}: HTTP {response.status_code}"
+                        last = f"{path}: HTTP {response.status_code}{_down_checks(response)}"
                 if pending:
                     time.sleep(READY_POLL_S)
         if pending:

@@ -13,12 +13,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
+
+from kit.db import connect, dsn_with_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.db]
 
@@ -104,12 +107,26 @@ class Up:
 
 
 @pytest.fixture
-def server_env(request: pytest.FixtureRequest) -> dict[str, str]:
-    """The machine's servers when the suite was given them, else nothing (embedded)."""
-    if "DATABASE_URL" in os.environ and "REDIS_URL" in os.environ:
-        dsn: str = request.getfixturevalue("database_dsn")
-        return {"DATABASE_URL": dsn, "REDIS_URL": os.environ["REDIS_URL"]}
-    return {}
+async def server_env(servers: tuple[str, str]) -> AsyncIterator[dict[str, str]]:
+    """The machine's servers when the suite was given them, else nothing (embedded).
+
+    With the machine's PostgreSQL the runtime gets a database of its own: the suite's database
+    holds rows sealed under the suite's key, and a fresh data folder means a fresh key.
+    """
+    if "DATABASE_URL" not in os.environ or "REDIS_URL" not in os.environ:
+        yield {}
+        return
+    admin_dsn, redis_url = servers
+    name = f"dwaybank_e2e_{uuid.uuid4().hex[:10]}"
+    admin = await connect(admin_dsn, timeout_s=10)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    try:
+        yield {"DATABASE_URL": dsn_with_database(admin_dsn, name), "REDIS_URL": redis_url}
+    finally:
+        admin = await connect(admin_dsn, timeout_s=10)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 @pytest.fixture
