@@ -46,6 +46,8 @@ WEBAUTHN_CREDENTIALS_MAX: Final = 10  # per user
 SIGNING_KEY_BITS: Final = 2048  # RS256 over RSA-2048: NIST-approved through 2030
 TOKEN_LEEWAY_S: Final = 30  # clock skew tolerated between our replicas on exp/nbf/iat
 TOKEN_LENGTH_MAX: Final = 8_192  # a JWT longer than this is refused before parsing
+# Verified access tokens a verifier remembers (~1 KiB each): repeats skip the RSA check.
+VERIFIED_TOKENS_MAX: Final = 10_000
 # RFC 9068 `typ`, so an ID token is never taken for an access token.
 ACCESS_TOKEN_TYPE: Final = "at+jwt"  # noqa: S105 - a token type name, not a secret
 REFRESH_TOKEN_BYTES: Final = 32  # 256 bits

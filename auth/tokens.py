@@ -32,7 +32,12 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from auth.constants import ACCESS_TOKEN_TYPE, TOKEN_LEEWAY_S, TOKEN_LENGTH_MAX
+from auth.constants import (
+    ACCESS_TOKEN_TYPE,
+    TOKEN_LEEWAY_S,
+    TOKEN_LENGTH_MAX,
+    VERIFIED_TOKENS_MAX,
+)
 from kit.clock import Clock
 from kit.errors import InvariantError, UnauthorizedError
 
@@ -118,8 +123,26 @@ def _as_datetime(value: int) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A token whose signature and claims verified once: what a repeat needs re-checked."""
+
+    kid: str
+    claims: AccessClaims
+    exp: float
+    nbf: float
+    iat: float
+
+
 class TokenVerifier:
-    """Verifies access tokens against the published keys held in memory."""
+    """Verifies access tokens against the published keys held in memory.
+
+    A client presents the same token on every request for up to 15 minutes, so a verified token
+    is remembered (at most `VERIFIED_TOKENS_MAX`, the oldest dropped first): a repeat costs a
+    dictionary lookup instead of parsing and an RSA check. Only what can change is checked again
+    on a repeat: the signing key is still published, and the times against the clock. The memory
+    is emptied whenever the key set is replaced.
+    """
 
     def __init__(self, source: KeySource, *, issuer: str, audience: str, clock: Clock) -> None:
         self._source = source
@@ -128,6 +151,7 @@ class TokenVerifier:
         self._clock = clock
         self._keys: dict[str, _LoadedKey] = {}
         self._jwks: list[dict[str, Any]] = []
+        self._verified: dict[str, _Verified] = {}
 
     @property
     def kids(self) -> frozenset[str]:
@@ -153,10 +177,19 @@ class TokenVerifier:
             loaded[key.kid] = _LoadedKey(public, key.published_until)
             published.append(dict(key.public_jwk))
         self._keys, self._jwks = loaded, published
+        self._verified = {}
 
     def verify(self, token: str, *, now: datetime | None = None) -> AccessClaims:
         """The claims of a valid access token; `InvalidTokenError` otherwise."""
         at = now or self._clock.now()
+        seen = self._verified.get(token)
+        if seen is not None:
+            key = self._keys.get(seen.kid)
+            if key is None or (key.published_until is not None and at >= key.published_until):
+                del self._verified[token]  # the key was withdrawn: verify (and refuse) in full
+            else:
+                _check_times(seen.exp, seen.nbf, seen.iat, at.timestamp())
+                return seen.claims
         if len(token) > TOKEN_LENGTH_MAX:
             raise InvalidTokenError("the token is too long")
         try:
@@ -165,7 +198,8 @@ class TokenVerifier:
             raise InvalidTokenError("the token is not a JWT") from exc
         if header.get("alg") != ALGORITHM or header.get("typ") != ACCESS_TOKEN_TYPE:
             raise InvalidTokenError("the token's algorithm or type is not accepted")
-        key = self._keys.get(str(header.get("kid")))
+        kid = str(header.get("kid"))
+        key = self._keys.get(kid)
         if key is None:
             raise InvalidTokenError("the token was signed by an unknown key")
         if key.published_until is not None and at >= key.published_until:
@@ -186,7 +220,20 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as exc:
             raise InvalidTokenError("the token did not verify") from exc
-        return _checked_claims(payload, at)
+        claims = _checked_claims(payload, at)
+        if len(self._verified) >= VERIFIED_TOKENS_MAX:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = _Verified(
+            kid, claims, payload["exp"], payload["nbf"], payload["iat"]
+        )
+        return claims
+
+
+def _check_times(exp: float, nbf: float, iat: float, timestamp: float) -> None:
+    if exp <= timestamp - TOKEN_LEEWAY_S:
+        raise InvalidTokenError("the token has expired")
+    if nbf > timestamp + TOKEN_LEEWAY_S or iat > timestamp + TOKEN_LEEWAY_S:
+        raise InvalidTokenError("the token is not valid yet")
 
 
 def _checked_claims(payload: dict[str, Any], at: datetime) -> AccessClaims:
@@ -194,10 +241,7 @@ def _checked_claims(payload: dict[str, Any], at: datetime) -> AccessClaims:
     for name in ("exp", "nbf", "iat", "auth_time"):
         if not isinstance(payload.get(name), int):
             raise InvalidTokenError("a time claim is not an integer")
-    if payload["exp"] <= timestamp - TOKEN_LEEWAY_S:
-        raise InvalidTokenError("the token has expired")
-    if payload["nbf"] > timestamp + TOKEN_LEEWAY_S or payload["iat"] > timestamp + TOKEN_LEEWAY_S:
-        raise InvalidTokenError("the token is not valid yet")
+    _check_times(payload["exp"], payload["nbf"], payload["iat"], timestamp)
     scope = payload.get("scope", "")
     try:
         return AccessClaims.model_validate(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from kit.ratelimit import LIMIT_MAX, WINDOW_S_MAX
+
 # Kong's `request-size-limiting` with the seed's `allowed_payload_size: 128` in kilobytes.
 BODY_BYTES_MAX_DEFAULT: Final = 128 * 1024
 # No configuration may let one request body exceed this; larger uploads need another path.
@@ -23,8 +25,10 @@ BEARER_TOKEN_LENGTH_MAX: Final = 8192
 
 # A rate-limit decision slower than this counts as "the limiter is unreachable".
 RATE_LIMIT_CHECK_TIMEOUT_S_DEFAULT: Final = 0.25
-# The longest window a rule may declare (a month); longer windows belong in a quota system.
-RATE_LIMIT_WINDOW_S_MAX: Final = 31 * 24 * 3600
+# The longest window and the largest limit a rule may declare: what the exact limiter of
+# `kit.ratelimit` keeps a log for (a week; 100,000 hits). Longer belongs in a quota system.
+RATE_LIMIT_WINDOW_S_MAX: Final = int(WINDOW_S_MAX)
+RATE_LIMIT_LIMIT_MAX: Final = LIMIT_MAX
 # The in-process limiter keeps at most this many keys (least recently used are dropped).
 RATE_LIMIT_KEYS_MAX: Final = 10_000
 # Window and rule names go into header names and metric labels, so they stay short.

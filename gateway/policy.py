@@ -12,6 +12,7 @@ its default. Paths are matched as segment-aware prefixes of the path inside the 
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -30,6 +31,7 @@ from gateway.constants import (
     LATENCY_BUCKETS_S_DEFAULT,
     MEMORY_PERCENT_MAX_DEFAULT,
     RATE_LIMIT_CHECK_TIMEOUT_S_DEFAULT,
+    RATE_LIMIT_LIMIT_MAX,
     RATE_LIMIT_NAME_LENGTH_MAX,
     RATE_LIMIT_WINDOW_S_MAX,
     STEP_UP_MAX_AGE_S_DEFAULT,
@@ -286,7 +288,7 @@ class LimitWindow(_Model):
 
     name: str = Field(pattern=_NAME_PATTERN, max_length=RATE_LIMIT_NAME_LENGTH_MAX)
     seconds: int = Field(ge=1, le=RATE_LIMIT_WINDOW_S_MAX)
-    limit: int = Field(ge=1, le=10_000_000)
+    limit: int = Field(ge=1, le=RATE_LIMIT_LIMIT_MAX)
 
 
 class TierMultipliers(_Model):
@@ -331,6 +333,13 @@ class RateLimitRule(_Model):
                 raise ValueError(
                     f"rule {self.name}: window {longer.name} allows less than {shorter.name}"
                 )
+        multiplier = max(self.tier_multipliers.of(tier) for tier in Tier)
+        largest = max(w.limit for w in self.windows)
+        if math.floor(largest * multiplier) > RATE_LIMIT_LIMIT_MAX:
+            raise ValueError(
+                f"rule {self.name}: {largest} x tier multiplier {multiplier:g} exceeds the"
+                f" largest limit the limiter keeps ({RATE_LIMIT_LIMIT_MAX:,})"
+            )
         return self
 
 

@@ -20,7 +20,8 @@ and for a refusal `retry_after_s`. `RateLimitDecision.headers()` renders them.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, deque
+from bisect import bisect_right
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
@@ -33,6 +34,7 @@ KEYS_MAX_DEFAULT: Final = 200_000  # keys one limiter tracks at once
 KEY_LENGTH_MAX: Final = 256  # keys are built from ids and hashes
 COST_MAX: Final = 1_000  # one call may consume several units (a batch), never unboundedly many
 POLICY_NAME_LENGTH_MAX: Final = 64
+COMPACT_AFTER: Final = 1_024  # expired entries a log keeps before it is compacted
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,44 @@ class RateLimitDecision:
         return headers
 
 
+class _Log:
+    """One key's admitted hit times, oldest first, in a list with a moving head: counting the
+    hits inside a window is a binary search, so a decision costs O(log n) however large the
+    limit (the times come from a monotonic clock, so the list stays sorted)."""
+
+    __slots__ = ("head", "horizon_s", "size_max", "times")
+
+    def __init__(self, size_max: int, horizon_s: float) -> None:
+        self.times: list[float] = []
+        self.head = 0  # times[:head] have expired
+        self.size_max = size_max
+        self.horizon_s = horizon_s
+
+    def __len__(self) -> int:
+        return len(self.times) - self.head
+
+    @property
+    def newest(self) -> float:
+        return self.times[-1]
+
+    def expire(self, before: float) -> None:
+        """Forget the times at or before `before`, and the oldest beyond `size_max`."""
+        self.head = max(
+            bisect_right(self.times, before, self.head), len(self.times) - self.size_max
+        )
+        if self.head > COMPACT_AFTER and self.head * 2 > len(self.times):
+            del self.times[: self.head]
+            self.head = 0
+
+    def first_after(self, start: float) -> int:
+        """The index of the oldest time inside a window that began at `start`."""
+        return bisect_right(self.times, start, self.head)
+
+    def add(self, now: float, cost: int) -> None:
+        self.times.extend([now] * cost)
+        self.expire(now - self.horizon_s)
+
+
 class SlidingLogLimiter:
     """Exact multi-window limits per key, in memory; not thread-safe (one event loop owns it)."""
 
@@ -128,8 +168,7 @@ class SlidingLogLimiter:
             raise ValueError("keys_max must be at least 1")
         self._clock = clock
         self._keys_max = keys_max
-        # key -> (log of admitted hit times, the policy's horizon in seconds)
-        self._logs: OrderedDict[str, tuple[deque[float], float]] = OrderedDict()
+        self._logs: OrderedDict[str, _Log] = OrderedDict()
 
     @property
     def key_count(self) -> int:
@@ -156,22 +195,21 @@ class SlidingLogLimiter:
         if not 1 <= cost <= min(COST_MAX, policy.log_size_max):
             raise ValueError("cost must be at least 1 and within the policy's largest limit")
         now = self._clock.monotonic()
-        found = self._logs.get(key)
-        log = deque(maxlen=policy.log_size_max) if found is None else found[0]
-        if log.maxlen != policy.log_size_max:
-            log = deque(log, maxlen=policy.log_size_max)  # the key changed policy
-        horizon = now - policy.horizon_s
-        while log and log[0] <= horizon:
-            log.popleft()
-        entries = list(log)
-        blocking = [_wait_s(entries, w, now, cost) for w in policy.windows]
+        log = self._logs.get(key)
+        if log is None or log.size_max != policy.log_size_max:
+            fresh = _Log(policy.log_size_max, policy.horizon_s)  # new key, or it changed policy
+            if log is not None:
+                fresh.times = log.times[log.head :]
+            log = fresh
+        log.horizon_s = policy.horizon_s
+        log.expire(now - policy.horizon_s)
+        blocking = [_wait_s(log, w, now, cost) for w in policy.windows]
         is_allowed = all(wait == 0.0 for wait in blocking)
         if is_allowed and is_recorded:
-            log.extend([now] * cost)
-            entries = list(log)
-        states = tuple(_state(entries, w, now) for w in policy.windows)
+            log.add(now, cost)
+        states = tuple(_state(log, w, now) for w in policy.windows)
         if log:
-            self._remember(key, log, policy.horizon_s)
+            self._remember(key, log)
         else:
             self._logs.pop(key, None)
         return RateLimitDecision(
@@ -181,43 +219,39 @@ class SlidingLogLimiter:
             retry_after_s=0.0 if is_allowed else max(blocking),
         )
 
-    def _remember(self, key: str, log: deque[float], horizon_s: float) -> None:
-        self._logs[key] = (log, horizon_s)
+    def _remember(self, key: str, log: _Log) -> None:
+        self._logs[key] = log
         self._logs.move_to_end(key)
         if len(self._logs) <= self._keys_max:
             return
         now = self._clock.monotonic()
         # Expired logs first (they decide nothing), then the least recently used key.
-        stale = [k for k, (v, horizon) in self._logs.items() if not v or v[-1] <= now - horizon]
+        stale = [k for k, v in self._logs.items() if not v or v.newest <= now - v.horizon_s]
         for name in stale:
             del self._logs[name]
         while len(self._logs) > self._keys_max:
             self._logs.popitem(last=False)
 
 
-def _in_window(entries: list[float], window: Window, now: float) -> list[float]:
-    start = now - window.window_s
-    return [t for t in entries if t > start]
-
-
-def _wait_s(entries: list[float], window: Window, now: float, cost: int) -> float:
+def _wait_s(log: _Log, window: Window, now: float, cost: int) -> float:
     """Seconds until `cost` more units fit in `window` (0 when they fit now)."""
     if cost > window.limit:
         return window.window_s  # never fits; report the window so callers back off
-    inside = _in_window(entries, window, now)
-    excess = len(inside) + cost - window.limit
+    first = log.first_after(now - window.window_s)
+    excess = len(log.times) - first + cost - window.limit
     if excess <= 0:
         return 0.0
-    # The excess-th oldest entry must leave the window first.
-    return max(inside[excess - 1] + window.window_s - now, 0.0)
+    # The excess-th oldest entry inside the window must leave it first.
+    return max(log.times[first + excess - 1] + window.window_s - now, 0.0)
 
 
-def _state(entries: list[float], window: Window, now: float) -> WindowState:
-    inside = _in_window(entries, window, now)
-    reset_s = inside[0] + window.window_s - now if inside else 0.0
+def _state(log: _Log, window: Window, now: float) -> WindowState:
+    first = log.first_after(now - window.window_s)
+    inside = len(log.times) - first
+    reset_s = log.times[first] + window.window_s - now if inside else 0.0
     return WindowState(
         limit=window.limit,
         window_s=window.window_s,
-        remaining=max(window.limit - len(inside), 0),
+        remaining=max(window.limit - inside, 0),
         reset_s=max(reset_s, 0.0),
     )

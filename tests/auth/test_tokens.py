@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from jwt.utils import base64url_encode
 
 from auth.assembly import key_timings, refresh_keys
+from auth.constants import TOKEN_LEEWAY_S
 from auth.dependencies import AuthDependencies
 from auth.keys import KeyRotationTooSoonError, rotate_keys
 from auth.tokens import AccessClaims, InvalidTokenError, TokenSubject
@@ -218,6 +219,65 @@ class TestRefusals:
         del claims["sid"]
         with pytest.raises(InvalidTokenError):
             deps.verifier.verify(_forge(deps, claims))
+
+
+class TestVerifiedTokenMemory:
+    """A repeat of a verified token skips the RSA check but not the checks that can change."""
+
+    def test_a_repeat_answers_the_same_claims(self, deps: AuthDependencies) -> None:
+        token = _forge(deps, _claims(deps))
+        first = deps.verifier.verify(token)
+        assert deps.verifier.verify(token) is first  # remembered, not decoded again
+
+    def test_a_remembered_token_still_expires(
+        self, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        token = _forge(deps, _claims(deps))
+        deps.verifier.verify(token)
+        clock.advance(900 + TOKEN_LEEWAY_S)
+        with pytest.raises(InvalidTokenError, match="expired"):
+            deps.verifier.verify(token)
+
+    def test_a_remembered_token_is_not_valid_before_nbf(self, deps: AuthDependencies) -> None:
+        token = _forge(deps, _claims(deps))
+        deps.verifier.verify(token)
+        earlier = deps.clock.now() - timedelta(seconds=TOKEN_LEEWAY_S + 60)
+        with pytest.raises(InvalidTokenError, match="not valid yet"):
+            deps.verifier.verify(token, now=earlier)
+
+    async def test_withdrawing_the_key_refuses_a_remembered_token(
+        self, deps: AuthDependencies
+    ) -> None:
+        token = _forge(deps, _claims(deps))
+        deps.verifier.verify(token)
+        kept = [
+            k for k in await deps.verifier._source.verification_keys() if k.kid != deps.signer.kid
+        ]
+        deps.verifier.install(kept)
+        try:
+            with pytest.raises(InvalidTokenError, match="unknown key"):
+                deps.verifier.verify(token)
+        finally:
+            await refresh_keys(deps)
+
+    def test_a_changed_signature_is_verified_afresh(self, deps: AuthDependencies) -> None:
+        token = _forge(deps, _claims(deps))
+        deps.verifier.verify(token)
+        head, body, signature = token.split(".")
+        tampered = f"{head}.{body}.{signature[:-4]}{'AAAA' if signature[-4:] != 'AAAA' else 'BBBB'}"
+        with pytest.raises(InvalidTokenError, match="did not verify"):
+            deps.verifier.verify(tampered)
+
+    def test_memory_is_bounded(
+        self, deps: AuthDependencies, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr("auth.tokens.VERIFIED_TOKENS_MAX", 3)
+        tokens = [_forge(deps, _claims(deps, jti=f"j{i}")) for i in range(5)]
+        for token in tokens:
+            deps.verifier.verify(token)
+        assert len(deps.verifier._verified) == 3
+        assert tokens[0] not in deps.verifier._verified  # the oldest went first
+        assert tokens[4] in deps.verifier._verified
 
 
 class TestRotation:

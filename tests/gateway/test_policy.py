@@ -96,6 +96,22 @@ class TestLoading:
                 "rate_limits.rules.0",
             ),
             ("auth: {public: [{path: /x, methods: [FETCH]}]}\n", "auth.public.0.methods"),
+            # beyond what the exact limiter keeps a log for: refused at load, not a 500 later
+            (
+                "rate_limits: {rules: [{name: r, routes: [/x], windows: "
+                "[{name: minute, seconds: 60, limit: 200000}]}]}\n",
+                "rate_limits.rules.0.windows.0.limit",
+            ),
+            (
+                "rate_limits: {rules: [{name: r, routes: [/x], windows: "
+                "[{name: month, seconds: 2678400, limit: 10}]}]}\n",
+                "rate_limits.rules.0.windows.0.seconds",
+            ),
+            (
+                "rate_limits: {rules: [{name: r, routes: [/x], tier_multipliers: {enterprise: 10},"
+                " windows: [{name: minute, seconds: 60, limit: 20000}]}]}\n",
+                "rate_limits.rules.0",
+            ),
         ],
     )
     def test_bad_values_name_the_key(self, tmp_path: Path, text: str, where: str) -> None:

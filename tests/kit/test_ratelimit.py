@@ -6,15 +6,25 @@ checked to the second without sleeping.
 
 from __future__ import annotations
 
+import random
+from bisect import bisect_right
 from datetime import UTC, datetime
 
 import pytest
 
 from kit.clock import FrozenClock
-from kit.ratelimit import RateLimitPolicy, SlidingLogLimiter, Window
+from kit.ratelimit import COMPACT_AFTER, RateLimitPolicy, SlidingLogLimiter, Window
 
 FIVE_PER_15_MIN = RateLimitPolicy("login", (Window(5, 900),))
 BURST_AND_HOUR = RateLimitPolicy("api", (Window(3, 10), Window(5, 3600)))
+
+
+def _fits(admitted: list[float], policy: RateLimitPolicy, now: float) -> bool:
+    """The oracle: one more hit fits when every window holds fewer than its limit."""
+    return all(
+        len(admitted) - bisect_right(admitted, now - w.window_s) + 1 <= w.limit
+        for w in policy.windows
+    )
 
 
 @pytest.fixture
@@ -93,8 +103,27 @@ class TestBounds:
         for _ in range(1000):
             limiter.hit("k", FIVE_PER_15_MIN)
             clock.advance(1)
-        log, _ = limiter._logs["k"]
+        log = limiter._logs["k"]
         assert len(log) <= 5
+        assert len(log.times) <= 5 + COMPACT_AFTER  # expired entries are compacted away
+
+    def test_large_limits_stay_exact(self, clock: FrozenClock) -> None:
+        """With limits in the thousands (logs long enough to be compacted many times) every
+        decision matches a brute-force count of the admitted hits inside each window."""
+        policy = RateLimitPolicy("bulk", (Window(3_000, 2), Window(20_000, 30)))
+        limiter = SlidingLogLimiter(clock)
+        admitted: list[float] = []
+        rng = random.Random(7)
+        for _ in range(60_000):
+            clock.advance(rng.choice((0.0, 0.0005, 0.001, 0.003)))
+            now = clock.monotonic()
+            fits = _fits(admitted, policy, now)
+            decision = limiter.hit("k", policy)
+            assert decision.is_allowed == fits
+            if fits:
+                admitted.append(now)
+        assert 0 < len(admitted) < 60_000  # both answers were exercised
+        assert len(limiter._logs["k"].times) <= 2 * 20_000 + COMPACT_AFTER  # compacted
 
     def test_keys_are_bounded(self, clock: FrozenClock) -> None:
         """Past keys_max keys the least recently used is dropped."""
