@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import asyncpg
 import httpx
 import psutil
 import yaml
@@ -91,15 +92,31 @@ def resolve_servers(settings: Settings, *, with_redis: bool = True) -> Servers:
     return Servers(database_url, redis_url or "", started)
 
 
-async def preflight(settings: Settings, servers: Servers) -> None:
-    """Both servers answer within seconds, or a `DependencyError` names the one that did not."""
+async def preflight(settings: Settings, servers: Servers) -> list[str]:
+    """Both servers answer within seconds, or a `DependencyError` names the one that did not.
+    Returns warnings about how the database server is run."""
     conn = await connect(servers.database_url, timeout_s=PREFLIGHT_TIMEOUT_S)
-    await conn.close()
+    try:
+        warnings = await server_warnings(conn)
+    finally:
+        await conn.close()
     client = create_redis(settings, servers.redis_url)
     try:
         await redis_ping(client, url=servers.redis_url, timeout_s=PREFLIGHT_TIMEOUT_S)
     finally:
         await client.aclose()
+    return warnings
+
+
+async def server_warnings(conn: asyncpg.Connection) -> list[str]:
+    """What an operator should change on the PostgreSQL server (nothing stops for it)."""
+    warnings = []
+    if await conn.fetchval("SHOW autovacuum") != "on":
+        warnings.append(
+            "Warning: autovacuum is off on this PostgreSQL server; the ledger's tables are"
+            " then never vacuumed nor analyzed (set autovacuum = on in postgresql.conf)."
+        )
+    return warnings
 
 
 async def apply_migrations(database_url: str) -> list[MigrationFile]:
@@ -240,7 +257,7 @@ class Runtime:
         )  # creates the development KEK, or refuses production without one
         config = load_serve_config(self.settings)
         self.servers = resolve_servers(self.settings)
-        asyncio.run(preflight(self.settings, self.servers))
+        warnings = asyncio.run(preflight(self.settings, self.servers))
         applied = asyncio.run(apply_migrations(self.servers.database_url))
         self._check_stop()
         self._start_ray()
@@ -259,6 +276,7 @@ class Runtime:
             f"  Metrics:    {self.base_url}/metrics",
             f"  Dashboard:  http://{self.settings.dashboard_host}:{self.settings.dashboard_port}",
             "Press Ctrl-C to stop (or run `dwaybank down`).",
+            *warnings,
         ]
 
     def _check_stop(self) -> None:

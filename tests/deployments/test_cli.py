@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
+
+from deployments.runtime import server_warnings
 
 pytestmark = pytest.mark.db
 
@@ -104,3 +107,12 @@ class TestMigrateCommand:
         result = _run(tmp_path, "migrate", DATABASE_URL=database_dsn)
         assert result.returncode == 0, result.stderr
         assert "0 migrations applied." in result.stdout
+
+
+class TestServerWarnings:
+    async def test_autovacuum_off_is_reported(self, conn: asyncpg.Connection) -> None:
+        """`dwaybank up` warns when the server never vacuums nor analyzes (the embedded server
+        runs with autovacuum on; CI's second pass uses a server with it off: both branches)."""
+        warnings = await server_warnings(conn)
+        is_on = await conn.fetchval("SHOW autovacuum") == "on"
+        assert any("autovacuum is off" in line for line in warnings) is not is_on

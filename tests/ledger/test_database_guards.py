@@ -261,3 +261,42 @@ class TestBatchProof:
         """Recorded changes cannot be edited or deleted."""
         error = await _refused(conn, lambda c: c.execute("DELETE FROM ledger.balance_changes"))
         assert isinstance(error, asyncpg.InsufficientPrivilegeError)
+
+
+def _seq_scans(plan: dict[str, object]) -> set[str]:
+    """Relations a plan reads with a sequential scan."""
+    found = {str(plan["Relation Name"])} if plan.get("Node Type") == "Seq Scan" else set()
+    for child in plan.get("Plans", []):  # type: ignore[attr-defined]  # a list of plan nodes
+        found |= _seq_scans(child)
+    return found
+
+
+class TestBatchProofCost:
+    """The check at every COMMIT must cost what the batch wrote, not what the ledger holds."""
+
+    async def test_connections_plan_every_statement(self, db: Database) -> None:
+        """No cached generic plan chosen while a table was small outlives its growth."""
+        async with db.connection() as conn:
+            assert await conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+
+    async def test_the_batch_check_reads_the_batch_by_key(self, conn: asyncpg.Connection) -> None:
+        """With 30,000 recorded changes of another batch (never analyzed, as on a server whose
+        autovacuum is off), the check's plan reads this batch's rows through an index."""
+        # A savepoint of the test's rolled-back transaction: the made-up history is never checked.
+        async with conn.transaction():
+            history = await _batch(conn)
+            await conn.copy_records_to_table(
+                "balance_changes",
+                schema_name="ledger",
+                records=[(history, f"bln_{i:08d}", 1, 0) for i in range(30_000)],
+                columns=["batch_id", "balance_id", "credit", "debit"],
+            )
+            batch_id = await _batch(conn)
+            source = await conn.fetchval(
+                "SELECT prosrc FROM pg_proc WHERE oid = 'ledger.check_batch_balanced'::regproc"
+            )
+            query = source[source.index("WITH moves AS") :]
+            query = query[: query.index(";")].replace("INTO bad", "")
+            query = query.replace("NEW.batch_id", str(batch_id))
+            plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query}")
+            assert "balance_changes" not in _seq_scans(plan[0]["Plan"])
