@@ -31,12 +31,18 @@ def percentiles(samples_s: list[float]) -> tuple[float, float, float]:
 
 
 def time_sync(
-    name: str, unit: str, call: Callable[[], object], *, duration_s: float, per_call: int = 1
+    name: str,
+    unit: str,
+    call: Callable[[], object],
+    *,
+    duration_s: float = 0.0,
+    calls: int = 0,
+    per_call: int = 1,
 ) -> Result:
-    """Call `call` repeatedly for `duration_s`, timing each call."""
+    """Call `call` repeatedly for `duration_s`, or `calls` times, timing each call."""
     samples: list[float] = []
     deadline = time.perf_counter() + duration_s
-    while time.perf_counter() < deadline:
+    while (len(samples) < calls) if calls else (time.perf_counter() < deadline):
         started = time.perf_counter()
         call()
         samples.append(time.perf_counter() - started)
