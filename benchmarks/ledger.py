@@ -367,24 +367,27 @@ def http_results(database_url: str | None) -> list[Result]:
 
 
 def run(admin_dsn: str, label: str, *, external: bool) -> tuple[list[Result], list[Result]]:
-    """(engine results, HTTP results) on a scratch database of the given server."""
-    name = f"dwaybank_bench_{uuid.uuid4().hex[:10]}"
+    """(engine results, HTTP results), each on its own scratch database of the given server
+    (the HTTP run starts from an empty ledger, as the embedded one does, instead of inheriting
+    the engine runs' history and its backlog of events to dispatch)."""
+    names = [f"dwaybank_bench_{uuid.uuid4().hex[:10]}" for _ in range(2)]
 
     async def create() -> None:
         conn = await connect(admin_dsn, timeout_s=10)
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        for name in names:
+            await conn.execute(f'CREATE DATABASE "{name}"')
         await conn.close()
 
     async def drop() -> None:
         conn = await connect(admin_dsn, timeout_s=10)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for name in names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.close()
 
     asyncio.run(create())
     try:
-        dsn = dsn_with_database(admin_dsn, name)
-        engine = asyncio.run(engine_results(dsn))
-        http = http_results(dsn if external else None)
+        engine = asyncio.run(engine_results(dsn_with_database(admin_dsn, names[0])))
+        http = http_results(dsn_with_database(admin_dsn, names[1]) if external else None)
     finally:
         asyncio.run(drop())
     return engine, http
