@@ -200,7 +200,9 @@ class LedgerEngine:
         return await load_book(conn, commands, now=self.clock.now(), for_update=True)
 
     async def _write(self, conn: asyncpg.Connection, book: Book, *, item_count: int) -> None:
-        if not (book.new_transactions or book.outcome_updates or book.idempotency_rows):
+        if not (
+            book.new_transactions or book.outcome_updates or book.idempotency_rows or book.events
+        ):
             return
         batch_id = await repository.open_batch(conn, writer=self.writer, item_count=item_count)
         await repository.insert_transactions(conn, batch_id, book.new_transactions)

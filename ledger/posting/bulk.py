@@ -73,7 +73,9 @@ def post_bulk(book: Book, command: PostBulk) -> Outcome:
         try:
             book.run_atomically(post_all)
         except DomainError as error:
-            return Outcome(error.status, body=bulk_error_body(error, command.batch_id))
+            failure = bulk_error_body(error, command.batch_id)
+            _emit_bulk_failed(book, command.batch_id, failure)
+            return Outcome(error.status, body=failure)
         _emit_bulk(book, command.batch_id, status, len(items))
         return Outcome(
             201,
@@ -106,6 +108,7 @@ def post_bulk(book: Book, command: PostBulk) -> Outcome:
             "error_detail": {"code": first["code"], "message": first["message"]},
             "results": results,
         }
+        _emit_bulk_failed(book, command.batch_id, body)
         return Outcome(400, body=body)
     _emit_bulk(book, command.batch_id, status, succeeded)
     return Outcome(
@@ -136,6 +139,19 @@ def _emit_bulk(book: Book, batch_id: str, status: str, count: int) -> None:
         "transaction_count": count,
     }
     book.emit(f"bulk_transaction.{status}", batch_id, payload)
+
+
+def _emit_bulk_failed(book: Book, batch_id: str, failure: dict[str, Any]) -> None:
+    """Stage `bulk_transaction.failed` (Blnk's `{batch_id, status, timestamp, error}`, plus the
+    error's code and, for a non-atomic bulk, every item's result). For `run_async` it is the
+    only way the caller learns the outcome; the batch then writes this event and nothing else."""
+    payload = {
+        "batch_id": batch_id,
+        "status": "failed",
+        "timestamp": wire.timestamp(book.now),
+        **{k: v for k, v in failure.items() if k != "batch_id"},
+    }
+    book.emit("bulk_transaction.failed", batch_id, payload)
 
 
 def scheduled_command(record: TransactionRecord) -> PostTransaction:

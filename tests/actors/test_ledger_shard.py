@@ -30,6 +30,7 @@ BALANCES = 50
 TRANSFERS = 2_000
 HOT_TRANSFERS = 1_000
 SHARDS = 2
+CRASH_IN_FLIGHT = 64  # transfers outstanding at once in the crash test
 
 
 @pytest.fixture(scope="module")
@@ -202,12 +203,16 @@ class TestCrash:
             await progress.quarter.wait()
             ray.kill(shards[0], no_restart=False)
 
+        # A bounded number in flight, so that work is still arriving and being executed when
+        # the kill lands, however fast the shard has become.
+        in_flight = asyncio.Semaphore(CRASH_IN_FLIGHT)
+
+        async def submit(command: PostTransaction) -> Outcome:
+            async with in_flight:
+                return await _until_answered(ledger, command, progress, len(plans))
+
         results = await asyncio.gather(
-            killer(),
-            *(
-                _until_answered(ledger, _transfer(s, d, a, key=k), progress, len(plans))
-                for k, s, d, a in plans
-            ),
+            killer(), *(submit(_transfer(s, d, a, key=k)) for k, s, d, a in plans)
         )
         outcomes = [o for o in results[1:] if o is not None]
         assert len(outcomes) == len(plans)

@@ -253,6 +253,44 @@ class TestDelivery:
         assert events["bulk_transaction.applied"]["batch_id"] == bulk.json()["batch_id"]
         assert events["bulk_transaction.applied"]["transaction_count"] == 2
 
+    async def test_a_failed_async_bulk_is_reported(
+        self, api: httpx.AsyncClient, webhook_receiver: WebhookReceiver, dispatcher: EventDispatcher
+    ) -> None:
+        """run_async answers 202 before the work; when the atomic bulk is refused, the only
+        news is bulk_transaction.failed, with Blnk's error and its code, and nothing moved."""
+        path = f"/ok/failed-{uuid.uuid4().hex}"
+        await _subscribe(api, webhook_receiver.url(path), ["bulk_transaction.*"])
+        ledger = (await api.post("/ledgers", json={"name": "async"})).json()["ledger_id"]
+        empty = (await api.post("/balances", json={"ledger_id": ledger, "currency": "USD"})).json()[
+            "balance_id"
+        ]
+        items = [
+            {
+                "precise_amount": 100,
+                "precision": 100,
+                "reference": f"af-{uuid.uuid4()}",
+                "currency": "USD",
+                "source": source,
+                "destination": "@AsyncSink",
+                "description": "b",
+                "allow_overdraft": source == "@WorldUSD",
+            }
+            for source in ("@WorldUSD", empty)  # the second has no funds
+        ]
+        bulk = await api.post(
+            "/transactions/bulk", json={"transactions": items, "atomic": True, "run_async": True}
+        )
+        assert bulk.status_code == 202, bulk.text
+        await _drain(dispatcher, _count_at_least(webhook_receiver, path, 1))
+        (event,) = _events(webhook_receiver, path)
+        assert event["event"] == "bulk_transaction.failed"
+        assert event["data"]["batch_id"] == bulk.json()["batch_id"]
+        assert event["data"]["status"] == "failed"
+        assert event["data"]["error_detail"]["code"] == "TXN_INSUFFICIENT_FUNDS"
+        for item in items:  # atomic: the funded first item did not post either
+            found = await api.get(f"/transactions/reference/{item['reference']}")
+            assert found.status_code == 404
+
     async def test_failures_are_retried_then_delivered_once(
         self,
         api: httpx.AsyncClient,
