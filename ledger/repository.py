@@ -325,29 +325,22 @@ async def insert_transactions(
 async def apply_balance_changes(
     conn: asyncpg.Connection, batch_id: int, changes: dict[str, Figures]
 ) -> None:
-    """Record the batch's summed change of every touched balance, and apply it with one UPDATE."""
+    """Record the batch's summed change of every touched balance and apply it, in one statement
+    (amounts travel as decimal text: encoding a Python int that way is several times cheaper
+    than as a NUMERIC, and PostgreSQL parses it exactly)."""
     touched = sorted(balance_id for balance_id, change in changes.items() if not change.is_zero())
     if not touched:
         return
-    rows = [
-        (
-            batch_id,
-            balance_id,
-            Decimal(changes[balance_id].credit),
-            Decimal(changes[balance_id].debit),
-            Decimal(changes[balance_id].inflight_credit),
-            Decimal(changes[balance_id].inflight_debit),
-        )
-        for balance_id in touched
-    ]
-    await conn.copy_records_to_table(
-        "balance_changes",
-        schema_name="ledger",
-        records=rows,
-        columns=["batch_id", "balance_id", "credit", "debit", "inflight_credit", "inflight_debit"],
-    )
+    figures = [changes[balance_id] for balance_id in touched]
     await conn.execute(
-        "UPDATE ledger.balances b SET"
+        "WITH c AS ("
+        " INSERT INTO ledger.balance_changes"
+        " (batch_id, balance_id, credit, debit, inflight_credit, inflight_debit)"
+        " SELECT $1, id, cr::numeric, dr::numeric, icr::numeric, idr::numeric"
+        " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])"
+        " AS u(id, cr, dr, icr, idr)"
+        " RETURNING balance_id, credit, debit, inflight_credit, inflight_debit)"
+        " UPDATE ledger.balances b SET"
         " credit_balance = b.credit_balance + c.credit,"
         " debit_balance = b.debit_balance + c.debit,"
         " balance = b.balance + c.credit - c.debit,"
@@ -355,8 +348,13 @@ async def apply_balance_changes(
         " inflight_debit_balance = b.inflight_debit_balance + c.inflight_debit,"
         " inflight_balance = b.inflight_balance + c.inflight_credit - c.inflight_debit,"
         " version = b.version + 1"
-        " FROM ledger.balance_changes c WHERE c.batch_id = $1 AND b.balance_id = c.balance_id",
+        " FROM c WHERE b.balance_id = c.balance_id",
         batch_id,
+        touched,
+        [str(f.credit) for f in figures],
+        [str(f.debit) for f in figures],
+        [str(f.inflight_credit) for f in figures],
+        [str(f.inflight_debit) for f in figures],
     )
 
 

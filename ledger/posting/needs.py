@@ -48,7 +48,8 @@ def _post_needs(needs: Needs, command: PostTransaction) -> None:
             needs.balance_ids.add(identifier)
     legs = len(command.sources or command.destinations or ())
     needs.references.add(command.reference)
-    needs.references.add(command.reference + QUEUED_SUFFIX)
+    if not command.skip_queue:  # only the queued path posts a child under `R_q`
+        needs.references.add(command.reference + QUEUED_SUFFIX)
     for number in range(1, legs + 1):
         needs.references.update({f"{command.reference}-{number}", f"{command.reference}_{number}"})
     if command.idempotency is not None:
