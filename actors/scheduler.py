@@ -7,24 +7,29 @@ transactions, expired holds, holds due for commit) and submits it through the `L
 config names: the ledger shards (`ShardedLedger` over `ledger-shard-NNN`, the default), a
 remote Blnk server (`BlnkHttpLedger`), or an engine inside the actor (a one-process run).
 Ticks are idempotent (the engine refuses a second void or commit and the scheduler counts that
-as done), so a restart mid-tick or a second scheduler does no harm.
+as done), so a restart mid-tick or a second scheduler does no harm. When the config names an
+exchange-rate provider, the actor also refreshes the rates table from it (`RateRefresher`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any, Final
 
+import httpx
 import ray
 
 from actors.ledger_shard import ShardedLedger, lookup_shards
 from actors.routing import NAMESPACE, actor_name
+from kit.clock import SystemClock
 from kit.db import Database
 from kit.settings import Settings
 from ledger.engine import LedgerEngine
+from ledger.fx import FrankfurterProvider, RateRefresher
 from ledger.monitors import MonitorHook
 from ledger.port import LedgerPort
 from ledger.remote import BlnkHttpLedger, PgCompensationJournal, RemoteConfig
@@ -37,6 +42,8 @@ MAX_CONCURRENCY: Final = 8  # stats and stop calls interleave with the ticks
 NUM_CPUS: Final = 0.1
 POOL_MAX_SIZE: Final = 2  # one tick reads at a time
 OPEN_RETRY_S: Final = 2.0  # wait before retrying to open the pool or reach the port
+FX_CONNECTIONS_MAX: Final = 4  # connections to the rates provider
+FX_STOP_TIMEOUT_S: Final = 10.0  # a refresh in progress at stop gets this long to finish
 
 
 class PortKind(StrEnum):
@@ -57,6 +64,10 @@ class SchedulerActorConfig:
     pool_max_size: int = POOL_MAX_SIZE
     tick_interval_s: float = TICK_INTERVAL_S
     rows_per_kind_max: int = ROWS_PER_KIND_MAX
+    # Exchange rates refreshed from a Frankfurter-compatible provider (None: no refresh).
+    fx_provider_url: str | None = None
+    fx_bases: tuple[str, ...] = ()
+    fx_refresh_interval_s: float = 3600.0
 
 
 class SchedulerActor:
@@ -69,6 +80,7 @@ class SchedulerActor:
         self._db: Database | None = None
         self.ticks = 0
         self.tick_errors = 0
+        self.rates: RateRefresher | None = None
         self._task = asyncio.get_running_loop().create_task(self._main())
 
     async def _port(self, db: Database, settings: Settings) -> LedgerPort:
@@ -96,30 +108,54 @@ class SchedulerActor:
                 logger.exception("the scheduler cannot start yet")
                 await asyncio.sleep(OPEN_RETRY_S)
 
+    def _start_rate_refresh(self, db: Database, http: httpx.AsyncClient) -> asyncio.Task[None]:
+        url = self.config.fx_provider_url or ""
+        self.rates = RateRefresher(
+            db,
+            FrankfurterProvider(http, base_url=url),
+            bases=self.config.fx_bases,
+            interval_s=self.config.fx_refresh_interval_s,
+            clock=SystemClock(),
+        )
+        return asyncio.get_running_loop().create_task(self.rates.run(self._stop))
+
     async def _main(self) -> None:
         self._scheduler = await self._open()
         try:
-            while not self._stop.is_set():
-                started = asyncio.get_running_loop().time()
-                try:
-                    await self._scheduler.tick()
-                    self.ticks += 1
-                except Exception:  # the loop's last resort: log it and tick again
-                    self.tick_errors += 1
-                    logger.exception("a scheduler tick failed")
-                elapsed = asyncio.get_running_loop().time() - started
-                await asyncio.sleep(max(0.0, self.config.tick_interval_s - elapsed))
+            async with contextlib.AsyncExitStack() as stack:
+                if self.config.fx_provider_url is not None and self._db is not None:
+                    http = await stack.enter_async_context(
+                        httpx.AsyncClient(limits=httpx.Limits(max_connections=FX_CONNECTIONS_MAX))
+                    )
+                    refresh = self._start_rate_refresh(self._db, http)
+                    stack.push_async_callback(asyncio.wait_for, refresh, FX_STOP_TIMEOUT_S)
+                await self._tick_until_stopped(self._scheduler)
         finally:
             if self._db is not None:
                 await self._db.close()
 
+    async def _tick_until_stopped(self, scheduler: Scheduler) -> None:
+        while not self._stop.is_set():
+            started = asyncio.get_running_loop().time()
+            try:
+                await scheduler.tick()
+                self.ticks += 1
+            except Exception:  # the loop's last resort: log it and tick again
+                self.tick_errors += 1
+                logger.exception("a scheduler tick failed")
+            elapsed = asyncio.get_running_loop().time() - started
+            await asyncio.sleep(max(0.0, self.config.tick_interval_s - elapsed))
+
     async def stats(self) -> dict[str, Any]:
         """Ticks and totals since the actor started."""
         totals = asdict(self._scheduler.totals) if self._scheduler is not None else {}
+        rates = self.rates
         return {
             "running": not self._task.done(),
             "ticks": self.ticks,
             "tick_errors": self.tick_errors,
+            "rate_refreshes": 0 if rates is None else rates.refreshes,
+            "rate_refresh_failures": 0 if rates is None else rates.failures,
             **totals,
         }
 

@@ -50,7 +50,12 @@ async def _embedded_port(resources: Resources, database_url: str) -> LedgerPort:
     await asyncio.to_thread(
         get_or_create_scheduler,
         SchedulerActorConfig(
-            database_url=database_url, port=PortKind.SHARDS, shard_count=settings.ledger_shard_count
+            database_url=database_url,
+            port=PortKind.SHARDS,
+            shard_count=settings.ledger_shard_count,
+            fx_provider_url=settings.ledger_fx_provider_url,
+            fx_bases=settings.ledger_fx_bases,
+            fx_refresh_interval_s=settings.ledger_fx_refresh_interval_s,
         ),
     )
 

@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     # Blnk's secure mode: with a master key, every ledger route but / and /health needs X-Blnk-Key.
     ledger_master_key: SecretStr | None = None
     ledger_http_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    # Exchange rates from a Frankfurter-compatible HTTP provider (ECB reference rates), refreshed
+    # by the scheduler actor; unset, the rates are the shipped file's and what operators set.
+    ledger_fx_provider_url: str | None = Field(default=None, pattern=r"^https?://[^?#]+$")
+    ledger_fx_bases: tuple[str, ...] = ("USD", "EUR", "GBP")
+    ledger_fx_refresh_interval_s: float = Field(default=3600.0, ge=60, le=86_400)
 
     # --- identity settings (the identity area adds its fields below this line)
     user_shard_count: int = Field(default=1, ge=1, le=64)

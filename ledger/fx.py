@@ -23,8 +23,11 @@ would credit nothing is refused.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import decimal
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -36,7 +39,9 @@ import asyncpg
 import httpx
 import yaml
 
-from kit.errors import DomainError, NotFoundError, ProviderUnavailableError
+from kit.clock import Clock
+from kit.db import Database
+from kit.errors import DependencyError, DomainError, NotFoundError, ProviderUnavailableError
 from kit.money import InvalidAmountError as MoneyInvalidAmountError
 from kit.money import format_amount, parse_decimal
 from ledger import fx_repository
@@ -53,8 +58,10 @@ INVERSE_RATE_DIGITS: Final = 18  # significant digits kept when inverting a stor
 PROVIDER_TIMEOUT_S: Final = 5.0
 PROVIDER_RATES_MAX: Final = 1_000  # quotes one provider answer may carry
 FRANKFURTER_URL: Final = "https://api.frankfurter.app"
+REFRESH_BASES_MAX: Final = 32  # base currencies one refresh asks the provider for
 LEG_OUT_SUFFIX: Final = ""  # the debit leg keeps the client's reference
 LEG_IN_SUFFIX: Final = "_fx"
+logger = logging.getLogger(__name__)
 _EXACT = decimal.Context(
     prec=200, traps=[decimal.InvalidOperation, decimal.Overflow, decimal.DivisionByZero]
 )
@@ -238,6 +245,51 @@ async def refresh_rates(
         quotes = await provider.fetch_rates(base)
         rates.extend(Rate(base, quote, rate, provider.name, now) for quote, rate in quotes.items())
     return await store_rates(conn, rates, replace_existing=True)
+
+
+class RateRefresher:
+    """Keeps the rates table fresh from an HTTP provider: every `interval_s`, the quotes of each
+    base currency replace the stored ones. A refresh that fails (the provider down, an answer
+    that is not rates) changes nothing and is logged; the next interval tries again, so a stale
+    rate stays usable (its `as_of` says how old it is) rather than none at all."""
+
+    def __init__(
+        self,
+        db: Database,
+        provider: RateProvider,
+        *,
+        bases: Sequence[str],
+        interval_s: float,
+        clock: Clock,
+    ) -> None:
+        if not bases or len(bases) > REFRESH_BASES_MAX:
+            raise FxValidationError(f"a refresh needs 1-{REFRESH_BASES_MAX} base currencies")
+        self.db = db
+        self.provider = provider
+        self.bases = tuple(bases)
+        self.interval_s = interval_s
+        self.clock = clock
+        self.refreshes = 0
+        self.failures = 0
+
+    async def refresh_once(self) -> int:
+        """Fetch and store every base's quotes now; the rows changed (0 when it failed)."""
+        try:
+            async with self.db.transaction() as conn:
+                changed = await refresh_rates(conn, self.provider, self.bases, now=self.clock.now())
+        except DependencyError as exc:  # the provider or the database: the next interval retries
+            self.failures += 1
+            logger.warning("exchange rates not refreshed", extra={"reason": exc.message})
+            return 0
+        self.refreshes += 1
+        return changed
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Refresh now, then every `interval_s`, until `stop` is set."""
+        while not stop.is_set():
+            await self.refresh_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
 
 
 async def find_rate(conn: asyncpg.Connection, base: str, quote: str) -> Rate:

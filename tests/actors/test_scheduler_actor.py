@@ -9,17 +9,30 @@ port); rows are created through an in-process engine with dates a second and a h
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
+import json
+import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 import ray
 
-from actors.scheduler import PortKind, SchedulerActorConfig, get_or_create_scheduler
+from actors.routing import NAMESPACE, actor_name
+from actors.scheduler import (
+    SCHEDULER_KIND,
+    PortKind,
+    SchedulerActorConfig,
+    get_or_create_scheduler,
+)
 from kit.db import Database
 from ledger.engine import LedgerEngine
+from ledger.fx import find_rate
 from ledger.models import PostTransaction
 
 pytestmark = [pytest.mark.ray, pytest.mark.db]
@@ -119,3 +132,52 @@ async def test_due_work_happens_within_a_second(
     finally:
         await handle.stop.remote()
         ray.kill(handle, no_restart=True)
+
+
+class _Frankfurter(http.server.BaseHTTPRequestHandler):
+    """The rates provider's API shape, served locally: one quote per base."""
+
+    quote = "QZZ"
+
+    def do_GET(self) -> None:
+        base = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)["from"][0]
+        body = json.dumps({"base": base, "date": "2026-11-30", "rates": {self.quote: 1.25}})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: object) -> None:
+        del args
+
+
+async def test_rates_are_refreshed_from_the_configured_provider(
+    local_ray: None, db: Database, database_dsn: str
+) -> None:
+    """With a provider configured, the actor fills the rates table from it on start."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Frankfurter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = "QYY"
+    config = SchedulerActorConfig(
+        database_url=database_dsn,
+        port=PortKind.ENGINE,
+        fx_provider_url=f"http://127.0.0.1:{server.server_address[1]}",
+        fx_bases=(base,),
+        fx_refresh_interval_s=3600,
+    )
+    with contextlib.suppress(ValueError):  # a scheduler left by another test has the old config
+        ray.kill(ray.get_actor(actor_name(SCHEDULER_KIND, 0), namespace=NAMESPACE))
+    handle = await asyncio.to_thread(get_or_create_scheduler, config)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while (await handle.stats.remote())["rate_refreshes"] < 1:
+            assert time.monotonic() < deadline, "the rates were never refreshed"
+            await asyncio.sleep(0.1)
+        async with db.connection() as conn:
+            rate = await find_rate(conn, base, _Frankfurter.quote)
+        assert (rate.rate, rate.source) == (Decimal("1.25"), "frankfurter")
+    finally:
+        await handle.stop.remote()
+        ray.kill(handle)
+        server.shutdown()
+        server.server_close()

@@ -11,7 +11,9 @@ Frankfurter adapter against an `httpx.MockTransport` standing in for the third p
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -22,14 +24,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kit.clock import FrozenClock
 from kit.db import Database
 from kit.errors import ProviderUnavailableError
 from ledger.errors import TransactionValidationError
 from ledger.fx import (
+    REFRESH_BASES_MAX,
     FrankfurterProvider,
     FxValidationError,
+    RateRefresher,
     StaticFileProvider,
     convert,
+    find_rate,
     fx_bulk,
     fx_indicator,
     invert,
@@ -328,3 +334,93 @@ class TestTransferApi:
         )
         assert held.status_code == 400
         assert held.json()["error_detail"]["code"] == "FX_VALIDATION_ERROR"
+
+
+def _currencies() -> tuple[str, str]:
+    """A pair no other test uses (the rates table is shared)."""
+    letters = uuid.uuid4().hex.upper().translate(str.maketrans("0123456789", "GHIJKLMNOP"))
+    return f"Q{letters[:2]}", f"Q{letters[2:4]}"
+
+
+def _frankfurter(
+    base: str,
+    quote: str,
+    answers: list[httpx.Response | str],
+    on_request: Callable[[], object] = lambda: None,
+) -> httpx.AsyncClient:
+    """A client whose provider answers, in order, each rate text or response in `answers`."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.url.params["from"] == base
+        on_request()
+        current = answers.pop(0) if len(answers) > 1 else answers[0]
+        if isinstance(current, httpx.Response):
+            return current
+        return httpx.Response(
+            200, text=f'{{"base":"{base}","date":"2026-11-30","rates":{{"{quote}":{current}}}}}'
+        )
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(answer))
+
+
+class TestRateRefresh:
+    async def test_a_refresh_replaces_the_stored_rate(self, db: Database) -> None:
+        """The provider's quote becomes the pair's rate, with its source and time."""
+        base, quote = _currencies()
+        async with _frankfurter(base, quote, ["1.2345", "1.5"]) as http:
+            refresher = RateRefresher(
+                db,
+                FrankfurterProvider(http, base_url="https://rates.test"),
+                bases=[base],
+                interval_s=60,
+                clock=FrozenClock(NOW),
+            )
+            assert await refresher.refresh_once() == 1
+            async with db.connection() as conn:
+                first = await find_rate(conn, base, quote)
+            assert await refresher.refresh_once() == 1
+            async with db.connection() as conn:
+                second = await find_rate(conn, base, quote)
+        assert first == Rate(base, quote, Decimal("1.2345"), "frankfurter", NOW)
+        assert second.rate == Decimal("1.5")
+        assert refresher.refreshes == 2
+
+    async def test_a_failed_refresh_keeps_the_last_rate(self, db: Database) -> None:
+        """The provider down: nothing changes, the failure is counted, the old rate serves."""
+        base, quote = _currencies()
+        async with _frankfurter(base, quote, ["0.5", httpx.Response(503)]) as http:
+            refresher = RateRefresher(
+                db,
+                FrankfurterProvider(http, base_url="https://rates.test"),
+                bases=[base],
+                interval_s=60,
+                clock=FrozenClock(NOW),
+            )
+            await refresher.refresh_once()
+            assert await refresher.refresh_once() == 0
+        async with db.connection() as conn:
+            kept = await find_rate(conn, base, quote)
+        assert kept.rate == Decimal("0.5")
+        assert (refresher.refreshes, refresher.failures) == (1, 1)
+
+    async def test_run_refreshes_at_once_and_stops_when_told(self, db: Database) -> None:
+        """The first refresh does not wait an interval; setting stop ends the loop promptly."""
+        base, quote = _currencies()
+        stop = asyncio.Event()
+        async with _frankfurter(base, quote, ["2"], on_request=stop.set) as http:
+            refresher = RateRefresher(
+                db,
+                FrankfurterProvider(http, base_url="https://rates.test"),
+                bases=[base],
+                interval_s=3600,  # a loop that waited an interval first would time out below
+                clock=FrozenClock(NOW),
+            )
+            await asyncio.wait_for(refresher.run(stop), timeout=10)
+        assert refresher.refreshes == 1  # the refresh under way when stop was set finished
+
+    def test_bases_are_bounded(self, db: Database) -> None:
+        """No base currency, or more than a refresh may ask for, is a configuration mistake."""
+        provider = StaticFileProvider()
+        for bases in ([], [f"C{i:02d}" for i in range(REFRESH_BASES_MAX + 1)]):
+            with pytest.raises(FxValidationError):
+                RateRefresher(db, provider, bases=bases, interval_s=60, clock=FrozenClock(NOW))
