@@ -2,38 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import uvicorn
 from blnk_sdk import BlnkClientOptions, blnk_init
 
-from gateway.app import create_app
-from gateway.policy import BodyLimitPolicy, BotPolicy, GatewayPolicy
-from gateway.problems import ErrorStyle
-from kit.clock import SystemClock
 from kit.db import Database
 from kit.settings import Settings
 from ledger import repository
-from ledger.endpoints import LedgerDeps, build_routers
 from ledger.engine import LedgerEngine
 from ledger.models import GENERAL_LEDGER_ID, PostTransaction
+from tests.ledger.servers import (
+    MASTER_KEY,
+    run_events_ledger_server,
+    run_ledger_server,
+    run_secure_ledger_server,
+)
 
 MakeBalance = Callable[..., Awaitable[str]]
-
-# The ledger's edge: Blnk's 5 MiB body limit, and Blnk's own SDKs (python-requests) welcome.
-LEDGER_POLICY = GatewayPolicy(
-    body_limit=BodyLimitPolicy(bytes_max=5 * 1024 * 1024),
-    bots=BotPolicy(allow=(r"^python-requests/",)),
-)
 
 
 @pytest.fixture
@@ -90,51 +79,6 @@ def ledger_url(database_dsn: str, settings: Settings) -> Iterator[str]:
         yield url
 
 
-@contextmanager
-def run_ledger_server(settings: Settings, dsn: str) -> Iterator[str]:
-    """Serve the ledger app on a free port until the block ends."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    state: dict[str, uvicorn.Server] = {}
-    ready = threading.Event()
-
-    async def serve() -> None:
-        db = await Database.open(settings, dsn)
-        deps = LedgerDeps(db=db, port=LedgerEngine(db, writer="http-test"), clock=SystemClock())
-        app = create_app(
-            title="ledger-test",
-            version="test",
-            routers=build_routers(deps),
-            checks=list,
-            error_style=ErrorStyle.BLNK,
-            policy=LEDGER_POLICY,
-            service="ledger",
-        )
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-        )
-        state["server"] = server
-        ready.set()
-        try:
-            await server.serve()
-        finally:
-            await db.close()
-
-    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
-    thread.start()
-    ready.wait(10)
-    server = state["server"]
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-
-
 @pytest.fixture
 def blnk(ledger_url: str) -> Iterator[Any]:
     """The official blnk-python SDK pointed at our ledger."""
@@ -146,8 +90,6 @@ def blnk(ledger_url: str) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def secure_ledger_url(database_dsn: str, settings: Settings) -> Iterator[str]:
     """Blnk's API in secure mode (a master key), with tokenization and outbound HTTP for hooks."""
-    from tests.ledger.servers import run_secure_ledger_server  # noqa: PLC0415 - only these tests
-
     with run_secure_ledger_server(settings, database_dsn) as url:
         yield url
 
@@ -155,8 +97,6 @@ def secure_ledger_url(database_dsn: str, settings: Settings) -> Iterator[str]:
 @pytest.fixture
 def blnk_master(secure_ledger_url: str) -> Iterator[Any]:
     """The blnk-python SDK on the secure-mode server, with the master key."""
-    from tests.ledger.servers import MASTER_KEY  # noqa: PLC0415 - only these tests
-
     client = blnk_init(MASTER_KEY, BlnkClientOptions(base_url=secure_ledger_url, retry_count=1))
     yield client
     client.close()
@@ -178,8 +118,6 @@ def webhook_receiver() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def events_ledger_url(database_dsn: str, settings: Settings) -> Iterator[str]:
     """The ledger app over real HTTP, its engine evaluating balance monitors after each batch."""
-    from tests.ledger.webhook_receiver import run_events_ledger_server  # noqa: PLC0415
-
     with run_events_ledger_server(settings, database_dsn) as url:
         yield url
 

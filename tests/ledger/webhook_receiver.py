@@ -1,4 +1,4 @@
-"""Test servers for events: a webhook receiver and a ledger app whose engine evaluates monitors.
+"""A webhook receiver for the events tests.
 
 `WebhookReceiver` is a real HTTP server (the standard library's, in a thread) that records
 every request it gets, per path: `/ok/...` answers 200, `/fail-N/...` answers 500 to its first
@@ -8,33 +8,12 @@ themselves, with the subscription's secret, exactly as a receiver would.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import socket
 import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import uvicorn
-
-from gateway.app import create_app
-from gateway.policy import BodyLimitPolicy, BotPolicy, GatewayPolicy
-from gateway.problems import ErrorStyle
-from kit.clock import SystemClock
-from kit.db import Database
-from kit.settings import Settings
-from ledger.endpoints import LedgerDeps, build_routers
-from ledger.engine import LedgerEngine
-from ledger.monitors import MonitorHook
-
-POLICY = GatewayPolicy(
-    body_limit=BodyLimitPolicy(bytes_max=5 * 1024 * 1024),
-    bots=BotPolicy(allow=(r"^python-requests/", r"^python-httpx/")),
-)
 _FAIL = re.compile(r"^/fail-(\d+)/")
 
 
@@ -103,49 +82,3 @@ class WebhookReceiver:
         """Stop the server."""
         self._server.shutdown()
         self._server.server_close()
-
-
-@contextmanager
-def run_events_ledger_server(settings: Settings, dsn: str) -> Iterator[str]:
-    """The ledger app on a free port, its engine evaluating balance monitors after each batch."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    state: dict[str, uvicorn.Server] = {}
-    ready = threading.Event()
-
-    async def serve() -> None:
-        db = await Database.open(settings, dsn)
-        engine = LedgerEngine(db, writer="events-test", batch_hooks=[MonitorHook()])
-        deps = LedgerDeps(db=db, port=engine, clock=SystemClock())
-        app = create_app(
-            title="ledger-events-test",
-            version="test",
-            routers=build_routers(deps),
-            checks=list,
-            error_style=ErrorStyle.BLNK,
-            policy=POLICY,
-            service="ledger",
-        )
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-        )
-        state["server"] = server
-        ready.set()
-        try:
-            await server.serve()
-        finally:
-            await db.close()
-
-    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
-    thread.start()
-    ready.wait(10)
-    server = state["server"]
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
