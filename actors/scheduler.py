@@ -108,8 +108,9 @@ class SchedulerActor:
                 logger.exception("the scheduler cannot start yet")
                 await asyncio.sleep(OPEN_RETRY_S)
 
-    def _start_rate_refresh(self, db: Database, http: httpx.AsyncClient) -> asyncio.Task[None]:
-        url = self.config.fx_provider_url or ""
+    def _start_rate_refresh(
+        self, db: Database, http: httpx.AsyncClient, url: str
+    ) -> asyncio.Task[None]:
         self.rates = RateRefresher(
             db,
             FrankfurterProvider(http, base_url=url),
@@ -123,11 +124,12 @@ class SchedulerActor:
         self._scheduler = await self._open()
         try:
             async with contextlib.AsyncExitStack() as stack:
-                if self.config.fx_provider_url is not None and self._db is not None:
+                url = self.config.fx_provider_url
+                if url is not None and self._db is not None:
                     http = await stack.enter_async_context(
                         httpx.AsyncClient(limits=httpx.Limits(max_connections=FX_CONNECTIONS_MAX))
                     )
-                    refresh = self._start_rate_refresh(self._db, http)
+                    refresh = self._start_rate_refresh(self._db, http, url)
                     stack.push_async_callback(asyncio.wait_for, refresh, FX_STOP_TIMEOUT_S)
                 await self._tick_until_stopped(self._scheduler)
         finally:

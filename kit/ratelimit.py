@@ -143,13 +143,8 @@ class _Log:
         return self.times[-1]
 
     def expire(self, before: float) -> None:
-        """Forget the times at or before `before`, and the oldest beyond `size_max`."""
-        self.head = max(
-            bisect_right(self.times, before, self.head), len(self.times) - self.size_max
-        )
-        if self.head > COMPACT_AFTER and self.head * 2 > len(self.times):
-            del self.times[: self.head]
-            self.head = 0
+        """Forget the times at or before `before`."""
+        self._drop_to(bisect_right(self.times, before, self.head))
 
     def first_after(self, start: float) -> int:
         """The index of the oldest time inside a window that began at `start`."""
@@ -157,7 +152,14 @@ class _Log:
 
     def add(self, now: float, cost: int) -> None:
         self.times.extend([now] * cost)
-        self.expire(now - self.horizon_s)
+        self._drop_to(self.head)
+
+    def _drop_to(self, head: int) -> None:
+        """Move the head to `head`, or further so at most `size_max` times remain; compact."""
+        self.head = max(head, len(self.times) - self.size_max)
+        if self.head > COMPACT_AFTER and self.head * 2 > len(self.times):
+            del self.times[: self.head]
+            self.head = 0
 
 
 class SlidingLogLimiter:

@@ -145,12 +145,7 @@ def _emit_bulk_failed(book: Book, batch_id: str, failure: dict[str, Any]) -> Non
     """Stage `bulk_transaction.failed` (Blnk's `{batch_id, status, timestamp, error}`, plus the
     error's code and, for a non-atomic bulk, every item's result). For `run_async` it is the
     only way the caller learns the outcome; the batch then writes this event and nothing else."""
-    payload = {
-        "batch_id": batch_id,
-        "status": "failed",
-        "timestamp": wire.timestamp(book.now),
-        **{k: v for k, v in failure.items() if k != "batch_id"},
-    }
+    payload = {**failure, "status": "failed", "timestamp": wire.timestamp(book.now)}
     book.emit("bulk_transaction.failed", batch_id, payload)
 
 
