@@ -2,7 +2,8 @@
 
 As Kong's `bot-detection`: the allow list is checked first, then the deny list (the seed's
 `curl`, `wget`, `python-requests`, plus common scanners); a request without a User-Agent passes
-unless the policy says otherwise; two User-Agent headers are a 400. Verdicts are cached per
+unless the policy says otherwise; two User-Agent headers are a 400. Health and metrics routes
+are exempt (`bots.exempt`), so probes and scrapers work whatever tool they are. Verdicts are cached per
 User-Agent string (bounded), since a handful of them make up nearly all traffic.
 """
 
@@ -55,6 +56,9 @@ class BotDetectionMiddleware:
             await self.app(scope, receive, send)
             return
         edge = edge_state(scope)
+        if edge.route.is_bot_exempt:
+            await self.app(scope, receive, send)
+            return
         user_agents = edge.user_agents
         if len(user_agents) > 1:
             edge.decision = Decision.DENY_USER_AGENT

@@ -150,6 +150,9 @@ class BotPolicy(_Model):
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = BOT_DENY_DEFAULT
     allow_missing: bool = True  # Kong lets requests without a User-Agent through
+    # Health probes and metrics scrapers (a `curl` in a container's health check) reach these
+    # whatever their user agent: they carry no customer data.
+    exempt: tuple[RouteMatch, ...] = (RouteMatch(path="/health"), RouteMatch(path="/metrics"))
 
     @field_validator("allow", "deny")
     @classmethod

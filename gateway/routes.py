@@ -43,6 +43,7 @@ class RouteInfo:
     is_step_up: bool
     is_money_moving: bool
     is_docs: bool
+    is_bot_exempt: bool  # bot detection does not apply (health and metrics)
     body_bytes_max: int
     rate_rule: RateLimitRule | None
 
@@ -137,6 +138,7 @@ class RouteTable:
             is_money_moving=(entry is not None and entry.is_money_moving)
             or (rule is not None and rule.is_money_moving),
             is_docs=any(is_under(path, m.path) for m in policy.security_headers.docs_routes),
+            is_bot_exempt=any(m.matches(method, path) for m in policy.bots.exempt),
             body_bytes_max=body_bytes_max,
             rate_rule=rule,
         )

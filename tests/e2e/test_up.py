@@ -183,7 +183,10 @@ class TestUp:
                 assert answer.headers["x-content-type-options"] == "nosniff"
                 assert answer.headers["cache-control"] == "no-store"
                 assert answer.headers["content-security-policy"].startswith("default-src 'none'")
-            assert http.get("/health/live", headers={"User-Agent": "sqlmap"}).status_code == 403
+            assert http.get("/api/v1/nope", headers={"User-Agent": "sqlmap"}).status_code == 403
+            # ...while a `curl` health check (a container's, a newcomer's) is answered.
+            curl = {"User-Agent": "curl/8.5.0"}
+            assert http.get("/health/ready", headers=curl).status_code == 200
             counted = http.get("/metrics").text
             assert 'route="unmatched",service="api",status="404"' in counted
         children = _descendants(up.process.pid)

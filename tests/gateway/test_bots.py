@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from gateway.policy import BotPolicy, GatewayPolicy
 
+ROUTE = "/api/v1/wallets/balance"  # an ordinary route (no verifier: it takes no token here)
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0"
 
 
@@ -41,7 +42,7 @@ class TestDenyList:
     )
     def test_denied_user_agent_is_403_problem(self, http: httpx.Client, user_agent: str) -> None:
         """The seed's user agents and common scanners get a 403 problem document."""
-        response = http.get("/health/live", headers={"User-Agent": user_agent})
+        response = http.get(ROUTE, headers={"User-Agent": user_agent})
         assert response.status_code == 403
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["code"] == "GW_BOT_DENIED"
@@ -51,23 +52,29 @@ class TestDenyList:
     )
     def test_ordinary_clients_pass(self, http: httpx.Client, user_agent: str) -> None:
         """Browsers and app SDKs are not bots."""
-        response = http.get("/health/live", headers={"User-Agent": user_agent})
+        response = http.get(ROUTE, headers={"User-Agent": user_agent})
         assert response.status_code == 200
 
     def test_missing_user_agent_passes(self, base_url: str) -> None:
         """As in Kong, a request without a User-Agent is let through by default."""
         with httpx.Client(base_url=base_url, timeout=30) as client:
             client.headers.pop("User-Agent")
-            response = client.get("/health/live")
+            response = client.get(ROUTE)
         assert response.status_code == 200
 
     def test_two_user_agents_are_400(self, http: httpx.Client) -> None:
         """Two User-Agent headers are ambiguous and refused."""
-        response = http.get(
-            "/health/live", headers=[("User-Agent", BROWSER), ("User-Agent", "curl/8")]
-        )
+        response = http.get(ROUTE, headers=[("User-Agent", BROWSER), ("User-Agent", "curl/8")])
         assert response.status_code == 400
         assert response.json()["code"] == "GW_USER_AGENT_AMBIGUOUS"
+
+
+class TestExemptRoutes:
+    @pytest.mark.parametrize("path", ["/health/live", "/health/ready", "/metrics"])
+    def test_probes_pass_whatever_their_user_agent(self, http: httpx.Client, path: str) -> None:
+        """A `curl` health check or a scraper reaches health and metrics; the rest stays 403."""
+        assert http.get(path, headers={"User-Agent": "curl/8.5.0"}).status_code == 200
+        assert http.get(ROUTE, headers={"User-Agent": "curl/8.5.0"}).status_code == 403
 
 
 class TestConfiguration:
@@ -78,8 +85,8 @@ class TestConfiguration:
         policy = GatewayPolicy(bots=BotPolicy(allow=(r"^curl/.*dwaybank-monitor",)))
         base_url = serve(edge_app(policy=policy, with_verifier=False))
         with httpx.Client(base_url=base_url, timeout=30) as http:
-            allowed = http.get("/health/live", headers={"User-Agent": "curl/8 dwaybank-monitor"})
-            denied = http.get("/health/live", headers={"User-Agent": "curl/8"})
+            allowed = http.get(ROUTE, headers={"User-Agent": "curl/8 dwaybank-monitor"})
+            denied = http.get(ROUTE, headers={"User-Agent": "curl/8"})
         assert allowed.status_code == 200
         assert denied.status_code == 403
 
@@ -91,5 +98,5 @@ class TestConfiguration:
         base_url = serve(edge_app(policy=policy, with_verifier=False))
         with httpx.Client(base_url=base_url, timeout=30) as http:
             http.headers.pop("User-Agent")
-            response = http.get("/health/live")
+            response = http.get(ROUTE)
         assert response.status_code == 403

@@ -154,7 +154,7 @@ class TestAudit:
         [
             ("/api/v1/me", {}, "deny_token_missing"),
             ("/api/v1/me", {"Authorization": "Bearer not.a.token"}, "deny_token_invalid"),
-            ("/health/live", {"User-Agent": "nikto"}, "deny_user_agent"),
+            ("/api/v1/wallets/balance", {"User-Agent": "nikto"}, "deny_user_agent"),
             ("/api/v1/admin/users", {}, "deny_address"),
         ],
     )

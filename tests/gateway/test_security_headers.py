@@ -65,7 +65,7 @@ class TestEveryAnswer:
         ("method", "path", "kwargs", "status"),
         [
             ("GET", "/api/v1/me", {}, 401),
-            ("GET", "/health/live", {"headers": {"User-Agent": "sqlmap/1.8"}}, 403),
+            ("GET", "/api/v1/wallets/balance", {"headers": {"User-Agent": "sqlmap/1.8"}}, 403),
             ("GET", "/api/v1/admin/users", {}, 403),
             ("POST", "/api/v1/items", {"content": b"x" * (BODY_BYTES_MAX_DEFAULT + 1)}, 413),
             ("DELETE", "/health/live", {}, 405),
