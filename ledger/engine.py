@@ -8,7 +8,8 @@ under light load a command waits for nobody. A batch is one database transaction
 1. lock the holds, refund originals and scheduled rows the batch names (id order);
 2. get or create `@indicator` balances, then lock every touched balance (id order, so two
    writers never deadlock) and read its exact figures;
-3. read which references and Idempotency-Keys are already taken;
+3. read which Idempotency-Keys are already taken, and which references (only when the batch
+   is retried, or just after a reference raced in: see below);
 4. apply the commands in order to the in-memory book (`ledger.posting`): every funds check
    sees PostgreSQL's figures plus what earlier commands of the batch did;
 5. write it all: the batch row (whose deferred trigger proves the batch balanced at COMMIT),
@@ -20,6 +21,14 @@ reference) is answered with its error and changes nothing. If the batch itself f
 (a reference raced in by another writer, a deadlock, a serialization failure) it is retried a
 bounded number of times; if a command makes PostgreSQL refuse the batch, the batch is split in
 halves until the offending command is alone and only it fails.
+
+References are checked optimistically. A batch's first attempt does not read which of its
+references are taken: `transactions_reference_unique` refuses the batch if one is, and the retry
+reads them, so the command that reused a reference is answered 409 TXN_DUPLICATE_REFERENCE and
+the rest commit (duplicates within the batch are caught in Python either way). Reuse is rare and
+the lookup costs a round trip and an index probe per reference on every batch; after a refusal
+the engine looks references up first for a while, so a client replaying references costs one
+failed attempt per `REFERENCE_LOOKUP_BATCHES` batches, not one per batch.
 """
 
 from __future__ import annotations
@@ -51,6 +60,8 @@ BATCH_ITEMS_MAX_DEFAULT: Final = 512  # postings per database transaction; ~2-10
 QUEUE_ITEMS_MAX_DEFAULT: Final = 50_000  # beyond this, callers are refused with 503
 BATCH_RETRIES_MAX: Final = 3  # raced references, deadlocks, serialization failures
 SPLIT_DEPTH_MAX: Final = 12  # 2**12 > any batch: halving always isolates one command
+REFERENCE_LOOKUP_BATCHES: Final = 64  # after a taken reference refused a batch, look them up first
+REFERENCE_CONSTRAINT: Final = "transactions_reference_unique"
 _RETRYABLE = (
     asyncpg.UniqueViolationError,
     asyncpg.DeadlockDetectedError,
@@ -73,6 +84,14 @@ QUEUE_DEPTH = gauge(
 
 def _weight(command: Command) -> int:
     return len(command.items) if isinstance(command, PostBulk) else 1
+
+
+def _is_taken_reference(exc: Exception) -> bool:
+    """True when PostgreSQL refused a batch for reusing a reference."""
+    return (
+        isinstance(exc, asyncpg.UniqueViolationError)
+        and exc.constraint_name == REFERENCE_CONSTRAINT
+    )
 
 
 class BatchHook(Protocol):
@@ -112,8 +131,10 @@ class LedgerEngine:
         self._queue: deque[_Pending] = deque()
         self._queued_items = 0
         self._flusher: asyncio.Task[None] | None = None
+        self._reference_lookups_left = 0
         self.batches_committed = 0
         self.commands_committed = 0
+        self.batches_retried = 0
 
     @property
     def queue_depth(self) -> int:
@@ -168,10 +189,15 @@ class LedgerEngine:
     async def _run_with_retries(self, commands: list[Command]) -> list[Outcome]:
         for attempt in range(1, BATCH_RETRIES_MAX + 1):
             try:
-                return await self._run_batch(commands)
-            except _RETRYABLE:
+                return await self._run_batch(
+                    commands, look_up_references=attempt > 1 or self._reference_lookups_left > 0
+                )
+            except _RETRYABLE as exc:
+                if _is_taken_reference(exc):
+                    self._reference_lookups_left = REFERENCE_LOOKUP_BATCHES
                 if attempt == BATCH_RETRIES_MAX:
                     raise
+                self.batches_retried += 1
                 logger.info(
                     "ledger batch retried", extra={"writer": self.writer, "attempt": attempt}
                 )
@@ -184,20 +210,27 @@ class LedgerEngine:
                 return [Outcome(error.status, error=error) for _ in commands]
         raise InvariantError("unreachable: the retry loop always returns or raises")
 
-    async def _run_batch(self, commands: list[Command]) -> list[Outcome]:
+    async def _run_batch(
+        self, commands: list[Command], *, look_up_references: bool
+    ) -> list[Outcome]:
         started = self.clock.monotonic()
         async with self.db.transaction() as conn:
-            book = await self._load(conn, commands)
+            book = await load_book(
+                conn,
+                commands,
+                now=self.clock.now(),
+                for_update=True,
+                look_up_references=look_up_references,
+            )
             outcomes = [apply(book, command) for command in commands]
             await self._write(conn, book, item_count=sum(_weight(c) for c in commands))
+        if self._reference_lookups_left > 0:
+            self._reference_lookups_left -= 1
         BATCH_SIZE.labels(self.writer).observe(len(commands))
         BATCH_SECONDS.labels(self.writer).observe(self.clock.monotonic() - started)
         self.batches_committed += 1
         self.commands_committed += len(commands)
         return outcomes
-
-    async def _load(self, conn: asyncpg.Connection, commands: list[Command]) -> Book:
-        return await load_book(conn, commands, now=self.clock.now(), for_update=True)
 
     async def _write(self, conn: asyncpg.Connection, book: Book, *, item_count: int) -> None:
         if not (
@@ -228,10 +261,19 @@ VIRTUAL_PREFIX: Final = "virtual:"  # an indicator balance a dry run would creat
 
 
 async def load_book(
-    conn: asyncpg.Connection, commands: Sequence[Command], *, now: datetime, for_update: bool
+    conn: asyncpg.Connection,
+    commands: Sequence[Command],
+    *,
+    now: datetime,
+    for_update: bool,
+    look_up_references: bool = True,
 ) -> Book:
     """Read everything the commands touch into a book: locked, with missing indicator balances
-    created (`for_update`), or read-only, with missing indicators as virtual empty balances."""
+    created (`for_update`), or read-only, with missing indicators as virtual empty balances.
+
+    Without `look_up_references` the book starts with no reference taken: the caller relies on
+    `transactions_reference_unique` to refuse a batch that reuses one, and retries it with the
+    lookup."""
     transactions, children = await repository.lock_transactions(
         conn, transaction_needs(commands), lock=for_update
     )
@@ -259,6 +301,10 @@ async def load_book(
         indicators=indicators,
         transactions=transactions,
         children=children,
-        taken_references=await repository.taken_references(conn, needs.references),
+        taken_references=(
+            await repository.taken_references(conn, needs.references)
+            if look_up_references
+            else set()
+        ),
         idempotency=await repository.idempotency_records(conn, needs.idempotency_keys),
     )

@@ -1,0 +1,136 @@
+"""The group-commit engine's reference checks, against real PostgreSQL.
+
+A batch's first attempt does not look its references up: `transactions_reference_unique`
+refuses a batch that reuses one, and the retry looks them up, so the command that reused it is
+answered 409 TXN_DUPLICATE_REFERENCE and the others commit, exactly as if the lookup had been
+made first. These tests post references that another writer (a second engine on the same
+database, as another shard would be) took earlier, and check each answer, the balances, and
+how many attempts the engine made.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from kit.db import Database
+from ledger.engine import REFERENCE_LOOKUP_BATCHES, LedgerEngine
+from ledger.models import IdempotencyClaim, Outcome, PostTransaction, RefundTransaction
+from tests.ledger.conftest import MakeBalance, transfer
+
+pytestmark = pytest.mark.db
+
+
+async def _funded(engine: LedgerEngine, make_balance: MakeBalance, amount: int) -> str:
+    balance_id = await make_balance()
+    (outcome,) = await engine.execute(
+        [transfer("@WorldUSD", balance_id, amount, allow_overdraft=True)]
+    )
+    assert outcome.error is None
+    return balance_id
+
+
+def _code(outcome: Outcome) -> str | None:
+    return None if outcome.error is None else outcome.error.code
+
+
+async def _balance(db: Database, balance_id: str) -> int:
+    async with db.connection() as conn:
+        return int(
+            await conn.fetchval(
+                "SELECT balance FROM ledger.balances WHERE balance_id = $1", balance_id
+            )
+        )
+
+
+class TestReferences:
+    async def test_a_reference_taken_by_another_writer_is_409(
+        self, db: Database, make_balance: MakeBalance
+    ) -> None:
+        """A reference another writer committed is refused 409; the rest of the batch commits."""
+        other, engine = LedgerEngine(db, writer="test-other"), LedgerEngine(db, writer="test")
+        a, b = await _funded(other, make_balance, 1_000), await make_balance()
+        reference = f"ref-{uuid.uuid4()}"
+        (first,) = await other.execute([transfer(a, b, 100, reference=reference)])
+        assert first.error is None
+        reused, fresh = await engine.execute(
+            [transfer(a, b, 200, reference=reference), transfer(a, b, 300)]
+        )
+        assert reused.status_code == 409
+        assert _code(reused) == "TXN_DUPLICATE_REFERENCE"
+        assert fresh.status_code == 201
+        assert fresh.error is None
+        assert (await _balance(db, a), await _balance(db, b)) == (600, 400)
+        assert engine.batches_retried == 1  # the optimistic attempt, then the lookup
+
+    async def test_after_a_refusal_references_are_looked_up_first(
+        self, db: Database, make_balance: MakeBalance
+    ) -> None:
+        """Replayed references cost one failed attempt per run of batches, not one per batch."""
+        engine = LedgerEngine(db, writer="test")
+        a, b = await _funded(engine, make_balance, 1_000), await make_balance()
+        taken = [transfer(a, b, 1) for _ in range(3)]
+        assert all(o.error is None for o in await engine.execute(taken))
+        for command in taken:
+            (outcome,) = await engine.execute([transfer(a, b, 1, reference=command.reference)])
+            assert _code(outcome) == "TXN_DUPLICATE_REFERENCE"
+        assert engine.batches_retried == 1
+        assert len(taken) < REFERENCE_LOOKUP_BATCHES
+
+    async def test_a_reference_twice_in_one_batch_is_409_once(
+        self, db: Database, make_balance: MakeBalance
+    ) -> None:
+        """Within a batch the second use is refused in Python, without a failed attempt."""
+        engine = LedgerEngine(db, writer="test")
+        a, b = await _funded(engine, make_balance, 1_000), await make_balance()
+        reference = f"ref-{uuid.uuid4()}"
+        first, second = await engine.execute(
+            [transfer(a, b, 100, reference=reference), transfer(a, b, 100, reference=reference)]
+        )
+        assert first.status_code == 201
+        assert _code(second) == "TXN_DUPLICATE_REFERENCE"
+        assert engine.batches_retried == 0
+        assert await _balance(db, b) == 100
+
+    async def test_a_second_refund_is_refused(
+        self, db: Database, make_balance: MakeBalance
+    ) -> None:
+        """A refund's reference (`<id>_refund`) taken by an earlier refund answers 409."""
+        engine = LedgerEngine(db, writer="test")
+        a, b = await _funded(engine, make_balance, 1_000), await make_balance()
+        (posted,) = await engine.execute([transfer(a, b, 250)])
+        assert posted.record is not None
+        original = posted.record.transaction_id
+        (refund,) = await engine.execute([RefundTransaction(original, f"txn_{uuid.uuid4()}")])
+        assert refund.error is None
+        fresh = LedgerEngine(db, writer="test-other")
+        (again,) = await fresh.execute([RefundTransaction(original, f"txn_{uuid.uuid4()}")])
+        assert _code(again) == "TXN_ALREADY_REFUNDED"
+        assert await _balance(db, b) == 0
+
+    async def test_an_idempotency_key_replays_its_first_answer(
+        self, db: Database, make_balance: MakeBalance
+    ) -> None:
+        """A replayed key answers its first 201 though its reference is taken; a new key with a
+        taken reference is refused 409."""
+        engine = LedgerEngine(db, writer="test")
+        a, b = await _funded(engine, make_balance, 1_000), await make_balance()
+        reference = f"ref-{uuid.uuid4()}"
+
+        def keyed(key: str) -> PostTransaction:
+            return transfer(
+                a, b, 100, reference=reference, idempotency=IdempotencyClaim(key, "a" * 64)
+            )
+
+        key = f"key-{uuid.uuid4()}"
+        (first,) = await LedgerEngine(db, writer="test-other").execute([keyed(key)])
+        assert first.status_code == 201
+        assert first.record is not None
+        replay, other_key = await engine.execute([keyed(key), keyed(f"key-{uuid.uuid4()}")])
+        assert replay.status_code == 201
+        assert replay.extra == {"idempotent_replay": True}
+        assert replay.body is not None
+        assert replay.body["transaction_id"] == first.record.transaction_id
+        assert _code(other_key) == "TXN_DUPLICATE_REFERENCE"
+        assert await _balance(db, b) == 100
