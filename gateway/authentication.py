@@ -25,7 +25,7 @@ from typing import Final
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.constants import BEARER_TOKEN_LENGTH_MAX
+from gateway.constants import BEARER_TOKEN_LENGTH_MAX, PRINCIPALS_MAX
 from gateway.edge import Decision, EdgeState, edge_state
 from gateway.errors import (
     AdminRoleRequiredError,
@@ -34,7 +34,7 @@ from gateway.errors import (
     TokenMissingError,
 )
 from gateway.policy import AdminAccessPolicy, AuthPolicy
-from gateway.principal import PRINCIPAL_STATE_KEY, Principal, Role, TokenVerifier
+from gateway.principal import PRINCIPAL_STATE_KEY, Principal, Role, TokenClaims, TokenVerifier
 from gateway.problems import ErrorStyle, send_error
 from kit.clock import Clock
 from kit.errors import AppError, UnauthorizedError
@@ -88,6 +88,7 @@ class AuthenticationMiddleware:
         self._amr_required = step_up.amr_required
         self._max_age_s = step_up.max_age_s
         self._realm = f'Bearer realm="{policy.realm}"'
+        self._principals: dict[int, tuple[TokenClaims, Principal]] = {}
         self._step_up_challenge = (
             f'{self._realm}, error="insufficient_user_authentication", '
             f'error_description="{_quoted(StepUpRequiredError.default_message)}", '
@@ -112,6 +113,19 @@ class AuthenticationMiddleware:
         scope.setdefault("state", {})[PRINCIPAL_STATE_KEY] = edge.principal
         await self.app(scope, receive, send)
 
+    def _principal(self, claims: TokenClaims) -> Principal:
+        """The principal of `claims`, built once per claims object (a verifier that remembers
+        a token answers its repeats with the same object)."""
+        seen = self._principals.get(id(claims))
+        if seen is not None and seen[0] is claims:
+            return seen[1]
+        principal = Principal.from_claims(claims)
+        if len(self._principals) >= PRINCIPALS_MAX:
+            del self._principals[next(iter(self._principals))]
+        # The entry holds `claims`, so its id cannot be reused while the entry lives.
+        self._principals[id(claims)] = (claims, principal)
+        return principal
+
     def _authenticate(self, edge: EdgeState) -> tuple[AppError, str | None] | None:
         """None when the request may proceed, else the error and its challenge."""
         try:
@@ -119,7 +133,7 @@ class AuthenticationMiddleware:
             if token is None:
                 edge.decision = Decision.DENY_TOKEN_MISSING
                 return TokenMissingError(), self._realm
-            principal = Principal.from_claims(self._verifier.verify(token))
+            principal = self._principal(self._verifier.verify(token))
         except UnauthorizedError as exc:
             edge.decision = Decision.DENY_TOKEN_INVALID
             description = _quoted(exc.public_message)

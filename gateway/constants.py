@@ -22,6 +22,8 @@ CORS_MAX_AGE_S_DEFAULT: Final = 3600
 STEP_UP_MAX_AGE_S_DEFAULT: Final = 300
 # A bearer token longer than this is refused before any parsing (ours are ~1 KiB).
 BEARER_TOKEN_LENGTH_MAX: Final = 8192
+# Principals kept built per replica, one per verified token the verifier remembers (its bound).
+PRINCIPALS_MAX: Final = 10_000
 
 # A rate-limit decision slower than this counts as "the limiter is unreachable".
 RATE_LIMIT_CHECK_TIMEOUT_S_DEFAULT: Final = 0.25

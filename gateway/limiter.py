@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol, runtime_checkable
 
 from gateway.constants import RATE_LIMIT_KEYS_MAX
 from kit.clock import Clock
 from kit.errors import check_invariant
 from kit.ratelimit import RateLimitDecision, RateLimitPolicy, Window
 from kit.ratelimit import SlidingLogLimiter as KitSlidingLogLimiter
+
+POLICY_CACHE_MAX: Final = 1_024  # (rule, windows) pairs kept built; rules x tiers in practice
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +94,24 @@ def _ceil_s(seconds: float) -> int:
     return max(1, math.ceil(seconds - 1e-9))
 
 
+_POLICIES: dict[tuple[str, tuple[WindowLimit, ...]], RateLimitPolicy] = {}
+
+
 def limit_policy(request: LimitRequest) -> RateLimitPolicy:
-    """The `kit.ratelimit` policy of a request: its rule's windows, in order."""
-    return RateLimitPolicy(
-        name=request.rule,
-        windows=tuple(Window(limit=w.limit, window_s=float(w.window_s)) for w in request.windows),
-    )
+    """The `kit.ratelimit` policy of a request: its rule's windows, in order (built once per
+    rule and tier: the edge asks for the same few on every request)."""
+    key = (request.rule, request.windows)
+    policy = _POLICIES.get(key)
+    if policy is None:
+        policy = RateLimitPolicy(
+            name=request.rule,
+            windows=tuple(
+                Window(limit=w.limit, window_s=float(w.window_s)) for w in request.windows
+            ),
+        )
+        if len(_POLICIES) < POLICY_CACHE_MAX:
+            _POLICIES[key] = policy
+    return policy
 
 
 def limit_decision(request: LimitRequest, decision: RateLimitDecision) -> LimitDecision:
@@ -119,9 +133,19 @@ def limit_decision(request: LimitRequest, decision: RateLimitDecision) -> LimitD
     )
 
 
+@runtime_checkable
+class LocalRateLimiter(RateLimiter, Protocol):
+    """A `RateLimiter` held in this process: it decides at once, without awaiting anything, so
+    the edge calls `decide` directly (no timeout to arm: it cannot hang)."""
+
+    def decide(self, request: LimitRequest) -> LimitDecision:
+        """Count `request` if every window admits it; say what remains either way."""
+        ...
+
+
 class SlidingLogLimiter:
     """The exact sliding-log limiter of `kit.ratelimit`, held in this process (tests, one
-    replica); the shard actors host the same algorithm for the cluster."""
+    replica); the shard actors host the same algorithm for the cluster. A `LocalRateLimiter`."""
 
     def __init__(self, clock: Clock, *, keys_max: int = RATE_LIMIT_KEYS_MAX) -> None:
         check_invariant(keys_max >= 1, "a limiter needs room for one key", keys_max=keys_max)

@@ -26,6 +26,7 @@ from gateway.policy import AuditPolicy
 from gateway.problems import ErrorStyle, send_error
 from gateway.routes import RouteTable
 from kit.errors import InvariantError
+from kit.telemetry import log_info_fast
 
 logger = logging.getLogger(__name__)
 
@@ -100,18 +101,12 @@ class ObserverMiddleware:
         series[0].inc()
         series[1].observe(elapsed_s)
         audit = self._audit
-        if audit is not None and audit.isEnabledFor(logging.INFO):
+        if audit is not None:
             principal = edge.principal
-            # makeRecord + handle is `info` without the caller lookup (a stack walk per line).
-            record = audit.makeRecord(
-                audit.name,
-                logging.INFO,
-                __file__,
-                0,
+            log_info_fast(
+                audit,
                 "request",
-                (),
-                None,
-                extra={
+                {
                     "service": self._service,
                     "user_id": None if principal is None else str(principal.user_id),
                     "ip": edge.client_ip,
@@ -122,4 +117,3 @@ class ObserverMiddleware:
                     "decision": edge.decision.value,
                 },
             )
-            audit.handle(record)

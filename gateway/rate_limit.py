@@ -33,7 +33,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.edge import UNKNOWN_ADDRESS, Decision, EdgeState, edge_state
 from gateway.errors import QuotaExceededError, RateLimiterUnavailableError
-from gateway.limiter import LimitDecision, LimitRequest, RateLimiter, WindowLimit
+from gateway.limiter import (
+    LimitDecision,
+    LimitRequest,
+    LocalRateLimiter,
+    RateLimiter,
+    WindowLimit,
+)
 from gateway.metrics import GatewayMetrics
 from gateway.policy import LimitKey, RateLimitPolicy, RateLimitRule, Tier
 from gateway.problems import ErrorStyle, send_error
@@ -70,24 +76,39 @@ def exposed_headers(policy: RateLimitPolicy) -> tuple[str, ...]:
     return (*per_window, *fixed, "RateLimit")
 
 
-def rate_limit_headers(decision: LimitDecision) -> list[tuple[bytes, bytes]]:
-    """Every rate-limit response header for `decision`."""
-    headers: list[tuple[bytes, bytes]] = []
-    for w in decision.windows:
-        suffix = w.name.encode("latin-1")
-        headers.append((b"x-ratelimit-limit-" + suffix, b"%d" % w.limit))
-        headers.append((b"x-ratelimit-remaining-" + suffix, b"%d" % w.remaining))
-    tightest = min(decision.windows, key=lambda w: (w.remaining, -w.window_s))
-    policy = ", ".join(f'"{w.name}";q={w.limit};w={w.window_s}' for w in decision.windows)
-    state = ", ".join(f'"{w.name}";r={w.remaining};t={w.reset_s}' for w in decision.windows)
-    headers += [
-        (b"ratelimit-limit", b"%d" % tightest.limit),
-        (b"ratelimit-remaining", b"%d" % tightest.remaining),
-        (b"ratelimit-reset", b"%d" % tightest.reset_s),
-        (b"ratelimit-policy", policy.encode("latin-1")),
-        (b"ratelimit", state.encode("latin-1")),
-    ]
-    return headers
+class _HeaderTemplate:
+    """What the rate-limit headers of one set of windows always say (names, limits, the policy
+    field), rendered once; `render` adds what a decision says."""
+
+    __slots__ = ("limits", "policy", "remaining_names")
+
+    def __init__(self, windows: tuple[WindowLimit, ...]) -> None:
+        self.limits = [
+            (b"x-ratelimit-limit-" + w.name.encode("latin-1"), b"%d" % w.limit) for w in windows
+        ]
+        self.remaining_names = [
+            b"x-ratelimit-remaining-" + w.name.encode("latin-1") for w in windows
+        ]
+        policy = ", ".join(f'"{w.name}";q={w.limit};w={w.window_s}' for w in windows)
+        self.policy = (b"ratelimit-policy", policy.encode("latin-1"))
+
+    def render(self, decision: LimitDecision) -> list[tuple[bytes, bytes]]:
+        headers: list[tuple[bytes, bytes]] = []
+        tightest = decision.windows[0]
+        for limit, name, w in zip(self.limits, self.remaining_names, decision.windows, strict=True):
+            headers.append(limit)
+            headers.append((name, b"%d" % w.remaining))
+            if (w.remaining, -w.window_s) < (tightest.remaining, -tightest.window_s):
+                tightest = w
+        state = ", ".join(f'"{w.name}";r={w.remaining};t={w.reset_s}' for w in decision.windows)
+        headers += [
+            (b"ratelimit-limit", b"%d" % tightest.limit),
+            (b"ratelimit-remaining", b"%d" % tightest.remaining),
+            (b"ratelimit-reset", b"%d" % tightest.reset_s),
+            self.policy,
+            (b"ratelimit", state.encode("latin-1")),
+        ]
+        return headers
 
 
 class RateLimitMiddleware:
@@ -112,6 +133,12 @@ class RateLimitMiddleware:
         self._windows = {
             rule.name: {tier: tier_windows(rule, tier) for tier in Tier} for rule in policy.rules
         }
+        self._templates = {
+            windows: _HeaderTemplate(windows)
+            for by_tier in self._windows.values()
+            for windows in by_tier.values()
+        }
+        self._local = limiter if isinstance(limiter, LocalRateLimiter) else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -124,20 +151,24 @@ class RateLimitMiddleware:
             return
         principal = edge.principal
         tier = Tier.BASIC if principal is None else principal.tier
-        tier_label = ANONYMOUS_TIER if principal is None else principal.tier.value
         if principal is not None and rule.key is LimitKey.USER:
             subject = f"user:{principal.user_id}"
         else:
             subject = f"ip:{edge.client_ip or UNKNOWN_ADDRESS}"
-        request = LimitRequest(rule.name, subject, self._windows[rule.name][tier])
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                decision = await self._limiter.check(request)
-        except (DependencyError, TimeoutError) as exc:
-            await self._unavailable(scope, receive, send, edge=edge, rule=rule, exc=exc)
-            return
-        headers = rate_limit_headers(decision)
+        windows = self._windows[rule.name][tier]
+        request = LimitRequest(rule.name, subject, windows)
+        if self._local is not None:  # decides at once: nothing to time out
+            decision = self._local.decide(request)
+        else:
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    decision = await self._limiter.check(request)
+            except (DependencyError, TimeoutError) as exc:
+                await self._unavailable(scope, receive, send, edge=edge, rule=rule, exc=exc)
+                return
+        headers = self._templates[windows].render(decision)
         if not decision.is_allowed:
+            tier_label = ANONYMOUS_TIER if principal is None else principal.tier.value
             await self._refuse(
                 scope, receive, send, edge=edge, decision=decision, headers=headers, tier=tier_label
             )

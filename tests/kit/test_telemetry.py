@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Final
 
 import pytest
 
 from kit.errors import InvariantError
 from kit.metrics import counter, gauge, histogram, render_latest
-from kit.telemetry import REDACTED, JsonFormatter, bind_request_id, redact, reset_request_id
+from kit.telemetry import (
+    REDACTED,
+    JsonFormatter,
+    bind_request_id,
+    log_info_fast,
+    redact,
+    reset_request_id,
+    timestamp_text,
+)
 
 
 def _format(message: str, **extra: object) -> dict[str, object]:
@@ -49,6 +62,83 @@ class TestJsonLogs:
         clean = redact({"ctx": {"api_key": "k"}, "blob": "x" * 5000})
         assert clean["ctx"] == {"api_key": REDACTED}
         assert len(clean["blob"]) < 2100
+
+
+@pytest.fixture
+def json_logger() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A fresh logger under its own root-like parent, configured as `configure_logging` does:
+    one plain StreamHandler with the JSON formatter (into a buffer)."""
+    parent = logging.getLogger(f"fast-{uuid.uuid4().hex}")
+    parent.propagate = False
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    parent.addHandler(handler)
+    parent.setLevel(logging.INFO)
+    yield parent.getChild("audit"), stream
+    parent.removeHandler(handler)
+
+
+FAST_FIELDS: Final = {"service": "api", "status": 200, "latency_ms": 0.25, "api_key": "k-123"}
+
+
+class TestFastInfoLines:
+    def test_fast_line_is_the_formatters_line(
+        self, json_logger: tuple[logging.Logger, io.StringIO]
+    ) -> None:
+        """Written straight to the stream, the line says what `logger.info` would have: same
+        keys, values, request id and masking, one line."""
+        logger, stream = json_logger
+        token = bind_request_id("req-fast-0001")
+        try:
+            log_info_fast(logger, "request", dict(FAST_FIELDS))
+            logger.info("request", extra=dict(FAST_FIELDS))
+        finally:
+            reset_request_id(token)
+        fast, slow = (json.loads(line) for line in stream.getvalue().splitlines())
+        assert fast.pop("ts")[:16] == slow.pop("ts")[:16]
+        assert fast == slow
+        assert fast["api_key"] == REDACTED
+        assert (fast["request_id"], fast["logger"]) == ("req-fast-0001", logger.name)
+
+    def test_other_configurations_get_the_record(
+        self, json_logger: tuple[logging.Logger, io.StringIO]
+    ) -> None:
+        """With a filter or a second handler on the way the line goes through the logging
+        machinery, so every handler sees it and the filter decides."""
+        logger, stream = json_logger
+        seen: list[logging.LogRecord] = []
+
+        class Collect(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                seen.append(record)
+
+        extra = Collect()
+        logger.addHandler(extra)
+        log_info_fast(logger, "request", dict(FAST_FIELDS))
+        assert len(seen) == 1
+        assert seen[0].status == 200  # type: ignore[attr-defined]
+        assert json.loads(stream.getvalue())["status"] == 200
+        logger.removeHandler(extra)
+        logger.addFilter(lambda record: False)
+        log_info_fast(logger, "request", dict(FAST_FIELDS))
+        assert len(stream.getvalue().splitlines()) == 1  # the filter dropped the second line
+
+    def test_disabled_level_writes_nothing(
+        self, json_logger: tuple[logging.Logger, io.StringIO]
+    ) -> None:
+        logger, stream = json_logger
+        logger.setLevel(logging.WARNING)
+        log_info_fast(logger, "request", dict(FAST_FIELDS))
+        assert stream.getvalue() == ""
+
+    @pytest.mark.parametrize("created", [0.0, 1_700_000_000.0, 1_700_000_000.9994, 1_799_999_999.5])
+    def test_timestamp_matches_isoformat(self, created: float) -> None:
+        expected = datetime.fromtimestamp(int(created), UTC).isoformat(timespec="seconds")
+        text = timestamp_text(created)
+        assert text.startswith(expected.removesuffix("+00:00"))
+        assert text.endswith("+00:00")
+        assert int(text[20:23]) == int((created - int(created)) * 1000)
 
 
 class TestMetrics:
