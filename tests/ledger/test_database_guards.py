@@ -236,6 +236,34 @@ class TestBatchProof:
 
         assert isinstance(await _refused(conn, attempt), asyncpg.CheckViolationError)
 
+    async def test_one_sided_batch_is_refused(self, conn: asyncpg.Connection) -> None:
+        """Debiting the source without crediting the destination (money vanishing) is caught."""
+        a, b = await _balance(conn), await _balance(conn)
+
+        async def attempt(c: asyncpg.Connection) -> None:
+            batch_id = await _batch(c)
+            await _transaction(c, batch_id, a, b, 10)
+            await _changes(c, batch_id, [(a, 0, 10)])
+
+        error = await _refused(conn, attempt)
+        assert isinstance(error, asyncpg.CheckViolationError)
+        assert "changed other than its transactions imply" in str(error)
+
+    async def test_changes_that_net_to_zero_must_still_match_transactions(
+        self, conn: asyncpg.Connection
+    ) -> None:
+        """Zero-sum changes that credit a balance no transaction names are caught."""
+        a, b, c_ = await _balance(conn), await _balance(conn), await _balance(conn)
+
+        async def attempt(c: asyncpg.Connection) -> None:
+            batch_id = await _batch(c)
+            await _transaction(c, batch_id, a, b, 10)
+            await _changes(c, batch_id, [(a, 0, 10), (b, 5, 0), (c_, 5, 0)])
+
+        error = await _refused(conn, attempt)
+        assert isinstance(error, asyncpg.CheckViolationError)
+        assert "changed other than its transactions imply" in str(error)
+
     async def test_cross_currency_transaction_is_refused(self, conn: asyncpg.Connection) -> None:
         """A USD transaction cannot touch a EUR balance."""
         usd, eur = await _balance(conn, "USD"), await _balance(conn, "EUR")
