@@ -132,6 +132,9 @@ class LedgerEngine:
         self._queued_items = 0
         self._flusher: asyncio.Task[None] | None = None
         self._reference_lookups_left = 0
+        self._queue_depth = QUEUE_DEPTH.labels(writer)
+        self._batch_size = BATCH_SIZE.labels(writer)
+        self._batch_seconds = BATCH_SECONDS.labels(writer)
         self.batches_committed = 0
         self.commands_committed = 0
         self.batches_retried = 0
@@ -151,9 +154,11 @@ class LedgerEngine:
         pending = [_Pending(command, loop.create_future()) for command in commands]
         self._queue.extend(pending)
         self._queued_items += weight
-        QUEUE_DEPTH.labels(self.writer).set(len(self._queue))
+        self._queue_depth.set(len(self._queue))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_forever())
+        if len(pending) == 1:  # the common call (one request); skips gather's bookkeeping
+            return [await pending[0].future]
         return list(await asyncio.gather(*(p.future for p in pending)))
 
     async def _flush_forever(self) -> None:
@@ -167,7 +172,7 @@ class LedgerEngine:
                 items += _weight(entry.command)
                 batch.append(entry)
             self._queued_items -= items
-            QUEUE_DEPTH.labels(self.writer).set(len(self._queue))
+            self._queue_depth.set(len(self._queue))
             outcomes = await self._run_isolating([p.command for p in batch], depth=0)
             for entry, outcome in zip(batch, outcomes, strict=True):
                 if not entry.future.done():
@@ -226,8 +231,8 @@ class LedgerEngine:
             await self._write(conn, book, item_count=sum(_weight(c) for c in commands))
         if self._reference_lookups_left > 0:
             self._reference_lookups_left -= 1
-        BATCH_SIZE.labels(self.writer).observe(len(commands))
-        BATCH_SECONDS.labels(self.writer).observe(self.clock.monotonic() - started)
+        self._batch_size.observe(len(commands))
+        self._batch_seconds.observe(self.clock.monotonic() - started)
         self.batches_committed += 1
         self.commands_committed += len(commands)
         return outcomes

@@ -208,27 +208,24 @@ async def find_indicator_balances(
 async def lock_balances(
     conn: asyncpg.Connection, ids: Iterable[str], *, lock: bool = True
 ) -> dict[str, tuple[str, Figures]]:
-    """(currency, figures) of each balance, locked in id order so batches never deadlock."""
+    """(currency, figures) of each balance, locked in id order so batches never deadlock.
+
+    The amounts travel as decimal text: a batch reads four per balance, and `int()` of text is
+    several times cheaper than decoding a NUMERIC into a `Decimal` and converting that. (`trunc`
+    drops a zero fraction a row written by hand may carry, `1.0`; the CHECKs allow no other.)"""
     wanted = sorted(set(ids))
     if not wanted:
         return {}
     rows = await conn.fetch(
-        "SELECT balance_id, currency, credit_balance, debit_balance, inflight_credit_balance,"  # noqa: S608 - constant
-        " inflight_debit_balance FROM ledger.balances WHERE balance_id = ANY($1::text[])"
+        "SELECT balance_id, currency, trunc(credit_balance)::text, trunc(debit_balance)::text,"  # noqa: S608 - constant
+        " trunc(inflight_credit_balance)::text, trunc(inflight_debit_balance)::text"
+        " FROM ledger.balances WHERE balance_id = ANY($1::text[])"
         " ORDER BY balance_id" + (" FOR UPDATE" if lock else ""),
         wanted,
     )
     return {
-        row["balance_id"]: (
-            row["currency"],
-            Figures(
-                int(row["credit_balance"]),
-                int(row["debit_balance"]),
-                int(row["inflight_credit_balance"]),
-                int(row["inflight_debit_balance"]),
-            ),
-        )
-        for row in rows
+        balance_id: (currency, Figures(int(credit), int(debit), int(held_in), int(held_out)))
+        for balance_id, currency, credit, debit, held_in, held_out in rows
     }
 
 
