@@ -9,21 +9,16 @@ authentication (`gateway.authentication`); the address check comes first and cos
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from gateway.edge import Decision, edge_state, parse_address
+from gateway.edge import Decision, EdgeState, parse_address
 from gateway.errors import AddressNotAllowedError
 from gateway.policy import AdminAccessPolicy
-from gateway.problems import ErrorStyle, send_error
 
 
-class AdminAddressMiddleware:
+class AdminAddressCheck:
     """403 for admin routes called from outside the allow-list."""
 
-    def __init__(self, app: ASGIApp, *, policy: AdminAccessPolicy, style: ErrorStyle) -> None:
-        self.app = app
+    def __init__(self, policy: AdminAccessPolicy) -> None:
         self._policy = policy
-        self._style = style
 
     def is_allowed(self, client_ip: str | None) -> bool:
         """True when `client_ip` may call admin routes."""
@@ -34,13 +29,9 @@ class AdminAddressMiddleware:
             return False
         return any(address in network for network in self._policy.allow)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        edge = edge_state(scope)
+    def refusal(self, edge: EdgeState) -> AddressNotAllowedError | None:
+        """The error to answer `edge`'s request with, or None when it may pass."""
         if edge.route.is_admin and not self.is_allowed(edge.client_ip):
             edge.decision = Decision.DENY_ADDRESS
-            await send_error(scope, receive, send, AddressNotAllowedError(), style=self._style)
-            return
-        await self.app(scope, receive, send)
+            return AddressNotAllowedError()
+        return None

@@ -2,24 +2,15 @@
 
 `create_app` builds a FastAPI app with the edge policy stack, the health routes and `/metrics`,
 then includes the domain routers it is given. Policy therefore is identical on every ingress
-and costs no extra hop: the stack runs inside the replica, as pure ASGI middlewares (no
-`BaseHTTPMiddleware`, no per-request task or body copy). From the outside in:
+and costs no extra hop: the stack runs inside the replica, as one pure ASGI layer
+(`gateway.stack.EdgeMiddleware`: no `BaseHTTPMiddleware`, no per-request task or body copy)
+that runs the policies in order: request id, observer (route, client address, metrics, audit
+line), body limit, bot detection, admin address, CORS, authentication, rate limit; then
+FastAPI's exception handlers (one renderer) and the routers.
 
-```
-RequestIdMiddleware          reuse a valid X-Request-ID or mint one; bound for every log line
-SecurityHeadersMiddleware    the seed's headers, no-store, an API CSP: on every answer
-ObserverMiddleware           route template, client address, metrics, audit line, last-resort 500
-BodyLimitMiddleware          413 (Content-Length before reading; counted while streaming)
-BotDetectionMiddleware       403 for denied user agents
-AdminAddressMiddleware       403 outside the admin allow-list
-CorsMiddleware               preflights answered here; Vary: Origin; allowed origins decorated
-AuthenticationMiddleware     slot: bearer JWT, admin role, RFC 9470 step-up (needs a verifier)
-RateLimitMiddleware          slot: per-route, per-tier windows, 429 + headers (needs a limiter)
-FastAPI                      exception handlers (one renderer), the routers
-```
-
-The two slots stay empty (and a warning says so) until the composition root passes a
-`TokenVerifier` and a `RateLimiter`; nothing else changes when it does.
+Authentication and rate limiting are slots: they stay empty (and a warning says so) until the
+composition root passes a `TokenVerifier` and a `RateLimiter`; nothing else changes when it
+does.
 """
 
 from __future__ import annotations
@@ -33,24 +24,24 @@ import orjson
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import Response
 
-from gateway.admin_access import AdminAddressMiddleware
-from gateway.authentication import AuthenticationMiddleware
-from gateway.body_limit import BodyLimitMiddleware
-from gateway.bots import BotDetectionMiddleware
-from gateway.cors import CorsMiddleware
+from gateway.admin_access import AdminAddressCheck
+from gateway.authentication import Authentication
+from gateway.bots import BotDetection
+from gateway.cors import Cors
 from gateway.edge import ClientAddressResolver
 from gateway.health import DependencyCheck, readiness, system_checks
 from gateway.limiter import RateLimiter
 from gateway.metrics import gateway_metrics
-from gateway.observer import ObserverMiddleware
+from gateway.observer import Observer
 from gateway.openapi import document_edge
 from gateway.policy import GatewayPolicy
 from gateway.principal import TokenVerifier
 from gateway.problems import ErrorStyle, install_error_handlers
-from gateway.rate_limit import RateLimitMiddleware, exposed_headers
-from gateway.request_id import RequestIdMiddleware
+from gateway.rate_limit import RateLimits, exposed_headers
+from gateway.request_id import RequestIds
 from gateway.routes import RouteTable
-from gateway.security_headers import SecurityHeadersMiddleware
+from gateway.security_headers import SecurityHeaders
+from gateway.stack import EdgeMiddleware
 from kit.clock import Clock, SystemClock
 from kit.metrics import render_latest
 
@@ -114,46 +105,41 @@ def create_app(
     table = RouteTable(app, policy)
     app.edge_table, app.edge_policy, app.edge_style = table, policy, error_style
     metrics = gateway_metrics(policy.metrics.latency_buckets_s)
-    # Starlette puts the last added middleware outermost, so the stack is added inside out.
-    if limiter is not None:
-        app.add_middleware(
-            RateLimitMiddleware,
-            limiter=limiter,
-            policy=policy.rate_limits,
-            metrics=metrics,
-            service=service,
-            style=error_style,
-        )
-    else:
-        logger.warning("the rate-limit slot is empty: no route is rate limited")
+    authentication: Authentication | None = None
     if verifier is not None:
-        app.add_middleware(
-            AuthenticationMiddleware,
+        authentication = Authentication(
             verifier=verifier,
             policy=policy.auth,
             admin=policy.admin,
-            style=error_style,
             clock=clock or SystemClock(),
         )
     else:
         logger.warning("the authentication slot is empty: protected routes take no token")
+    rate_limits: RateLimits | None = None
+    if limiter is not None:
+        rate_limits = RateLimits(
+            limiter=limiter, policy=policy.rate_limits, metrics=metrics, service=service
+        )
+    else:
+        logger.warning("the rate-limit slot is empty: no route is rate limited")
     app.add_middleware(
-        CorsMiddleware, policy=policy.cors, exposed_headers=exposed_headers(policy.rate_limits)
-    )
-    app.add_middleware(AdminAddressMiddleware, policy=policy.admin, style=error_style)
-    app.add_middleware(BotDetectionMiddleware, policy=policy.bots, style=error_style)
-    app.add_middleware(BodyLimitMiddleware, style=error_style)
-    app.add_middleware(
-        ObserverMiddleware,
-        table=table,
-        resolver=ClientAddressResolver(policy.client_address),
-        metrics=metrics,
-        service=service,
+        EdgeMiddleware,
+        request_ids=RequestIds(echo=echo_request_id),
+        security_headers=SecurityHeaders(policy.security_headers),
+        observer=Observer(
+            table=table,
+            resolver=ClientAddressResolver(policy.client_address),
+            metrics=metrics,
+            service=service,
+            audit=policy.audit,
+        ),
+        bots=BotDetection(policy.bots),
+        admin_address=AdminAddressCheck(policy.admin),
+        cors=Cors(policy.cors, exposed_headers=exposed_headers(policy.rate_limits)),
+        authentication=authentication,
+        rate_limits=rate_limits,
         style=error_style,
-        audit=policy.audit,
     )
-    app.add_middleware(SecurityHeadersMiddleware, policy=policy.security_headers)
-    app.add_middleware(RequestIdMiddleware, echo=echo_request_id)
     return app
 
 

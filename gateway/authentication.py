@@ -23,10 +23,10 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from gateway.constants import BEARER_TOKEN_LENGTH_MAX, PRINCIPALS_MAX
-from gateway.edge import Decision, EdgeState, edge_state
+from gateway.edge import Decision, EdgeState
 from gateway.errors import (
     AdminRoleRequiredError,
     InvalidTokenError,
@@ -35,7 +35,6 @@ from gateway.errors import (
 )
 from gateway.policy import AdminAccessPolicy, AuthPolicy
 from gateway.principal import PRINCIPAL_STATE_KEY, Principal, Role, TokenClaims, TokenVerifier
-from gateway.problems import ErrorStyle, send_error
 from kit.clock import Clock
 from kit.errors import AppError, UnauthorizedError
 
@@ -66,22 +65,18 @@ def _quoted(text: str) -> str:
     return _UNSAFE_IN_QUOTES.sub("", text)
 
 
-class AuthenticationMiddleware:
+class Authentication:
     """401/403 for protected routes without an acceptable token; the principal otherwise."""
 
     def __init__(
         self,
-        app: ASGIApp,
         *,
         verifier: TokenVerifier,
         policy: AuthPolicy,
         admin: AdminAccessPolicy,
-        style: ErrorStyle,
         clock: Clock,
     ) -> None:
-        self.app = app
         self._verifier = verifier
-        self._style = style
         self._clock = clock
         self._required_role = None if admin.required_role is None else Role(admin.required_role)
         step_up = policy.step_up
@@ -95,23 +90,16 @@ class AuthenticationMiddleware:
             f'acr_values="{" ".join(step_up.acr_values)}", max_age={step_up.max_age_s}'
         )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        edge = edge_state(scope)
+    def refusal(self, scope: Scope, edge: EdgeState) -> tuple[AppError, str | None] | None:
+        """None when the request may proceed (the principal, if any, is then in the request
+        state and the edge state); else the error and its `WWW-Authenticate` challenge."""
         route = edge.route
         if not route.is_matched or route.is_public:
-            await self.app(scope, receive, send)
-            return
+            return None
         refusal = self._authenticate(edge)
-        if refusal is not None:
-            error, challenge = refusal
-            headers = None if challenge is None else {"WWW-Authenticate": challenge}
-            await send_error(scope, receive, send, error, style=self._style, headers=headers)
-            return
-        scope.setdefault("state", {})[PRINCIPAL_STATE_KEY] = edge.principal
-        await self.app(scope, receive, send)
+        if refusal is None:
+            scope.setdefault("state", {})[PRINCIPAL_STATE_KEY] = edge.principal
+        return refusal
 
     def _principal(self, claims: TokenClaims) -> Principal:
         """The principal of `claims`, built once per claims object (a verifier that remembers

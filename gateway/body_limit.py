@@ -16,10 +16,9 @@ as the next request.
 from __future__ import annotations
 
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive
 
-from gateway.edge import Decision, EdgeState, edge_state
-from gateway.problems import ErrorStyle, send_error
+from gateway.edge import Decision, EdgeState
 from kit.errors import PayloadTooLargeError
 
 
@@ -41,42 +40,33 @@ def _too_large(bytes_max: int) -> PayloadTooLargeError:
     )
 
 
-class BodyLimitMiddleware:
+class BodyLimit:
     """413 for bodies over the route's limit."""
 
-    def __init__(self, app: ASGIApp, *, style: ErrorStyle) -> None:
-        self.app = app
-        self._style = style
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        edge = edge_state(scope)
+    def refusal(self, edge: EdgeState) -> tuple[PayloadTooLargeError, dict[str, str] | None] | None:
+        """The error (and its extra headers) for a declared length over the limit, or None."""
+        if edge.content_length is None:
+            return None
+        try:
+            declared = int(edge.content_length)
+        except ValueError:
+            declared = 0  # the HTTP server has already refused a malformed length
         bytes_max = edge.route.body_bytes_max
-        if edge.content_length is not None:
-            try:
-                declared = int(edge.content_length)
-            except ValueError:
-                declared = 0  # the HTTP server has already refused a malformed length
-            if declared > bytes_max:
-                edge.decision = Decision.DENY_BODY_SIZE
-                headers = {"Connection": "close"} if edge.has_expect_continue else None
-                error = _too_large(bytes_max)
-                await send_error(scope, receive, send, error, style=self._style, headers=headers)
-                return
-            await self.app(scope, receive, send)
-            return
-        if not edge.has_transfer_encoding:  # HTTP/1.1 framing: no length, no coding, no body
-            await self.app(scope, receive, send)
-            return
-        await self._stream_counted(scope, receive, send, edge, bytes_max)
+        if declared <= bytes_max:
+            return None
+        edge.decision = Decision.DENY_BODY_SIZE
+        headers = {"Connection": "close"} if edge.has_expect_continue else None
+        return _too_large(bytes_max), headers
 
-    async def _stream_counted(
-        self, scope: Scope, receive: Receive, send: Send, edge: EdgeState, bytes_max: int
-    ) -> None:
+    @staticmethod
+    def counted(receive: Receive, edge: EdgeState) -> Receive:
+        """`receive` as the handler should see it: counted when the body has no declared length
+        (the read that crosses the limit raises `BodyTooLargeError`), else unchanged (HTTP/1.1
+        framing: with neither a length nor a transfer coding there is no body)."""
+        if edge.content_length is not None or not edge.has_transfer_encoding:
+            return receive
+        bytes_max = edge.route.body_bytes_max
         received = 0
-        has_started = False
 
         async def receive_counted() -> Message:
             nonlocal received
@@ -88,14 +78,4 @@ class BodyLimitMiddleware:
                     raise BodyTooLargeError(bytes_max)
             return message
 
-        async def send_tracked(message: Message) -> None:
-            nonlocal has_started
-            has_started = has_started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive_counted, send_tracked)
-        except BodyTooLargeError as exc:
-            if has_started:
-                raise
-            await send_error(scope, receive, send, exc.app_error, style=self._style)
+        return receive_counted

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import re
 
-from starlette.types import ASGIApp, Receive, Scope, Send
-
 from gateway.constants import USER_AGENT_CACHE_SIZE_MAX, USER_AGENT_LENGTH_MAX
-from gateway.edge import Decision, edge_state
+from gateway.edge import Decision, EdgeState
 from gateway.errors import AmbiguousUserAgentError, BotDeniedError
 from gateway.policy import BotPolicy
-from gateway.problems import ErrorStyle, send_error
+from kit.errors import AppError
 
 
 def _combined(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
@@ -26,12 +24,10 @@ def _combined(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{pattern})" for pattern in patterns), re.IGNORECASE)
 
 
-class BotDetectionMiddleware:
+class BotDetection:
     """403 for denied user agents."""
 
-    def __init__(self, app: ASGIApp, *, policy: BotPolicy, style: ErrorStyle) -> None:
-        self.app = app
-        self._style = style
+    def __init__(self, policy: BotPolicy) -> None:
         self._allow = _combined(policy.allow)
         self._deny = _combined(policy.deny)
         self._allow_missing = policy.allow_missing
@@ -51,22 +47,16 @@ class BotDetectionMiddleware:
             self._verdicts[user_agent] = verdict
         return verdict
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        edge = edge_state(scope)
+    def refusal(self, edge: EdgeState) -> AppError | None:
+        """The error to answer `edge`'s request with, or None when it may pass."""
         if edge.route.is_bot_exempt:
-            await self.app(scope, receive, send)
-            return
+            return None
         user_agents = edge.user_agents
         if len(user_agents) > 1:
             edge.decision = Decision.DENY_USER_AGENT
-            await send_error(scope, receive, send, AmbiguousUserAgentError(), style=self._style)
-            return
+            return AmbiguousUserAgentError()
         is_denied = self.is_denied(user_agents[0]) if user_agents else not self._allow_missing
         if is_denied:
             edge.decision = Decision.DENY_USER_AGENT
-            await send_error(scope, receive, send, BotDeniedError(), style=self._style)
-            return
-        await self.app(scope, receive, send)
+            return BotDeniedError()
+        return None

@@ -1,7 +1,7 @@
 """CORS for the configured origins (the seed's two by default), with credentials.
 
-A preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) is answered here and
-never reaches authentication or the routes. For an allowed origin: 200 with the origin echoed,
+A preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) is answered by the
+edge and never reaches authentication or the routes. For an allowed origin: 200 with the origin echoed,
 credentials allowed, the configured methods and headers, `Access-Control-Max-Age` and
 `Vary: Origin`. For any other origin we give Kong's answer, 200 without
 `Access-Control-Allow-Origin`, so the browser refuses the real request; unlike Kong we also send
@@ -16,9 +16,7 @@ they also get the echoed origin, `Access-Control-Allow-Credentials` and the expo
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from gateway.edge import Decision, edge_state
+from gateway.edge import Decision, EdgeState
 from gateway.policy import CorsPolicy
 
 _VARY = b"vary"
@@ -34,13 +32,10 @@ def _merge_vary(headers: list[tuple[bytes, bytes]]) -> None:
     headers.append((_VARY, _ORIGIN))
 
 
-class CorsMiddleware:
+class Cors:
     """Answers preflights and decorates responses for allowed origins."""
 
-    def __init__(
-        self, app: ASGIApp, *, policy: CorsPolicy, exposed_headers: tuple[str, ...] = ()
-    ) -> None:
-        self.app = app
+    def __init__(self, policy: CorsPolicy, *, exposed_headers: tuple[str, ...] = ()) -> None:
         self._origins = frozenset(policy.origins)
         exposed = ", ".join(dict.fromkeys((*policy.expose_headers, *exposed_headers)))
         self._actual: list[tuple[bytes, bytes]] = []
@@ -56,35 +51,26 @@ class CorsMiddleware:
         if exposed:
             self._actual.append((b"access-control-expose-headers", exposed.encode("latin-1")))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        edge = edge_state(scope)
+    def allowed_origin(self, edge: EdgeState) -> bytes | None:
+        """The request's origin when it is allowed, ready to echo; else None."""
         origin = edge.origin
-        allowed = (
-            origin.encode("latin-1") if origin is not None and origin in self._origins else None
-        )
-        if edge.is_preflight:
-            headers = [(_VARY, _ORIGIN), (b"content-length", b"0")]
-            if allowed is not None:
-                headers.append((b"access-control-allow-origin", allowed))
-                headers.extend(self._preflight)
-                edge.decision = Decision.CORS_PREFLIGHT
-            else:
-                edge.decision = Decision.CORS_PREFLIGHT_DENIED
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": b""})
-            return
+        return origin.encode("latin-1") if origin is not None and origin in self._origins else None
 
-        async def send_with_cors(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                _merge_vary(headers)
-                if allowed is not None:
-                    headers.append((b"access-control-allow-origin", allowed))
-                    headers.extend(self._actual)
-                message = {**message, "headers": headers}
-            await send(message)
+    def preflight(self, edge: EdgeState) -> list[tuple[bytes, bytes]]:
+        """The headers of the (empty, 200) answer to a preflight."""
+        headers = [(_VARY, _ORIGIN), (b"content-length", b"0")]
+        allowed = self.allowed_origin(edge)
+        if allowed is not None:
+            headers.append((b"access-control-allow-origin", allowed))
+            headers.extend(self._preflight)
+            edge.decision = Decision.CORS_PREFLIGHT
+        else:
+            edge.decision = Decision.CORS_PREFLIGHT_DENIED
+        return headers
 
-        await self.app(scope, receive, send_with_cors)
+    def decorate(self, headers: list[tuple[bytes, bytes]], allowed: bytes | None) -> None:
+        """`Vary: Origin` on an actual response, and for an allowed origin the CORS headers."""
+        _merge_vary(headers)
+        if allowed is not None:
+            headers.append((b"access-control-allow-origin", allowed))
+            headers.extend(self._actual)

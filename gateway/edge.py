@@ -1,9 +1,8 @@
 """The per-request state the edge middlewares share, read from the request in one pass.
 
-The outermost policy layer (`gateway.observer`) resolves the route, the client address and the
-few headers the policies look at, once, into an `EdgeState` stored in the ASGI scope; each
-middleware reads it and records its decision there, and the observer turns it into metrics and
-the audit line when the response is done.
+The edge (`gateway.stack`) resolves the route, the client address and the few headers the
+policies look at, once, into an `EdgeState`; each policy reads it and records its decision
+there, and the observer turns it into metrics and the audit line when the response is done.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from gateway.policy import ClientAddressPolicy
 from gateway.principal import Principal
 from gateway.routes import RouteInfo
 
-EDGE_SCOPE_KEY: Final = "dwaybank.edge"
 UNKNOWN_ADDRESS: Final = "unknown"  # a hop we could not parse: never allowed, one shared bucket
 
 (
@@ -79,6 +77,7 @@ class EdgeState:
     is_preflight: bool = False
     principal: Principal | None = None
     decision: Decision = Decision.ALLOW
+    limit_headers: list[tuple[bytes, bytes]] | None = None  # the rate-limit headers to send
 
 
 class ClientAddressResolver:
@@ -166,9 +165,3 @@ def read_edge_state(scope: Scope, route: RouteInfo, resolver: ClientAddressResol
         has_expect_continue=has_expect_continue,
         is_preflight=scope["method"] == "OPTIONS" and origin is not None and has_request_method,
     )
-
-
-def edge_state(scope: Scope) -> EdgeState:
-    """The request's `EdgeState` (the observer middleware put it there)."""
-    state: EdgeState = scope[EDGE_SCOPE_KEY]
-    return state

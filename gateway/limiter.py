@@ -22,7 +22,7 @@ from typing import Final, Protocol, runtime_checkable
 
 from gateway.constants import RATE_LIMIT_KEYS_MAX
 from kit.clock import Clock
-from kit.errors import check_invariant
+from kit.errors import check_invariant, fail_invariant
 from kit.ratelimit import RateLimitDecision, RateLimitPolicy, Window
 from kit.ratelimit import SlidingLogLimiter as KitSlidingLogLimiter
 
@@ -116,21 +116,23 @@ def limit_policy(request: LimitRequest) -> RateLimitPolicy:
 
 def limit_decision(request: LimitRequest, decision: RateLimitDecision) -> LimitDecision:
     """A `kit.ratelimit` decision in the edge's terms (window names, whole seconds)."""
+    is_allowed = decision.is_allowed
+    cost = request.cost
     states = tuple(
-        WindowState(
-            name=window.name,
-            window_s=window.window_s,
-            limit=window.limit,
-            remaining=state.remaining,
-            reset_s=_ceil_s(state.reset_s) if state.reset_s > 0 else 0,
-            is_exceeded=not decision.is_allowed and state.remaining < request.cost,
-        )
-        for window, state in zip(request.windows, decision.windows, strict=True)
+        [
+            WindowState(
+                name=window.name,
+                window_s=window.window_s,
+                limit=window.limit,
+                remaining=state.remaining,
+                reset_s=_ceil_s(state.reset_s) if state.reset_s > 0 else 0,
+                is_exceeded=not is_allowed and state.remaining < cost,
+            )
+            for window, state in zip(request.windows, decision.windows, strict=True)
+        ]
     )
-    retry_after_s = 0 if decision.is_allowed else _ceil_s(decision.retry_after_s)
-    return LimitDecision(
-        is_allowed=decision.is_allowed, windows=states, retry_after_s=retry_after_s
-    )
+    retry_after_s = 0 if is_allowed else _ceil_s(decision.retry_after_s)
+    return LimitDecision(is_allowed=is_allowed, windows=states, retry_after_s=retry_after_s)
 
 
 @runtime_checkable
@@ -161,6 +163,7 @@ class SlidingLogLimiter:
 
     def decide(self, request: LimitRequest) -> LimitDecision:
         """The decision for `request` at the clock's current time."""
-        check_invariant(request.cost >= 1 and bool(request.windows), "an empty limit request")
+        if request.cost < 1 or not request.windows:
+            fail_invariant("an empty limit request")
         decision = self._limiter.hit(request.key, limit_policy(request), cost=request.cost)
         return limit_decision(request, decision)

@@ -29,9 +29,7 @@ import logging
 import math
 from typing import Final
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from gateway.edge import UNKNOWN_ADDRESS, Decision, EdgeState, edge_state
+from gateway.edge import UNKNOWN_ADDRESS, Decision, EdgeState
 from gateway.errors import QuotaExceededError, RateLimiterUnavailableError
 from gateway.limiter import (
     LimitDecision,
@@ -42,8 +40,7 @@ from gateway.limiter import (
 )
 from gateway.metrics import GatewayMetrics
 from gateway.policy import LimitKey, RateLimitPolicy, RateLimitRule, Tier
-from gateway.problems import ErrorStyle, send_error
-from kit.errors import DependencyError
+from kit.errors import AppError, DependencyError
 
 logger = logging.getLogger(__name__)
 
@@ -111,25 +108,24 @@ class _HeaderTemplate:
         return headers
 
 
-class RateLimitMiddleware:
+Refusal = tuple[AppError, dict[str, str] | None]  # the error and its extra headers
+
+
+class RateLimits:
     """429 when a window is exhausted; the rate-limit headers on every limited route."""
 
     def __init__(
         self,
-        app: ASGIApp,
         *,
         limiter: RateLimiter,
         policy: RateLimitPolicy,
         metrics: GatewayMetrics,
         service: str,
-        style: ErrorStyle,
     ) -> None:
-        self.app = app
         self._limiter = limiter
         self._timeout_s = policy.check_timeout_s
         self._metrics = metrics
         self._service = service
-        self._style = style
         self._windows = {
             rule.name: {tier: tier_windows(rule, tier) for tier in Tier} for rule in policy.rules
         }
@@ -140,59 +136,53 @@ class RateLimitMiddleware:
         }
         self._local = limiter if isinstance(limiter, LocalRateLimiter) else None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        edge = edge_state(scope)
-        rule = edge.route.rate_rule
-        if rule is None or edge.is_preflight:
-            await self.app(scope, receive, send)
-            return
+    @property
+    def is_local(self) -> bool:
+        """True when the limiter decides in this process: call `check_now`, not `check`."""
+        return self._local is not None
+
+    def _request(self, edge: EdgeState, rule: RateLimitRule) -> LimitRequest:
         principal = edge.principal
         tier = Tier.BASIC if principal is None else principal.tier
         if principal is not None and rule.key is LimitKey.USER:
             subject = f"user:{principal.user_id}"
         else:
             subject = f"ip:{edge.client_ip or UNKNOWN_ADDRESS}"
-        windows = self._windows[rule.name][tier]
-        request = LimitRequest(rule.name, subject, windows)
-        if self._local is not None:  # decides at once: nothing to time out
-            decision = self._local.decide(request)
-        else:
-            try:
-                async with asyncio.timeout(self._timeout_s):
-                    decision = await self._limiter.check(request)
-            except (DependencyError, TimeoutError) as exc:
-                await self._unavailable(scope, receive, send, edge=edge, rule=rule, exc=exc)
-                return
-        headers = self._templates[windows].render(decision)
-        if not decision.is_allowed:
-            tier_label = ANONYMOUS_TIER if principal is None else principal.tier.value
-            await self._refuse(
-                scope, receive, send, edge=edge, decision=decision, headers=headers, tier=tier_label
-            )
-            return
+        return LimitRequest(rule.name, subject, self._windows[rule.name][tier])
 
-        async def send_with_limits(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), *headers]}
-            await send(message)
+    def check_now(self, edge: EdgeState) -> Refusal | None:
+        """`check` with the in-process limiter: decided at once, nothing to time out."""
+        rule = edge.route.rate_rule
+        if rule is None or self._local is None:
+            return None
+        request = self._request(edge, rule)
+        return self._apply(edge, request, self._local.decide(request))
 
-        await self.app(scope, receive, send_with_limits)
+    async def check(self, edge: EdgeState) -> Refusal | None:
+        """None when the request may proceed (with its headers in `edge.limit_headers`), else
+        the refusal: 429 when a window is exhausted, 503 when the limiter cannot decide in time
+        on a money-moving route (elsewhere the request then proceeds without headers)."""
+        rule = edge.route.rate_rule
+        if rule is None:
+            return None
+        request = self._request(edge, rule)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                decision = await self._limiter.check(request)
+        except (DependencyError, TimeoutError) as exc:
+            return self._unavailable(edge, rule, exc)
+        return self._apply(edge, request, decision)
 
-    async def _refuse(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        *,
-        edge: EdgeState,
-        decision: LimitDecision,
-        headers: list[tuple[bytes, bytes]],
-        tier: str,
-    ) -> None:
+    def _apply(
+        self, edge: EdgeState, request: LimitRequest, decision: LimitDecision
+    ) -> Refusal | None:
+        headers = self._templates[request.windows].render(decision)
+        if decision.is_allowed:
+            edge.limit_headers = headers
+            return None
         edge.decision = Decision.DENY_RATE_LIMIT
+        principal = edge.principal
+        tier = ANONYMOUS_TIER if principal is None else principal.tier.value
         violated = [w for w in decision.windows if w.is_exceeded]
         for window in violated:
             self._metrics.rate_limit_exceeded.labels(
@@ -206,18 +196,9 @@ class RateLimitMiddleware:
             violated_policies=[w.name for w in violated],
         )
         text_headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers}
-        await send_error(scope, receive, send, error, style=self._style, headers=text_headers)
+        return error, text_headers
 
-    async def _unavailable(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        *,
-        edge: EdgeState,
-        rule: RateLimitRule,
-        exc: Exception,
-    ) -> None:
+    def _unavailable(self, edge: EdgeState, rule: RateLimitRule, exc: Exception) -> Refusal | None:
         is_closed = edge.route.is_money_moving
         outcome = "fail_closed" if is_closed else "fail_open"
         self._metrics.rate_limit_unavailable.labels(
@@ -229,8 +210,6 @@ class RateLimitMiddleware:
         )
         if is_closed:
             edge.decision = Decision.DENY_LIMITER_UNAVAILABLE
-            error = RateLimiterUnavailableError()
-            await send_error(scope, receive, send, error, style=self._style)
-            return
+            return RateLimiterUnavailableError(), None
         edge.decision = Decision.ALLOW_LIMITER_UNAVAILABLE
-        await self.app(scope, receive, send)
+        return None

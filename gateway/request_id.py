@@ -1,8 +1,8 @@
 """Request ids: reuse a well-formed incoming `X-Request-ID`, else mint one; bind it for logs.
 
-A pure ASGI middleware (no per-request task or body copy). Under Ray Serve the proxy has already
-put an id on the request and will echo it on the response, so `echo` is off there; elsewhere
-(plain uvicorn, tests) this middleware echoes the id itself.
+The first stage of the edge (`gateway.stack`). Under Ray Serve the proxy has already put an id
+on the request and will echo it on the response, so `echo` is off there; elsewhere (plain
+uvicorn, tests) the edge echoes the id itself.
 
 Minting costs about a microsecond: 16 random bytes written in the UUID version 4 layout
 (`uuid.uuid4()` builds and validates an object first and costs five times as much, on every
@@ -15,9 +15,7 @@ import os
 import re
 from typing import Final
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from kit.telemetry import bind_request_id, reset_request_id
+from starlette.types import Scope
 
 HEADER: Final = "x-request-id"
 _HEADER_BYTES: Final = HEADER.encode("latin-1")
@@ -38,34 +36,33 @@ def accept_request_id(value: str | None) -> str:
     return mint_request_id()
 
 
-class RequestIdMiddleware:
-    """Binds the request id for the duration of the request."""
+class RequestIds:
+    """Reads or mints the request id and puts it on the response."""
 
-    def __init__(self, app: ASGIApp, *, echo: bool = True) -> None:
-        self.app = app
+    def __init__(self, *, echo: bool = True) -> None:
         self.echo = echo
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def accept(self, scope: Scope) -> tuple[str, bytes]:
+        """The request's id (text and header bytes); the request's headers and state carry it
+        from here on, so handlers reading the header see the id the logs carry."""
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         incoming = next((v for n, v in headers if n == _HEADER_BYTES), None)
         request_id = accept_request_id(None if incoming is None else incoming.decode("latin-1"))
         encoded = request_id.encode("latin-1")
-        if incoming != encoded:  # handlers reading the header see the id the logs carry
+        if incoming is None:
+            scope["headers"] = [*headers, (_HEADER_BYTES, encoded)]
+        elif incoming != encoded:
             scope["headers"] = [(n, v) for n, v in headers if n != _HEADER_BYTES]
             scope["headers"].append((_HEADER_BYTES, encoded))
         scope.setdefault("state", {})["request_id"] = request_id
-        token = bind_request_id(request_id)
+        return request_id, encoded
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                kept = [(n, v) for n, v in message.get("headers", ()) if n != _HEADER_BYTES]
-                message = {**message, "headers": [*kept, (_HEADER_BYTES, encoded)]}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id if self.echo else send)
-        finally:
-            reset_request_id(token)
+    def decorate(self, headers: list[tuple[bytes, bytes]], encoded: bytes) -> None:
+        """Put the id on a response's headers (replacing one the handler set)."""
+        if not self.echo:
+            return
+        for index, (name, _) in enumerate(headers):
+            if name == _HEADER_BYTES:
+                del headers[index]
+                break
+        headers.append((_HEADER_BYTES, encoded))

@@ -9,19 +9,15 @@ handler choose its own caching.
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from gateway.edge import EDGE_SCOPE_KEY
 from gateway.policy import SecurityHeadersPolicy
 
 _CSP = b"content-security-policy"
 
 
-class SecurityHeadersMiddleware:
-    """Adds the configured headers to each response start."""
+class SecurityHeaders:
+    """Adds the configured headers to each response."""
 
-    def __init__(self, app: ASGIApp, *, policy: SecurityHeadersPolicy) -> None:
-        self.app = app
+    def __init__(self, policy: SecurityHeadersPolicy) -> None:
         self._headers = [
             (name.lower().encode("latin-1"), value.encode("latin-1"))
             for name, value in policy.headers.items()
@@ -30,22 +26,14 @@ class SecurityHeadersMiddleware:
         self._docs_headers = [(n, docs_csp if n == _CSP else v) for n, v in self._headers]
         if _CSP not in {name for name, _ in self._headers}:
             self._docs_headers.append((_CSP, docs_csp))
+        self._names = frozenset(name for name, _ in self._docs_headers)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+    def decorate(self, headers: list[tuple[bytes, bytes]], *, is_docs: bool) -> None:
+        """Add every configured header the response does not set itself."""
+        wanted = self._docs_headers if is_docs else self._headers
+        names = self._names
+        present = {name for name, _ in headers if name in names}  # ASGI names are lowercase
+        if not present:  # the usual case: the handler set none of them
+            headers.extend(wanted)
             return
-
-        async def send_secured(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                edge = scope.get(EDGE_SCOPE_KEY)
-                wanted = self._docs_headers if edge is not None and edge.route.is_docs else None
-                headers = list(message.get("headers", ()))
-                present = {name for name, _ in headers}  # ASGI header names are lowercase
-                headers.extend(
-                    (name, value) for name, value in wanted or self._headers if name not in present
-                )
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_secured)
+        headers.extend((name, value) for name, value in wanted if name not in present)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from kit.clock import Clock
@@ -57,22 +57,18 @@ class RateLimitPolicy:
 
     name: str
     windows: tuple[Window, ...]
+    # Derived once (every decision reads them): the most entries a key's log needs (the
+    # largest limit), and the longest window (older entries never matter).
+    log_size_max: int = field(init=False, compare=False, repr=False)
+    horizon_s: float = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.windows) <= WINDOWS_MAX:
             raise ValueError(f"a policy has between 1 and {WINDOWS_MAX} windows")
         if not self.name or len(self.name) > POLICY_NAME_LENGTH_MAX or '"' in self.name:
             raise ValueError("a policy name is 1-64 characters without quotes")
-
-    @property
-    def log_size_max(self) -> int:
-        """The most entries a key's log needs: the largest limit."""
-        return max(window.limit for window in self.windows)
-
-    @property
-    def horizon_s(self) -> float:
-        """The longest window; older entries never matter."""
-        return max(window.window_s for window in self.windows)
+        object.__setattr__(self, "log_size_max", max(w.limit for w in self.windows))
+        object.__setattr__(self, "horizon_s", max(w.window_s for w in self.windows))
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,28 +193,29 @@ class SlidingLogLimiter:
         if not 1 <= cost <= min(COST_MAX, policy.log_size_max):
             raise ValueError("cost must be at least 1 and within the policy's largest limit")
         now = self._clock.monotonic()
+        size_max, horizon_s = policy.log_size_max, policy.horizon_s
         log = self._logs.get(key)
-        if log is None or log.size_max != policy.log_size_max:
-            fresh = _Log(policy.log_size_max, policy.horizon_s)  # new key, or it changed policy
+        if log is None or log.size_max != size_max:
+            fresh = _Log(size_max, horizon_s)  # new key, or it changed policy
             if log is not None:
                 fresh.times = log.times[log.head :]
             log = fresh
-        log.horizon_s = policy.horizon_s
-        log.expire(now - policy.horizon_s)
-        blocking = [_wait_s(log, w, now, cost) for w in policy.windows]
-        is_allowed = all(wait == 0.0 for wait in blocking)
+        log.horizon_s = horizon_s
+        log.expire(now - horizon_s)
+        retry_after_s = 0.0
+        for window in policy.windows:
+            wait = _wait_s(log, window, now, cost)
+            retry_after_s = max(retry_after_s, wait)
+        is_allowed = retry_after_s == 0.0
         if is_allowed and is_recorded:
             log.add(now, cost)
-        states = tuple(_state(log, w, now) for w in policy.windows)
+        states = tuple([_state(log, w, now) for w in policy.windows])
         if log:
             self._remember(key, log)
         else:
             self._logs.pop(key, None)
         return RateLimitDecision(
-            policy=policy.name,
-            is_allowed=is_allowed,
-            windows=states,
-            retry_after_s=0.0 if is_allowed else max(blocking),
+            policy=policy.name, is_allowed=is_allowed, windows=states, retry_after_s=retry_after_s
         )
 
     def _remember(self, key: str, log: _Log) -> None:
