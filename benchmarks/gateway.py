@@ -157,7 +157,8 @@ def _build(variant: str, public_pem: bytes) -> FastAPI:
 def _log_like_production() -> None:
     from kit.telemetry import configure_logging  # noqa: PLC0415 - child process only
 
-    sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the audit lines' sink, for good
+    # The audit lines' sink, for good: the log handler writes to the process's real stderr.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stderr__.fileno() if sys.__stderr__ else 2)
     configure_logging("INFO", is_json=True)
     logging.getLogger("gateway.app").setLevel(logging.ERROR)
 

@@ -75,7 +75,7 @@ class Observer:
                 "request",
                 {
                     "service": self._service,
-                    "user_id": None if principal is None else str(principal.user_id),
+                    "user_id": None if principal is None else principal.user_text,
                     "ip": edge.client_ip,
                     "method": scope["method"][:METHOD_LENGTH_MAX],
                     "route": template,

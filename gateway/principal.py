@@ -10,7 +10,7 @@ one (a public route, or a replica whose authentication slot is empty).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Final, Protocol
@@ -109,6 +109,12 @@ class Principal:
     amr: tuple[str, ...]
     acr: str | None
     auth_time: datetime
+    # `user_id` as text, made once per token: every request's audit line and rate-limit key
+    # would otherwise format the UUID again.
+    user_text: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "user_text", str(self.user_id))
 
     @classmethod
     def from_claims(cls, claims: TokenClaims) -> Principal:

@@ -145,7 +145,7 @@ class RateLimits:
         principal = edge.principal
         tier = Tier.BASIC if principal is None else principal.tier
         if principal is not None and rule.key is LimitKey.USER:
-            subject = f"user:{principal.user_id}"
+            subject = f"user:{principal.user_text}"
         else:
             subject = f"ip:{edge.client_ip or UNKNOWN_ADDRESS}"
         return LimitRequest(rule.name, subject, self._windows[rule.name][tier])
