@@ -48,12 +48,22 @@ class Coalescer(Generic[Item, Result]):
         *,
         batch_size_max: int = BATCH_SIZE_MAX_DEFAULT,
         queue_size_max: int = QUEUE_SIZE_MAX_DEFAULT,
+        weight: Callable[[Item], int] | None = None,
+        batch_weight_max: int | None = None,
     ) -> None:
+        """`weight` and `batch_weight_max`, when given, bound a call by the summed weight of its
+        items too (a call always takes at least one item, whatever its weight)."""
         if batch_size_max < 1 or queue_size_max < batch_size_max:
             raise ValueError("need 1 <= batch_size_max <= queue_size_max")
+        if (weight is None) != (batch_weight_max is None) or (
+            batch_weight_max is not None and batch_weight_max < 1
+        ):
+            raise ValueError("weight and a positive batch_weight_max go together")
         self._send = send
         self._batch_size_max = batch_size_max
         self._queue_size_max = queue_size_max
+        self._weight = weight
+        self._batch_weight_max = batch_weight_max or 0
         self._waiting: deque[tuple[Item, asyncio.Future[Result]]] = deque()
         self._drainer: asyncio.Task[None] | None = None
         self.calls = 0
@@ -76,12 +86,22 @@ class Coalescer(Generic[Item, Result]):
             self._drainer = asyncio.create_task(self._drain())
         return await future
 
+    def _next_batch(self) -> list[tuple[Item, asyncio.Future[Result]]]:
+        waiting, weight = self._waiting, self._weight
+        if weight is None:
+            return [waiting.popleft() for _ in range(min(len(waiting), self._batch_size_max))]
+        batch = [waiting.popleft()]
+        total = weight(batch[0][0])
+        while waiting and len(batch) < self._batch_size_max:
+            total += weight(waiting[0][0])
+            if total > self._batch_weight_max:
+                break
+            batch.append(waiting.popleft())
+        return batch
+
     async def _drain(self) -> None:
         while self._waiting:
-            batch = [
-                self._waiting.popleft()
-                for _ in range(min(len(self._waiting), self._batch_size_max))
-            ]
+            batch = self._next_batch()
             self.calls += 1
             self.items += len(batch)
             try:

@@ -32,7 +32,7 @@ from actors.routing import NAMESPACE, actor_name, shard_for
 from kit.db import Database
 from kit.metrics import gauge
 from kit.settings import Settings
-from ledger.engine import LedgerEngine
+from ledger.engine import LedgerEngine, command_weight
 from ledger.errors import LedgerUnavailableError
 from ledger.models import (
     Command,
@@ -56,6 +56,10 @@ SHARD_NUM_CPUS: Final = 0.25  # scheduling weight; the engine mostly waits on Po
 # batch_items_max). With one call in flight the engine's batches are never larger than a call;
 # at 256 a shard posted ~5.3k transfers/s in benchmarks/ledger.py, at 512 ~6.3k.
 CALL_ITEMS_MAX: Final = 512
+# Postings per actor call (a bulk counts its items): a call of 512 large bulks would overflow
+# the engine's queue (QUEUE_ITEMS_MAX_DEFAULT, 50,000) and be refused whole. One bulk of the
+# largest size (`ledger.schemas.BULK_TRANSACTIONS_MAX`) still fits.
+CALL_POSTINGS_MAX: Final = 10_000
 CALL_QUEUE_MAX: Final = 20_000  # commands waiting per shard in one ingress before 503
 HANDLE_LOOKUP_TIMEOUT_S: Final = 10.0
 COALESCER_DEPTH = gauge(
@@ -164,7 +168,11 @@ class ShardedLedger:
         self._handles = list(handles)
         self._coalescers = [
             Coalescer(
-                self._sender(index), batch_size_max=CALL_ITEMS_MAX, queue_size_max=CALL_QUEUE_MAX
+                self._sender(index),
+                batch_size_max=CALL_ITEMS_MAX,
+                queue_size_max=CALL_QUEUE_MAX,
+                weight=command_weight,
+                batch_weight_max=CALL_POSTINGS_MAX,
             )
             for index in range(len(handles))
         ]

@@ -83,7 +83,8 @@ class Authentication:
         self._amr_required = step_up.amr_required
         self._max_age_s = step_up.max_age_s
         self._realm = f'Bearer realm="{policy.realm}"'
-        self._principals: dict[int, tuple[TokenClaims, Principal]] = {}
+        # Authorization header value -> (token, claims, principal) of a verified token.
+        self._seen: dict[str, tuple[str, TokenClaims, Principal]] = {}
         self._step_up_challenge = (
             f'{self._realm}, error="insufficient_user_authentication", '
             f'error_description="{_quoted(StepUpRequiredError.default_message)}", '
@@ -101,27 +102,35 @@ class Authentication:
             scope.setdefault("state", {})[PRINCIPAL_STATE_KEY] = edge.principal
         return refusal
 
-    def _principal(self, claims: TokenClaims) -> Principal:
-        """The principal of `claims`, built once per claims object (a verifier that remembers
-        a token answers its repeats with the same object)."""
-        seen = self._principals.get(id(claims))
-        if seen is not None and seen[0] is claims:
-            return seen[1]
-        principal = Principal.from_claims(claims)
-        if len(self._principals) >= PRINCIPALS_MAX:
-            del self._principals[next(iter(self._principals))]
-        # The entry holds `claims`, so its id cannot be reused while the entry lives.
-        self._principals[id(claims)] = (claims, principal)
+    def _verified(self, values: list[str]) -> Principal | None:
+        """The principal of the bearer token in `values` (None when there is none), verified on
+        every request; what does not change between requests with the same header (the
+        token's parse and its principal) is kept per header value, for verified tokens only."""
+        seen = self._seen.get(values[0]) if len(values) == 1 else None
+        if seen is not None:
+            token, claims, principal = seen
+            verified = self._verifier.verify(token)  # times, and the key still published
+            if verified is claims:
+                return principal
+        else:
+            parsed = bearer_token(values)
+            if parsed is None:
+                return None
+            token = parsed
+            verified = self._verifier.verify(token)
+        principal = Principal.from_claims(verified)
+        if len(self._seen) >= PRINCIPALS_MAX:
+            del self._seen[next(iter(self._seen))]
+        self._seen[values[0]] = (token, verified, principal)
         return principal
 
     def _authenticate(self, edge: EdgeState) -> tuple[AppError, str | None] | None:
         """None when the request may proceed, else the error and its challenge."""
         try:
-            token = bearer_token(edge.authorizations)
-            if token is None:
+            principal = self._verified(edge.authorizations) if edge.authorizations else None
+            if principal is None:
                 edge.decision = Decision.DENY_TOKEN_MISSING
                 return TokenMissingError(), self._realm
-            principal = self._principal(self._verifier.verify(token))
         except UnauthorizedError as exc:
             edge.decision = Decision.DENY_TOKEN_INVALID
             description = _quoted(exc.public_message)

@@ -82,7 +82,8 @@ QUEUE_DEPTH = gauge(
 )
 
 
-def _weight(command: Command) -> int:
+def command_weight(command: Command) -> int:
+    """The postings a command counts for in batch and queue bounds (a bulk counts its items)."""
     return len(command.items) if isinstance(command, PostBulk) else 1
 
 
@@ -146,7 +147,7 @@ class LedgerEngine:
 
     async def execute(self, commands: Sequence[Command]) -> list[Outcome]:
         """Run the commands (in order, in one or more batches) and return their outcomes."""
-        weight = sum(_weight(c) for c in commands)
+        weight = sum(command_weight(c) for c in commands)
         if self._queued_items + weight > self.queue_items_max:
             error = LedgerUnavailableError("the ledger is saturated; retry shortly")
             return [Outcome(error.status, error=error) for _ in commands]
@@ -166,10 +167,10 @@ class LedgerEngine:
             batch: list[_Pending] = []
             items = 0
             while self._queue and (
-                not batch or items + _weight(self._queue[0].command) <= self.batch_items_max
+                not batch or items + command_weight(self._queue[0].command) <= self.batch_items_max
             ):
                 entry = self._queue.popleft()
-                items += _weight(entry.command)
+                items += command_weight(entry.command)
                 batch.append(entry)
             self._queued_items -= items
             self._queue_depth.set(len(self._queue))
@@ -228,7 +229,7 @@ class LedgerEngine:
                 look_up_references=look_up_references,
             )
             outcomes = [apply(book, command) for command in commands]
-            await self._write(conn, book, item_count=sum(_weight(c) for c in commands))
+            await self._write(conn, book, item_count=sum(command_weight(c) for c in commands))
         if self._reference_lookups_left > 0:
             self._reference_lookups_left -= 1
         self._batch_size.observe(len(commands))

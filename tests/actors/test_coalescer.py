@@ -51,6 +51,27 @@ class TestCoalescing:
         assert max(len(b) for b in destination.batches) == 64
         assert coalescer.items == 199
 
+    async def test_calls_are_bounded_by_weight(self) -> None:
+        """With a weight, a call stops before its items' summed weight passes the bound; an item
+        heavier than the bound alone still goes, alone; order is kept."""
+        destination = Destination()
+        coalescer: Coalescer[int, int] = Coalescer(
+            destination.send, batch_size_max=64, weight=lambda item: item, batch_weight_max=100
+        )
+        items = [1, 60, 30, 20, 150, 5, 5, 90, 10]
+        results = await asyncio.gather(*(coalescer.submit(i) for i in items))
+        assert results == [i * 2 for i in items]
+        assert [i for batch in destination.batches for i in batch] == items
+        assert all(sum(b) <= 100 or len(b) == 1 for b in destination.batches)
+        assert [150] in destination.batches
+        assert len(destination.batches) >= 4
+
+    def test_weight_needs_its_bound(self) -> None:
+        with pytest.raises(ValueError, match="weight"):
+            Coalescer(Destination().send, weight=lambda item: item)
+        with pytest.raises(ValueError, match="weight"):
+            Coalescer(Destination().send, weight=lambda item: item, batch_weight_max=0)
+
     async def test_an_item_error_fails_only_that_item(self) -> None:
         """A per-item exception is raised to that caller alone."""
         coalescer: Coalescer[int, int] = Coalescer(Destination().send)

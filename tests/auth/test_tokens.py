@@ -24,6 +24,7 @@ import jwt
 import pytest
 from authlib.oidc.discovery import OpenIDProviderMetadata  # type: ignore[import-untyped]  # authlib ships no type information
 from cryptography.hazmat.primitives import serialization
+from fastapi import APIRouter
 from jwt.utils import base64url_encode
 
 from auth.assembly import key_timings, refresh_keys
@@ -31,6 +32,8 @@ from auth.constants import TOKEN_LEEWAY_S
 from auth.dependencies import AuthDependencies
 from auth.keys import KeyRotationTooSoonError, rotate_keys
 from auth.tokens import AccessClaims, InvalidTokenError, TokenSubject
+from gateway.app import create_app
+from gateway.principal import CurrentPrincipal
 from kit.clock import FrozenClock
 from tests.auth.conftest import registered
 
@@ -278,6 +281,71 @@ class TestVerifiedTokenMemory:
         assert len(deps.verifier._verified) == 3
         assert tokens[0] not in deps.verifier._verified  # the oldest went first
         assert tokens[4] in deps.verifier._verified
+
+
+class TestEdgeWithRememberedTokens:
+    """The edge keeps a verified token's principal per Authorization header, but every request
+    still asks the verifier, so what can change (expiry, a withdrawn key) is never skipped."""
+
+    @staticmethod
+    def _app(deps: AuthDependencies, clock: FrozenClock) -> httpx.AsyncClient:
+        router = APIRouter()
+
+        @router.get("/api/v1/me")
+        async def me(principal: CurrentPrincipal) -> dict[str, str]:
+            return {"user_id": principal.user_text}
+
+        app = create_app(
+            title="edge",
+            version="1",
+            routers=[router],
+            checks=list,
+            verifier=deps.verifier,
+            clock=clock,
+        )
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://edge.test",
+            headers={"User-Agent": "edge-test/1.0"},
+        )
+
+    async def test_repeats_answer_their_own_user_until_the_token_expires(
+        self, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        first, second = (_claims(deps) for _ in range(2))
+        tokens = [_forge(deps, claims) for claims in (first, second)]
+        async with self._app(deps, clock) as client:
+            for _ in range(3):
+                for claims, token in zip((first, second), tokens, strict=True):
+                    response = await client.get(
+                        "/api/v1/me", headers={"Authorization": f"Bearer {token}"}
+                    )
+                    assert response.status_code == 200
+                    assert response.json() == {"user_id": claims["sub"]}
+            clock.advance(900 + TOKEN_LEEWAY_S)
+            response = await client.get(
+                "/api/v1/me", headers={"Authorization": f"Bearer {tokens[0]}"}
+            )
+        assert response.status_code == 401
+        assert 'error="invalid_token"' in response.headers["www-authenticate"]
+
+    async def test_a_withdrawn_key_refuses_a_token_the_edge_has_seen(
+        self, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        header = {"Authorization": f"Bearer {_forge(deps, _claims(deps))}"}
+        async with self._app(deps, clock) as client:
+            assert (await client.get("/api/v1/me", headers=header)).status_code == 200
+            kept = [
+                k
+                for k in await deps.verifier._source.verification_keys()
+                if k.kid != deps.signer.kid
+            ]
+            deps.verifier.install(kept)
+            try:
+                response = await client.get("/api/v1/me", headers=header)
+            finally:
+                await refresh_keys(deps)
+        assert response.status_code == 401
 
 
 class TestRotation:
