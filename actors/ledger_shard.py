@@ -95,7 +95,8 @@ class LedgerShardImpl:
                             "db_pool_max_size": self.config.pool_max_size,
                         }
                     )
-                    db = await Database.open(settings, self.config.database_url)
+                    # The engine and its batch hooks work in transactions only.
+                    db = await Database.open(settings, self.config.database_url, keeps_session=True)
                     self._engine = LedgerEngine(
                         db,
                         writer=actor_name(SHARD_KIND, self.index),

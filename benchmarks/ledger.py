@@ -97,7 +97,9 @@ async def _prepare(dsn: str) -> tuple[Database, list[str]]:
         await migrate(conn)
     finally:
         await conn.close()
-    db = await Database.open(Settings().model_copy(update={"db_pool_max_size": 4}), dsn)
+    db = await Database.open(  # as a shard opens its engine's pool
+        Settings().model_copy(update={"db_pool_max_size": 4}), dsn, keeps_session=True
+    )
     ids = [f"bln_{uuid.uuid4()}" for _ in range(BALANCES)]
     async with db.transaction() as conn:
         await conn.execute(

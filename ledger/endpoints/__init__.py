@@ -39,10 +39,10 @@ def build_routers(deps: LedgerDeps) -> list[APIRouter]:
     if deps.master_key is not None and deps.master_key.get_secret_value():
         verifier = KeyVerifier(deps.db, master_key=deps.master_key, clock=deps.clock)
     guarded = APIRouter(dependencies=[Depends(secure_mode_guard(verifier))] if verifier else [])
-    for router in (
-        ledgers_router(api_deps),
-        balances_router(api_deps),
+    for router in (  # hottest first: a request is matched against the routes in order
         transactions_router(api_deps),
+        balances_router(api_deps),
+        ledgers_router(api_deps),
         identities_router(api_deps),
         api_keys_router(api_deps, verifier),
         hooks_router(api_deps, hooks),
