@@ -1,7 +1,7 @@
 """Structured JSON logging with request ids.
 
 One JSON object per line: time, level, logger, message, the current request id, and any
-`extra=` fields. Fields whose names say they hold a secret (password, token, code, secret,
+`extra=` fields (not the private attributes a framework adds to every record). Fields whose names say they hold a secret (password, token, code, secret,
 authorization, cookie, key) are replaced by `[REDACTED]` before anything is written, so a
 careless `extra={"password": ...}` cannot leak. The request id lives in a context variable that
 the edge sets per request; every line logged while serving it carries it.
@@ -113,7 +113,11 @@ class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        extras = {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS}
+        extras = {
+            k: v
+            for k, v in vars(record).items()
+            if k not in _STANDARD_ATTRS and not k.startswith("_")  # a framework's, not a field
+        }
         failure: dict[str, Any] | None = None
         if record.exc_info:
             failure = {

@@ -9,6 +9,7 @@ stops everything it started: no Ray process, no HAProxy, no embedded server, no 
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -29,11 +30,23 @@ START_DEADLINE_S = 300
 STOP_DEADLINE_S = 120
 
 
+# Ports handed to `dwaybank up` come from a band no one else here draws from: the kernel's
+# ephemeral range (32768-60999, what binding port 0 returns, and what Ray's many processes
+# take for their own sockets while the runtime starts), Ray's worker ports (10002-19999) and
+# Serve's direct-ingress ports (30000-31000, 40000-41000) all lie outside it. A port taken from
+# the ephemeral range could be taken again by Ray before HAProxy binds it.
+PORT_BAND = range(21_000, 29_000)
+PORT_PICKS_MAX = 200
+_picked: set[int] = set()
+
+
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    for _ in range(PORT_PICKS_MAX):
+        port = random.choice(PORT_BAND)
+        if port not in _picked and _port_is_free(port):
+            _picked.add(port)
+            return port
+    raise RuntimeError(f"no free port in {PORT_BAND}")
 
 
 def _port_is_free(port: int) -> bool:

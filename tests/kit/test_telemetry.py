@@ -46,6 +46,13 @@ class TestJsonLogs:
         assert line["user_id"] == "u1"
         assert line["level"] == "INFO"
 
+    def test_private_attributes_are_not_fields(self) -> None:
+        """Attributes a framework puts on every record (Ray's `_ray_timestamp_ns`) are not
+        fields of the line."""
+        line = _format("hello", _ray_timestamp_ns=1, user_id="u1")
+        assert "_ray_timestamp_ns" not in line
+        assert line["user_id"] == "u1"
+
     def test_secrets_are_masked(self) -> None:
         """Fields named like secrets never reach the log."""
         line = _format(
