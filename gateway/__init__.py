@@ -1,7 +1,7 @@
 """The HTTP edge that every ingress application mounts.
 
-`gateway.app.create_app` wraps the domain routers in the edge policy stack, as pure ASGI
-middlewares in the issue's order: request id, request size limit, bot detection, the admin IP
+`gateway.app.create_app` wraps the domain routers in the edge policy stack, one pure ASGI
+layer (`gateway.stack`) running the policies in the issue's order: request id, request size limit, bot detection, the admin IP
 allow-list, CORS, an authentication slot (bearer JWT, admin role, RFC 9470 step-up) and a
 rate-limit slot (per route, per tier, exact sliding windows), with security headers, one error
 renderer (RFC 9457 problem+json on our APIs, Blnk's body on /ledger), Prometheus metrics and a

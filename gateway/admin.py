@@ -1,7 +1,7 @@
 """The admin surface under `/api/v1/admin`: accounts, locks, sessions, rate-limit state.
 
 The edge stack already restricts the prefix to the allowed addresses and to tokens whose role
-is admin (`AdminAddressMiddleware`); the routes here add the operations. The rate-limit view
+is admin (`gateway.admin_access`, `gateway.authentication`); the routes here add the operations. The rate-limit view
 asks the same limiter the edge uses, counting nothing, for every rule keyed by user, with the
 user's own tier.
 """

@@ -1,4 +1,4 @@
-"""The per-request state the edge middlewares share, read from the request in one pass.
+"""The per-request state the edge policies share, read from the request in one pass.
 
 The edge (`gateway.stack`) resolves the route, the client address and the few headers the
 policies look at, once, into an `EdgeState`; each policy reads it and records its decision

@@ -19,7 +19,7 @@ DependencyError (kit)
 ```
 
 The identity area's verifier raises its own `UnauthorizedError` subclasses (an expired token, an
-unknown key); the authentication middleware renders whichever it gets with the Bearer challenge.
+unknown key); the authentication policy renders whichever it gets with the Bearer challenge.
 `AUTH_INVALID_TOKEN` and `AUTH_ADMIN_REQUIRED` are the identity area's codes for the same
 outcomes, so a client sees one code per meaning whichever layer refused.
 """

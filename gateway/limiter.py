@@ -9,9 +9,9 @@ Decisions are exact sliding windows: a request is admitted when, for every windo
 seconds, the requests admitted in the half-open interval (now - w, now] plus this one stay
 within the limit. `SlidingLogLimiter` keeps the log of admission times per key; it serves the
 tests and a single replica. The production limiter (the identity area's per-user shard actors,
-with calls coalesced per shard) implements the same protocol; the edge middleware cannot tell
+with calls coalesced per shard) implements the same protocol; the edge cannot tell
 them apart. Whatever implements it raises a `DependencyError` (or times out) when it cannot
-decide, and the middleware then fails open or closed by route.
+decide, and the edge then fails open or closed by route.
 """
 
 from __future__ import annotations

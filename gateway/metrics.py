@@ -39,7 +39,7 @@ SHARD_BATCH_SIZE_HELP: Final = "Items in the last batch a shard applied"
 
 @dataclass(frozen=True, slots=True)
 class GatewayMetrics:
-    """The metric objects the edge middlewares update."""
+    """The metric objects the edge updates."""
 
     requests: Counter
     duration: Histogram

@@ -2,7 +2,7 @@
 
 Routes declare the problems their handlers raise with `problem_responses(ErrorClass, ...)`;
 `document_edge` then adds what the edge itself can answer on each operation, from the same
-`RouteTable` and policy the middlewares use, so the document cannot drift from the behaviour:
+`RouteTable` and policy the edge uses, so the document cannot drift from the behaviour:
 
 - `security`: the bearer JWT scheme (`bearerAuth`) on protected routes, `[]` on public ones;
 - 401 (with the Bearer challenge, and the RFC 9470 step-up where it applies), 403, 413 on

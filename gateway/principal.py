@@ -1,7 +1,7 @@
-"""Who is calling: the typed context the authentication middleware hands to handlers.
+"""Who is calling: the typed context the authentication policy hands to handlers.
 
 The seed passed `X-User-ID`, `X-User-Role` and `X-KYC-Status` headers upstream; inside one
-process a typed object is safer (a client cannot forge it) and cheaper. The middleware stores a
+process a typed object is safer (a client cannot forge it) and cheaper. The edge stores a
 `Principal` in the request state (`request.state.principal`); handlers read it through the
 `CurrentPrincipal` dependency, which answers 401 if a route that needs it was reached without
 one (a public route, or a replica whose authentication slot is empty).

@@ -3,7 +3,7 @@
 Both shapes come from the same `AppError`. Anything that is not an `AppError` is a bug: it is
 logged with its stack and answered as a generic 500, so no stack trace, SQL or driver text ever
 reaches a client. `DependencyError`s carry `Retry-After`, a 401 always carries a Bearer
-challenge (RFC 9110 requires one), and the edge middlewares answer through `send_error`, so a
+challenge (RFC 9110 requires one), and the edge answers through `send_error`, so a
 refusal before the router (413, 403, 401, 429) has exactly the shape of one raised by a handler.
 
 An error class may refine its problem document with two optional attributes: `problem_type` (a
@@ -150,7 +150,7 @@ async def send_error(
     style: ErrorStyle,
     headers: Mapping[str, str] | None = None,
 ) -> None:
-    """Answer the request with `error` from inside an ASGI middleware."""
+    """Answer the request with `error` from inside the edge (an ASGI layer)."""
     response = render_error(error, style=style, instance=scope["path"], headers=headers)
     await response(scope, receive, send)
 
@@ -182,7 +182,7 @@ def install_error_handlers(app: FastAPI, *, style: ErrorStyle) -> None:
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        # An edge middleware may raise an HTTPException carrying the precise error (a body
+        # The edge may raise an HTTPException carrying the precise error (a body
         # that outgrew its limit while a handler read it), since FastAPI re-raises those as is.
         carried = getattr(exc, "app_error", None)
         error_class = _HTTP_STATUS_ERRORS.get(exc.status_code)

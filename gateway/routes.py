@@ -1,6 +1,6 @@
 """Which route a request is for, and what the policy says about that route, before routing.
 
-The edge middlewares run before FastAPI's router, yet authentication, step-up, body limits and
+The edge runs before FastAPI's router, yet authentication, step-up, body limits and
 rate limits depend on the route, and metrics must carry the route *template*
 (`/api/v1/transfers/{transfer_id}`), never the raw path, or every id becomes a time series.
 `RouteTable` matches the request against the app's routes exactly as Starlette's router does
