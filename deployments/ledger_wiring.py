@@ -96,6 +96,8 @@ async def ledger_dependencies(resources: Resources) -> LedgerDeps:
         cipher=resources.cipher,
         master_key=settings.ledger_master_key,
         http=http,
+        # The embedded engine stores run_async bulks before the 202; a remote Blnk keeps its own.
+        durable_async_bulks=not settings.blnk_url,
     )
 
 

@@ -240,7 +240,11 @@ class LedgerEngine:
 
     async def _write(self, conn: asyncpg.Connection, book: Book, *, item_count: int) -> None:
         if not (
-            book.new_transactions or book.outcome_updates or book.idempotency_rows or book.events
+            book.new_transactions
+            or book.outcome_updates
+            or book.idempotency_rows
+            or book.events
+            or book.finished_async_bulks
         ):
             return
         batch_id = await repository.open_batch(conn, writer=self.writer, item_count=item_count)
@@ -259,6 +263,7 @@ class LedgerEngine:
             ],
         )
         await repository.insert_idempotency(conn, book.idempotency_rows)
+        await repository.finish_async_bulks(conn, book.finished_async_bulks, now=book.now)
         for hook in self.batch_hooks:
             await hook(conn, book, batch_id)
 
@@ -313,4 +318,5 @@ async def load_book(
             else set()
         ),
         idempotency=await repository.idempotency_records(conn, needs.idempotency_keys),
+        async_bulks=await repository.lock_async_bulks(conn, needs.async_bulks, lock=for_update),
     )

@@ -145,6 +145,12 @@ class BulkLimitExceededError(DomainError):
     status = 400
 
 
+class BulkAbandonedError(DependencyError):
+    """A `run_async` bulk that could not be run within its attempts; it will not be run."""
+
+    code = "TXN_BULK_ABANDONED"
+
+
 class IdempotencyConflictError(ConflictError):
     """An Idempotency-Key was reused with a different request."""
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from kit.errors import AppError
 
@@ -237,14 +237,27 @@ class RefundTransaction:
     created_at: datetime | None = None
 
 
+# A stored run_async bulk is left to the replica that accepted it for this long; after that
+# the scheduler runs it too (running it twice is harmless: the second run finds it done).
+ASYNC_BULK_LEASE_S: Final = 60
+ASYNC_BULK_ATTEMPTS_MAX: Final = 5  # scheduler runs of one request before it is abandoned
+
+
 @dataclass(frozen=True, slots=True)
 class PostBulk:
-    """Many transactions in one request; atomic means all or none."""
+    """Many transactions in one request; atomic means all or none.
+
+    `is_durable`: the request is stored in `ledger.async_bulks` (`run_async`); the batch that
+    runs it marks it done, and a request already done is not run again. `abandon_reason`: run
+    nothing, report the bulk failed with this reason and mark it done (it could not be run).
+    """
 
     batch_id: str
     items: tuple[PostTransaction, ...]
     atomic: bool
     inflight: bool
+    is_durable: bool = False
+    abandon_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

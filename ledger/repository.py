@@ -240,6 +240,52 @@ async def taken_references(conn: asyncpg.Connection, references: Iterable[str]) 
     return {row["reference"] for row in rows}
 
 
+async def lock_async_bulks(
+    conn: asyncpg.Connection, batch_ids: Iterable[str], *, lock: bool = True
+) -> dict[str, str]:
+    """The status of each durable bulk request, locked (in id order) so that one batch at a
+    time decides whether it runs."""
+    wanted = sorted(set(batch_ids))
+    if not wanted:
+        return {}
+    rows = await conn.fetch(
+        "SELECT batch_id, status FROM ledger.async_bulks WHERE batch_id = ANY($1::text[])"  # noqa: S608 - constant
+        " ORDER BY batch_id" + (" FOR UPDATE" if lock else ""),
+        wanted,
+    )
+    return {row["batch_id"]: row["status"] for row in rows}
+
+
+async def insert_async_bulk(
+    conn: asyncpg.Connection,
+    batch_id: str,
+    request: dict[str, Any],
+    *,
+    lease_until: datetime,
+) -> None:
+    """Store a `run_async` bulk request before it is acknowledged."""
+    await conn.execute(
+        "INSERT INTO ledger.async_bulks (batch_id, request, lease_until) VALUES ($1, $2, $3)",
+        batch_id,
+        request,
+        lease_until,
+    )
+
+
+async def finish_async_bulks(
+    conn: asyncpg.Connection, batch_ids: Sequence[str], *, now: datetime
+) -> None:
+    """Mark durable bulk requests done (in the batch that ran them)."""
+    if not batch_ids:
+        return
+    await conn.execute(
+        "UPDATE ledger.async_bulks SET status = 'done', finished_at = $2"
+        " WHERE batch_id = ANY($1::text[]) AND status = 'pending'",
+        list(batch_ids),
+        now,
+    )
+
+
 async def idempotency_records(
     conn: asyncpg.Connection, keys: Iterable[str]
 ) -> dict[str, tuple[str, int, dict[str, Any]]]:

@@ -1,13 +1,16 @@
 """The scheduler: runs what is due, through the ledger port, within a second of its time.
 
-Three kinds of work, each read through its own partial index and bounded per tick:
+Four kinds of work, each read through its own partial index and bounded per tick:
 
 * a SCHEDULED transaction whose `scheduled_for` has passed and that has not run
   -> `RunScheduled` (the engine runs it as a child and records the outcome on the row);
 * a hold whose `inflight_expiry_date` has passed with something left -> `VoidInflight` of the
   remainder;
 * a hold whose `inflight_commit_date` has passed with something left -> `CommitInflight` of
-  the remainder. A hold past both dates gets whichever came first.
+  the remainder. A hold past both dates gets whichever came first;
+* a `run_async` bulk still pending after its lease (the replica that accepted it stopped
+  first) -> the stored request as a durable `PostBulk`, which the engine runs only if it is
+  still pending; after `ASYNC_BULK_ATTEMPTS_MAX` runs it is abandoned (reported failed).
 
 `plan` is pure; `Scheduler.tick` reads what is due, plans, and submits everything in one
 `LedgerPort.execute` call (so it rides the same group commit as everything else). Commands go
@@ -23,13 +26,13 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Final
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Final
 
 from kit.clock import Clock, SystemClock
 from kit.db import Database
-from kit.errors import DependencyError
+from kit.errors import DependencyError, DomainError
 from kit.metrics import counter
 from ledger import scheduler_repository
 from ledger.errors import (
@@ -39,8 +42,18 @@ from ledger.errors import (
     NotInflightError,
     TransactionNotFoundError,
 )
-from ledger.models import Command, CommitInflight, Outcome, RunScheduled, VoidInflight
+from ledger.models import (
+    ASYNC_BULK_ATTEMPTS_MAX,
+    ASYNC_BULK_LEASE_S,
+    Command,
+    CommitInflight,
+    Outcome,
+    PostBulk,
+    RunScheduled,
+    VoidInflight,
+)
 from ledger.port import LedgerPort
+from ledger.schemas import BulkIn, bulk_command, validate_body
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +93,7 @@ class Due:
 class Action:
     """One planned command and what it is for."""
 
-    kind: str  # "scheduled", "expiry" or "commit"
+    kind: str  # "scheduled", "expiry", "commit" or "async_bulk"
     row_id: str
     command: Command
 
@@ -125,6 +138,24 @@ def plan(
     return actions
 
 
+def async_bulk_command(
+    batch_id: str, request: dict[str, Any], attempts: int, now: datetime
+) -> PostBulk:
+    """The durable command for a stored run_async request on its `attempts`-th scheduler run."""
+    if attempts > ASYNC_BULK_ATTEMPTS_MAX:
+        reason = f"The bulk request could not be run in {ASYNC_BULK_ATTEMPTS_MAX} attempts."
+    else:
+        try:
+            command = bulk_command(validate_body(BulkIn, request), now=now)
+        except DomainError as exc:
+            reason = f"The stored bulk request no longer validates: {exc.public_message}"
+        else:
+            return replace(command, batch_id=batch_id, is_durable=True)
+    return PostBulk(
+        batch_id, (), atomic=True, inflight=False, is_durable=True, abandon_reason=reason
+    )
+
+
 def is_done(outcome: Outcome) -> bool:
     """True when the row needs nothing more: it ran now, or had already been handled."""
     return outcome.error is None or outcome.error.code in DONE_CODES
@@ -164,7 +195,7 @@ class Scheduler:
         now = self.clock.now()
         started = self.clock.monotonic()
         actions = []
-        for action in plan(await self.due(now), now=now):
+        for action in [*plan(await self.due(now), now=now), *await self._async_bulks(now)]:
             failing = self._failing.get(action.row_id)
             if failing is not None and failing[1] > started:
                 report.skipped += 1
@@ -192,6 +223,20 @@ class Scheduler:
         for name in ("executed", "already_done", "failed", "skipped"):
             setattr(self.totals, name, getattr(self.totals, name) + getattr(report, name))
         return report
+
+    async def _async_bulks(self, now: datetime) -> list[Action]:
+        """Stored run_async bulks whose lease ran out, leased anew, as commands."""
+        async with self.db.transaction() as conn:
+            rows = await scheduler_repository.claim_stale_async_bulks(
+                conn,
+                now=now,
+                lease_until=now + timedelta(seconds=ASYNC_BULK_LEASE_S),
+                limit=self.rows_per_kind_max,
+            )
+        return [
+            Action("async_bulk", batch_id, async_bulk_command(batch_id, request, attempts, now))
+            for batch_id, request, attempts in rows
+        ]
 
     def _remember_failure(self, row_id: str, now_monotonic: float) -> None:
         failures = self._failing.get(row_id, (0, 0.0))[0] + 1

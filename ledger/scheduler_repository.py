@@ -3,8 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import asyncpg
+
+
+async def claim_stale_async_bulks(
+    conn: asyncpg.Connection, *, now: datetime, lease_until: datetime, limit: int
+) -> list[tuple[str, dict[str, Any], int]]:
+    """(batch id, request, attempts) of pending run_async bulks whose lease has run out, each
+    leased anew and counted as one more attempt; rows a batch is running right now are
+    skipped."""
+    rows = await conn.fetch(
+        "UPDATE ledger.async_bulks SET lease_until = $2, attempts = attempts + 1"
+        " WHERE batch_id IN (SELECT batch_id FROM ledger.async_bulks"
+        " WHERE status = 'pending' AND lease_until <= $1 ORDER BY lease_until LIMIT $3"
+        " FOR UPDATE SKIP LOCKED) RETURNING batch_id, request, attempts",
+        now,
+        lease_until,
+        limit,
+    )
+    return [(row["batch_id"], row["request"], row["attempts"]) for row in rows]
 
 
 async def due_scheduled(conn: asyncpg.Connection, *, now: datetime, limit: int) -> list[str]:

@@ -38,6 +38,9 @@ class LedgerDeps:
     master_key: SecretStr | None = None
     # Outbound HTTP (hooks, webhooks, rate providers); bounded timeouts set by the wiring.
     http: httpx.AsyncClient | None = None
+    # run_async bulks are stored before the 202 and recovered by the scheduler (the embedded
+    # engine); off for a remote Blnk, which runs them itself.
+    durable_async_bulks: bool = True
 
 
 def json_response(body: Any, status_code: int = 200) -> Response:

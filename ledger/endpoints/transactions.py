@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Final
 
@@ -12,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
-from ledger import service
+from ledger import repository, service
 from ledger.endpoints.common import (
     LedgerDeps,
     error_responses,
@@ -40,7 +42,7 @@ from ledger.errors import (
     TransactionValidationError,
 )
 from ledger.filters import COLLECTIONS, FilterRequest, from_query_params
-from ledger.models import CommitInflight, Outcome, VoidInflight
+from ledger.models import ASYNC_BULK_LEASE_S, CommitInflight, Outcome, VoidInflight
 from ledger.preview import preview_bulk, preview_inflight, preview_transaction
 from ledger.schemas import (
     BULK_INFLIGHT_MAX,
@@ -171,7 +173,8 @@ def transactions_router(deps: LedgerDeps) -> APIRouter:  # noqa: PLR0915 - one c
         "/transactions/bulk", status_code=201, responses=errors, summary="Record many transactions"
     )
     async def bulk(request: Request) -> Response:
-        body = validate_body(BulkIn, await read_json(request))
+        raw = await read_json(request)
+        body = validate_body(BulkIn, raw)
         command = bulk_command(body, now=deps.clock.now())
         if body.dry_run:
             async with deps.db.connection() as conn:
@@ -179,6 +182,14 @@ def transactions_router(deps: LedgerDeps) -> APIRouter:  # noqa: PLR0915 - one c
         if body.run_async:
             if len(background) >= ASYNC_BULKS_MAX:
                 raise BulkLimitExceededError("too many bulk requests are running; retry later")
+            if deps.durable_async_bulks:
+                # Stored before the 202: if this replica stops first, the scheduler runs it.
+                command = replace(command, is_durable=True)
+                lease_until = deps.clock.now() + timedelta(seconds=ASYNC_BULK_LEASE_S)
+                async with deps.db.transaction() as conn:
+                    await repository.insert_async_bulk(
+                        conn, command.batch_id, raw, lease_until=lease_until
+                    )
             task = asyncio.create_task(deps.port.execute([command]))
             background.add(task)
             task.add_done_callback(background.discard)

@@ -19,6 +19,8 @@ T = TypeVar("T")
 QUEUED_SUFFIX: Final = "_q"
 REFUND_SUFFIX: Final = "_refund"
 REJECTION_REASON_KEY: Final = "blnk_rejection_reason"
+ASYNC_BULK_PENDING: Final = "pending"
+ASYNC_BULK_DONE: Final = "done"
 
 
 def is_indicator(identifier: str) -> bool:
@@ -59,6 +61,7 @@ class Book:
         children: dict[str, list[TransactionRecord]],
         taken_references: set[str],
         idempotency: dict[str, tuple[str, int, dict[str, Any]]],
+        async_bulks: dict[str, str] | None = None,
     ) -> None:
         self.now = now
         self.balances = balances
@@ -67,6 +70,8 @@ class Book:
         self.children = children
         self.taken_references = taken_references
         self.idempotency = idempotency
+        self.async_bulks = async_bulks or {}  # durable bulk request -> its status, locked
+        self.finished_async_bulks: list[str] = []
         self.new_transactions: list[TransactionRecord] = []
         self.hold_progress: dict[str, tuple[int, int]] = {}
         self.outcome_updates: dict[str, dict[str, Any]] = {}
@@ -99,6 +104,17 @@ class Book:
             self._journal.append(undo)
 
     # ------------------------------------------------------------ mutations
+
+    def finish_async_bulk(self, batch_id: str) -> None:
+        """Mark a durable bulk request done with this batch."""
+        self.async_bulks[batch_id] = ASYNC_BULK_DONE
+        self.finished_async_bulks.append(batch_id)
+
+        def undo() -> None:
+            self.async_bulks[batch_id] = ASYNC_BULK_PENDING
+            self.finished_async_bulks.remove(batch_id)
+
+        self._remember(undo)
 
     def take_reference(self, reference: str) -> None:
         """Claim a reference, or raise if it is used."""

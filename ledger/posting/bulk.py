@@ -10,6 +10,7 @@ from kit.errors import AppError, DomainError
 from ledger import wire
 from ledger.errors import (
     AlreadyRefundedError,
+    BulkAbandonedError,
     InvalidStatusActionError,
     TransactionNotFoundError,
 )
@@ -22,7 +23,7 @@ from ledger.models import (
     TransactionRecord,
     TransactionStatus,
 )
-from ledger.posting.book import REFUND_SUFFIX, Book
+from ledger.posting.book import ASYNC_BULK_PENDING, REFUND_SUFFIX, Book
 from ledger.posting.create import execute_as_child, execute_immediately, post_transaction
 
 # ---------------------------------------------------------------- refund, bulk, scheduled
@@ -61,7 +62,17 @@ def refund_transaction(book: Book, command: RefundTransaction) -> Outcome:
 
 
 def post_bulk(book: Book, command: PostBulk) -> Outcome:
-    """POST /transactions/bulk (synchronous part)."""
+    """POST /transactions/bulk (synchronous part). A durable request (`run_async`) runs only
+    while it is pending, and is marked done by the batch that runs it, whatever its outcome."""
+    if command.is_durable:
+        if book.async_bulks.get(command.batch_id) != ASYNC_BULK_PENDING:
+            return Outcome(200, body={"batch_id": command.batch_id, "status": "already_processed"})
+        book.finish_async_bulk(command.batch_id)
+    if command.abandon_reason is not None:
+        error = BulkAbandonedError(command.abandon_reason)
+        failure = bulk_error_body(error, command.batch_id)
+        _emit_bulk_failed(book, command.batch_id, failure)
+        return Outcome(error.status, body=failure)
     items = [replace(item, parent_transaction=command.batch_id) for item in command.items]
     status = "inflight" if command.inflight else "applied"
     if command.atomic:

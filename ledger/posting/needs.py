@@ -33,6 +33,7 @@ class Needs:
     indicators: set[tuple[str, str]] = field(default_factory=set)
     references: set[str] = field(default_factory=set)
     idempotency_keys: set[str] = field(default_factory=set)
+    async_bulks: set[str] = field(default_factory=set)  # durable bulk requests to lock
 
 
 def _post_needs(needs: Needs, command: PostTransaction) -> None:
@@ -69,6 +70,14 @@ def transaction_needs(commands: Iterable[Command]) -> set[str]:
     return ids
 
 
+def _bulk_needs(needs: Needs, command: PostBulk) -> None:
+    if command.is_durable:
+        needs.async_bulks.add(command.batch_id)
+    if command.abandon_reason is None:  # an abandoned bulk runs nothing
+        for item in command.items:
+            _post_needs(needs, item)
+
+
 def batch_needs(
     commands: Iterable[Command],
     transactions: dict[str, TransactionRecord],
@@ -80,8 +89,7 @@ def batch_needs(
         if isinstance(command, PostTransaction):
             _post_needs(needs, command)
         elif isinstance(command, PostBulk):
-            for item in command.items:
-                _post_needs(needs, item)
+            _bulk_needs(needs, command)
         elif isinstance(command, CommitInflight | VoidInflight):
             record = transactions.get(command.target_id)
             holds = [record] if record is not None else []
