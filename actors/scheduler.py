@@ -9,6 +9,8 @@ remote Blnk server (`BlnkHttpLedger`), or an engine inside the actor (a one-proc
 Ticks are idempotent (the engine refuses a second void or commit and the scheduler counts that
 as done), so a restart mid-tick or a second scheduler does no harm. When the config names an
 exchange-rate provider, the actor also refreshes the rates table from it (`RateRefresher`).
+Every minute it also fails the reconciliations whose replica stopped while running them
+(`ledger.reconciliation_runner.fail_interrupted_runs`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ledger.engine import LedgerEngine
 from ledger.fx import FrankfurterProvider, RateRefresher
 from ledger.monitors import MonitorHook
 from ledger.port import LedgerPort
+from ledger.reconciliation_runner import fail_interrupted_runs
 from ledger.remote import BlnkHttpLedger, PgCompensationJournal, RemoteConfig
 from ledger.scheduler import ROWS_PER_KIND_MAX, TICK_INTERVAL_S, Scheduler
 
@@ -44,6 +47,8 @@ POOL_MAX_SIZE: Final = 2  # one tick reads at a time
 OPEN_RETRY_S: Final = 2.0  # wait before retrying to open the pool or reach the port
 FX_CONNECTIONS_MAX: Final = 4  # connections to the rates provider
 FX_STOP_TIMEOUT_S: Final = 10.0  # a refresh in progress at stop gets this long to finish
+RECONCILIATION_SWEEP_INTERVAL_S: Final = 60.0  # how often interrupted reconciliations are failed
+SWEEP_STOP_TIMEOUT_S: Final = 10.0  # a sweep in progress at stop gets this long to finish
 
 
 class PortKind(StrEnum):
@@ -81,6 +86,7 @@ class SchedulerActor:
         self.ticks = 0
         self.tick_errors = 0
         self.rates: RateRefresher | None = None
+        self.reconciliations_interrupted = 0
         self._task = asyncio.get_running_loop().create_task(self._main())
 
     async def _port(self, db: Database, settings: Settings) -> LedgerPort:
@@ -131,10 +137,28 @@ class SchedulerActor:
                     )
                     refresh = self._start_rate_refresh(self._db, http, url)
                     stack.push_async_callback(asyncio.wait_for, refresh, FX_STOP_TIMEOUT_S)
+                if self._db is not None:
+                    sweep = asyncio.get_running_loop().create_task(
+                        self._sweep_reconciliations(self._db)
+                    )
+                    stack.push_async_callback(asyncio.wait_for, sweep, SWEEP_STOP_TIMEOUT_S)
                 await self._tick_until_stopped(self._scheduler)
         finally:
             if self._db is not None:
                 await self._db.close()
+
+    async def _sweep_reconciliations(self, db: Database) -> None:
+        """Fail the reconciliations whose replica stopped, every sweep interval until stopped."""
+        clock = SystemClock()
+        while not self._stop.is_set():
+            try:
+                self.reconciliations_interrupted += len(
+                    await fail_interrupted_runs(db, now=clock.now())
+                )
+            except Exception:  # the loop's last resort: log it and sweep again later
+                logger.exception("the reconciliation sweep failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), RECONCILIATION_SWEEP_INTERVAL_S)
 
     async def _tick_until_stopped(self, scheduler: Scheduler) -> None:
         while not self._stop.is_set():
@@ -158,6 +182,7 @@ class SchedulerActor:
             "tick_errors": self.tick_errors,
             "rate_refreshes": 0 if rates is None else rates.refreshes,
             "rate_refresh_failures": 0 if rates is None else rates.failures,
+            "reconciliations_interrupted": self.reconciliations_interrupted,
             **totals,
         }
 

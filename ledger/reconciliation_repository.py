@@ -225,6 +225,31 @@ async def add_progress(
     )
 
 
+async def beat(conn: asyncpg.Connection, reconciliation_ids: Sequence[str], now: datetime) -> None:
+    """The runner holding these runs is alive."""
+    await conn.execute(
+        "UPDATE ledger.reconciliations SET heartbeat_at = $2"
+        " WHERE reconciliation_id = ANY($1::text[]) AND status IN ('started', 'in_progress')",
+        list(reconciliation_ids),
+        now,
+    )
+
+
+async def fail_silent_runs(
+    conn: asyncpg.Connection, *, now: datetime, silent_since: datetime, error: str
+) -> list[str]:
+    """Mark failed the unfinished runs whose runner has not beaten since `silent_since`."""
+    rows = await conn.fetch(
+        "UPDATE ledger.reconciliations SET status = 'failed', error = $3, completed_at = $1,"
+        " updated_at = $1 WHERE status IN ('started', 'in_progress') AND heartbeat_at < $2"
+        " RETURNING reconciliation_id",
+        now,
+        silent_since,
+        error,
+    )
+    return [row["reconciliation_id"] for row in rows]
+
+
 async def finish_run(
     conn: asyncpg.Connection, reconciliation_id: str, *, now: datetime, error: str | None
 ) -> None:

@@ -22,8 +22,10 @@ processed. Progress is written every `CHUNK_RECORDS` records, in the same databa
 as that chunk's match rows and the `reconciled` notes merged into the matched transactions'
 metadata (Blnk's keys: reconciled, reconciliation_id, reconciled_at, external_txn_id,
 reconciliation_amount). A dry run writes only the counts. Runs execute on the replica that
-started them, at most `RUNS_CONCURRENT_MAX` at a time; a run interrupted by a restart stays
-`in_progress` with the counts it reached (it is not resumed).
+started them, at most `RUNS_CONCURRENT_MAX` at a time. The runner beats on every run it holds
+(queued or running) every `HEARTBEAT_INTERVAL_S`; a run interrupted by a restart stops
+beating, and `fail_interrupted_runs` (the scheduler actor calls it) marks it failed after
+`SILENT_AFTER_S` with the counts it reached (it is not resumed: start it again).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
@@ -56,6 +58,11 @@ CANDIDATES_MAX: Final = 1_000  # ledger transactions compared with one record or
 GROUP_CANDIDATES_MAX: Final = 5_000  # ledger transactions grouped for one record (one_to_many)
 ERROR_LENGTH_MAX: Final = 1_000
 QUEUED_COPY_SUFFIX: Final = "_q"
+HEARTBEAT_INTERVAL_S: Final = 30.0  # how often a runner says its runs are alive
+SILENT_AFTER_S: Final = 180.0  # a run not heard of for this long lost its replica
+INTERRUPTED_ERROR: Final = (
+    "interrupted: the replica running it stopped before it finished; start it again"
+)
 
 Match = tuple[str, Decimal]  # ledger transaction id, the amount the pair accounts for
 Decision = tuple[asyncpg.Record, list[Match]]  # an external record and what it matched
@@ -105,11 +112,16 @@ def _external_key(row: asyncpg.Record, grouping: str) -> str:
 class ReconciliationRunner:
     """Starts runs as background tasks (bounded) and executes them."""
 
-    def __init__(self, db: Database, *, clock: Clock) -> None:
+    def __init__(
+        self, db: Database, *, clock: Clock, heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
+    ) -> None:
         self._db = db
         self._clock = clock
         self._slots = asyncio.Semaphore(RUNS_CONCURRENT_MAX)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._held: set[str] = set()  # runs launched here and not finished
+        self._heartbeat_interval_s = heartbeat_interval_s
+        self._heart: asyncio.Task[None] | None = None
 
     def check_capacity(self) -> None:
         """Refuse a new run when too many are waiting on this replica."""
@@ -120,12 +132,37 @@ class ReconciliationRunner:
         """Run it in the background (the run row is already committed)."""
         task = asyncio.create_task(self.run(reconciliation_id))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._held.add(reconciliation_id)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._tasks.discard(finished)
+            self._held.discard(reconciliation_id)
+
+        task.add_done_callback(done)
+        if self._heart is None or self._heart.done():
+            self._heart = asyncio.create_task(self._beat_while_holding())
+
+    async def beat(self) -> None:
+        """Say that the runs held here are alive (one statement for all of them)."""
+        if not self._held:
+            return
+        async with self._db.transaction() as conn:
+            await repository.beat(conn, sorted(self._held), self._clock.now())
+
+    async def _beat_while_holding(self) -> None:
+        while self._held:
+            await asyncio.sleep(self._heartbeat_interval_s)
+            try:
+                await self.beat()
+            except (AppError, asyncpg.PostgresError, OSError):
+                logger.warning("reconciliation heartbeat not recorded", exc_info=True)
 
     async def drain(self, timeout_s: float) -> None:
         """Wait (bounded) for the runs in flight; for shutdown and tests."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        if not self._held and self._heart is not None:
+            self._heart.cancel()
 
     async def run(self, reconciliation_id: str) -> None:
         """Execute one run and record how it ended."""
@@ -317,3 +354,20 @@ def _notes(
             note["external_txn_ids"] = [external_id for external_id, _ in externals]
         notes[transaction_id] = note
     return notes
+
+
+async def fail_interrupted_runs(
+    db: Database, *, now: datetime, silent_after_s: float = SILENT_AFTER_S
+) -> list[str]:
+    """Mark failed every unfinished run whose runner has been silent for `silent_after_s` (its
+    replica stopped); the ids of the runs it failed."""
+    async with db.transaction() as conn:
+        failed = await repository.fail_silent_runs(
+            conn,
+            now=now,
+            silent_since=now - timedelta(seconds=silent_after_s),
+            error=INTERRUPTED_ERROR,
+        )
+    if failed:
+        logger.warning("reconciliations interrupted", extra={"reconciliation_ids": failed})
+    return failed

@@ -181,3 +181,45 @@ async def test_rates_are_refreshed_from_the_configured_provider(
         ray.kill(handle)
         server.shutdown()
         server.server_close()
+
+
+async def test_interrupted_reconciliations_are_failed(
+    local_ray: None, db: Database, database_dsn: str
+) -> None:
+    """A reconciliation left in_progress by a stopped replica is failed by the actor's sweep."""
+    upload_id, run_id = f"upload_{uuid.uuid4()}", f"recon_{uuid.uuid4()}"
+    silent_since = datetime.now(UTC) - timedelta(hours=1)
+    async with db.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO ledger.reconciliation_uploads (upload_id, record_count) VALUES ($1, 0)",
+            upload_id,
+        )
+        await conn.execute(
+            "INSERT INTO ledger.reconciliations (reconciliation_id, upload_id, strategy,"
+            " matching_rule_ids, rules, is_dry_run, status, started_at, updated_at,"
+            " heartbeat_at) VALUES ($1, $2, 'one_to_one', '{rule_x}', '[]', false,"
+            " 'in_progress', $3, $3, $3)",
+            run_id,
+            upload_id,
+            silent_since,
+        )
+    config = SchedulerActorConfig(database_url=database_dsn, port=PortKind.ENGINE)
+    with contextlib.suppress(ValueError):  # a fresh actor sweeps as it starts
+        ray.kill(ray.get_actor(actor_name(SCHEDULER_KIND, 0), namespace=NAMESPACE), no_restart=True)
+    handle = await asyncio.to_thread(get_or_create_scheduler, config)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        async with db.connection() as conn:
+            while (
+                status := await conn.fetchval(
+                    "SELECT status FROM ledger.reconciliations WHERE reconciliation_id = $1",
+                    run_id,
+                )
+            ) != "failed":
+                assert status == "in_progress"
+                assert time.monotonic() < deadline, "the interrupted run was never failed"
+                await asyncio.sleep(0.1)
+        assert (await handle.stats.remote())["reconciliations_interrupted"] >= 1
+    finally:
+        await handle.stop.remote()
+        ray.kill(handle, no_restart=True)
