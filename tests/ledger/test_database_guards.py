@@ -92,6 +92,46 @@ async def _refused(conn: asyncpg.Connection, attempt: Attempt) -> asyncpg.Postgr
 
 
 class TestBalanceRows:
+    @pytest.mark.parametrize(
+        ("column", "value", "constraint"),
+        [
+            ("balance_id", "bln_not-a-uuid", "balances_balance_id_check"),
+            ("indicator", "@with space", "balances_indicator_check"),
+            ("currency", "US D", "balances_currency_check"),
+        ],
+    )
+    async def test_identifier_formats_are_refused_on_insert_and_update(
+        self, conn: asyncpg.Connection, column: str, value: str, constraint: str
+    ) -> None:
+        """A malformed id, indicator or currency is refused whether the row is inserted with
+        it or an existing row is changed to it (the figures-only updates of the engine skip
+        this check; a write of these columns never does)."""
+        good = {"balance_id": f"bln_{uuid.uuid4()}", "indicator": None, "currency": "USD"}
+        bad = {**good, column: value}
+        inserted = await _refused(
+            conn,
+            lambda c: c.execute(
+                "INSERT INTO ledger.balances (balance_id, ledger_id, indicator, currency)"
+                " VALUES ($1, 'general_ledger_id', $2, $3)",
+                bad["balance_id"],
+                bad["indicator"],
+                bad["currency"],
+            ),
+        )
+        assert isinstance(inserted, asyncpg.CheckViolationError)
+        assert inserted.constraint_name == constraint
+        balance_id = await _balance(conn)
+        updated = await _refused(
+            conn,
+            lambda c: c.execute(
+                f"UPDATE ledger.balances SET {column} = $2 WHERE balance_id = $1",
+                balance_id,
+                value,
+            ),
+        )
+        assert isinstance(updated, asyncpg.CheckViolationError)
+        assert updated.constraint_name == constraint
+
     async def test_balance_must_equal_credit_minus_debit(self, conn: asyncpg.Connection) -> None:
         """A balance whose figures disagree is refused by a CHECK."""
         balance_id = await _balance(conn)
