@@ -70,6 +70,21 @@ def _stamped(command: Command, api_key_id: str) -> Command:
     return command
 
 
+def stamped_bulk_request(raw: dict[str, Any]) -> dict[str, Any]:
+    """A bulk request body as stored for a later run without this port (the scheduler's
+    recovery of a run_async bulk): its items carry the current API key's provenance, as the
+    port would have stamped them."""
+    api_key_id = current_generated_by()
+    if api_key_id is None:
+        return raw
+    mark = {GENERATED_BY_KEY: api_key_id}
+    items = [
+        {**item, "meta_data": {**(item.get("meta_data") or {}), **mark}}
+        for item in raw.get("transactions") or ()
+    ]
+    return {**raw, "transactions": items}
+
+
 class ApiLedgerPort:
     """A `LedgerPort` that stamps API-key provenance and runs transaction hooks."""
 

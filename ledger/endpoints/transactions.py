@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
 from ledger import repository, service
+from ledger.api_port import stamped_bulk_request
 from ledger.endpoints.common import (
     LedgerDeps,
     error_responses,
@@ -188,7 +189,7 @@ def transactions_router(deps: LedgerDeps) -> APIRouter:  # noqa: PLR0915 - one c
                 lease_until = deps.clock.now() + timedelta(seconds=ASYNC_BULK_LEASE_S)
                 async with deps.db.transaction() as conn:
                     await repository.insert_async_bulk(
-                        conn, command.batch_id, raw, lease_until=lease_until
+                        conn, command.batch_id, stamped_bulk_request(raw), lease_until=lease_until
                     )
             task = asyncio.create_task(deps.port.execute([command]))
             background.add(task)

@@ -11,6 +11,7 @@ by storing a request and never running it; results are read back with SQL.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -23,6 +24,8 @@ import pytest
 from kit.clock import FrozenClock
 from kit.db import Database
 from ledger import repository
+from ledger.api_port import stamped_bulk_request
+from ledger.apikeys import GENERATED_BY_KEY, mark_generated_by
 from ledger.engine import LedgerEngine
 from ledger.models import ASYNC_BULK_ATTEMPTS_MAX, ASYNC_BULK_LEASE_S
 from ledger.scheduler import Scheduler, async_bulk_command
@@ -137,6 +140,25 @@ class TestRunsOnce:
         outcomes = await engine.execute([command, command])
         assert [o.status_code for o in outcomes] == [201, 200]
         assert await _children(db, batch_id) == 2
+
+
+class TestProvenance:
+    def test_stored_items_carry_the_api_key(self) -> None:
+        """A request made with an API key is stored with the key's provenance on every item,
+        so a recovered run stamps what the API port would have stamped."""
+        request = _request("bln_x", 2)
+        request["transactions"][0]["meta_data"] = {"kept": True}
+
+        def store() -> dict[str, Any]:
+            mark_generated_by("api_key_0001")
+            return stamped_bulk_request(request)
+
+        stored = contextvars.copy_context().run(store)
+        marks = [item["meta_data"][GENERATED_BY_KEY] for item in stored["transactions"]]
+        assert marks == ["api_key_0001", "api_key_0001"]
+        assert stored["transactions"][0]["meta_data"]["kept"] is True
+        assert stamped_bulk_request(request) is request  # no key: stored as sent
+        assert "meta_data" not in request["transactions"][1]  # the request is not changed
 
 
 class TestRecovery:
