@@ -9,7 +9,10 @@ balances equal to their history), so a fast wrong answer cannot pass.
 - shards: the same through `ShardedLedger` and one `LedgerShard` actor on a local Ray;
 - hot balance: as shards, but every transfer credits the same balance;
 - HTTP: `dwaybank up` (Serve behind HAProxy, one shard) driven by wrk with 32 connections,
-  single transactions and bulks of 100; wrk runs on the same two cores as everything else.
+  single transactions and bulks of 100; wrk runs on the same two cores as everything else. The
+  single-transaction run also prints the CPU each process group spent per request (the
+  ingress replica, the shard, PostgreSQL, HAProxy, the rest of Ray), from the processes' own
+  counters.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx
+import psutil
 
 from benchmarks.report import Result, percentiles
 from kit.db import Database, connect, dsn_with_database
@@ -49,6 +53,16 @@ HTTP_WARMUP_S: Final = 3
 BULK_SIZE: Final = 100
 STARTUP_TIMEOUT_S: Final = 300
 FUND_UNITS: Final = 10**12
+# Where the CPU of an HTTP run goes: process groups by a marker in their command line (Ray
+# names its workers `ray::<actor>`) or, for PostgreSQL, by process name; every other Ray
+# process is "other Ray".
+CPU_GROUPS: Final = (
+    ("replica", "ServeReplica:ledger"),
+    ("shard", "LedgerShard"),
+    ("HAProxy", "/haproxy "),
+)
+POSTGRES: Final = "PostgreSQL"
+OTHER_RAY: Final = "other Ray"
 
 
 def _transfer(source: str, destination: str) -> PostTransaction:
@@ -324,6 +338,35 @@ def _wrk(
     )
 
 
+def _cpu_seconds() -> dict[str, float]:
+    """CPU seconds each process group has used so far."""
+    totals = dict.fromkeys([name for name, _ in CPU_GROUPS] + [POSTGRES, OTHER_RAY], 0.0)
+    for process in psutil.process_iter(["cmdline", "name"]):
+        command = " ".join(process.info["cmdline"] or ()) + " "
+        group = next((name for name, marker in CPU_GROUPS if marker in command), None)
+        if group is None and process.info["name"] == "postgres":
+            group = POSTGRES
+        elif group is None and any(m in command for m in ("ray::", "raylet", "gcs_server")):
+            group = OTHER_RAY
+        if group is None:
+            continue
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue  # it ended meanwhile
+        totals[group] += times.user + times.system
+    return totals
+
+
+def _cpu_note(before: dict[str, float], after: dict[str, float], requests: float) -> str:
+    parts = [
+        f"{name} {(after[name] - before[name]) / requests * 1e6:,.0f} us"
+        for name in after
+        if requests > 0
+    ]
+    return "CPU per request: " + ", ".join(parts)
+
+
 def http_results(database_url: str | None) -> list[Result]:
     """Single transactions and bulks over HTTP through the whole stack."""
     if shutil.which("wrk") is None:
@@ -341,7 +384,9 @@ def http_results(database_url: str | None) -> list[Result]:
             response.raise_for_status()
             ids.append(response.json()["balance_id"])
         _wrk(base_url, ids, bulk=0, seconds=HTTP_WARMUP_S)
+        before, started = _cpu_seconds(), time.perf_counter()
         rate, p50, p95, p99, errors = _wrk(base_url, ids, bulk=0, seconds=HTTP_DURATION_S)
+        cpu = _cpu_note(before, _cpu_seconds(), rate * (time.perf_counter() - started))
         results.append(
             Result(
                 f"HTTP single transactions ({HTTP_CONNECTIONS} connections)",
@@ -350,7 +395,7 @@ def http_results(database_url: str | None) -> list[Result]:
                 p50,
                 p95,
                 p99,
-                f"{errors} errors",
+                f"{errors} errors; {cpu}",
             )
         )
         rate, p50, p95, p99, errors = _wrk(base_url, ids, bulk=BULK_SIZE, seconds=HTTP_DURATION_S)
