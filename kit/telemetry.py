@@ -1,9 +1,10 @@
 """Structured JSON logging with request ids.
 
 One JSON object per line: time, level, logger, message, the current request id, and any
-`extra=` fields (not the private attributes a framework adds to every record). Fields whose names say they hold a secret (password, token, code, secret,
-authorization, cookie, key) are replaced by `[REDACTED]` before anything is written, so a
-careless `extra={"password": ...}` cannot leak. The request id lives in a context variable that
+`extra=` fields (not the private attributes a framework adds to every record). Fields whose
+names say they hold a secret (password, token, code, secret, authorization, cookie, key) are
+replaced by `[REDACTED]` before anything is written, so a careless `extra={"password": ...}`
+cannot leak. The request id lives in a context variable that
 the edge sets per request; every line logged while serving it carries it.
 """
 
@@ -65,7 +66,9 @@ def redact(fields: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
-_SECOND_TEXT: list[tuple[int, str]] = [(-1, "")]  # the last whole second rendered, and its text
+@functools.lru_cache(maxsize=1)
+def _second_text(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def timestamp_text(created: float) -> str:
@@ -73,12 +76,8 @@ def timestamp_text(created: float) -> str:
     `datetime.isoformat(timespec="milliseconds")` writes it; the date and time of day are
     rendered once per second."""
     second = int(created)
-    cached_second, text = _SECOND_TEXT[0]
-    if second != cached_second:
-        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _SECOND_TEXT[0] = (second, text)
     millis = min(int((created - second) * 1000), 999)
-    return f"{text}.{millis:03d}+00:00"
+    return f"{_second_text(second)}.{millis:03d}+00:00"
 
 
 def json_line(

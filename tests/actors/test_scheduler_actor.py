@@ -34,6 +34,7 @@ from kit.db import Database
 from ledger.engine import LedgerEngine
 from ledger.fx import find_rate
 from ledger.models import PostTransaction
+from tests.ledger.conftest import insert_reconciliation_run
 
 pytestmark = [pytest.mark.ray, pytest.mark.db]
 
@@ -187,22 +188,9 @@ async def test_interrupted_reconciliations_are_failed(
     local_ray: None, db: Database, database_dsn: str
 ) -> None:
     """A reconciliation left in_progress by a stopped replica is failed by the actor's sweep."""
-    upload_id, run_id = f"upload_{uuid.uuid4()}", f"recon_{uuid.uuid4()}"
-    silent_since = datetime.now(UTC) - timedelta(hours=1)
-    async with db.transaction() as conn:
-        await conn.execute(
-            "INSERT INTO ledger.reconciliation_uploads (upload_id, record_count) VALUES ($1, 0)",
-            upload_id,
-        )
-        await conn.execute(
-            "INSERT INTO ledger.reconciliations (reconciliation_id, upload_id, strategy,"
-            " matching_rule_ids, rules, is_dry_run, status, started_at, updated_at,"
-            " heartbeat_at) VALUES ($1, $2, 'one_to_one', '{rule_x}', '[]', false,"
-            " 'in_progress', $3, $3, $3)",
-            run_id,
-            upload_id,
-            silent_since,
-        )
+    run_id = await insert_reconciliation_run(
+        db, status="in_progress", heartbeat_at=datetime.now(UTC) - timedelta(hours=1)
+    )
     config = SchedulerActorConfig(database_url=database_dsn, port=PortKind.ENGINE)
     with contextlib.suppress(ValueError):  # a fresh actor sweeps as it starts
         ray.kill(ray.get_actor(actor_name(SCHEDULER_KIND, 0), namespace=NAMESPACE), no_restart=True)

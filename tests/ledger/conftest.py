@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -23,6 +23,32 @@ from tests.ledger.servers import (
 )
 
 MakeBalance = Callable[..., Awaitable[str]]
+
+
+async def insert_reconciliation_run(db: Database, *, status: str, heartbeat_at: datetime) -> str:
+    """A reconciliation run row written with SQL (over an empty upload), as a runner that has
+    since stopped would have left it; finished runs get their end time and, failed, a reason."""
+    upload_id, reconciliation_id = f"upload_{uuid.uuid4()}", f"recon_{uuid.uuid4()}"
+    finished = status in {"completed", "failed"}
+    async with db.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO ledger.reconciliation_uploads (upload_id, record_count) VALUES ($1, 0)",
+            upload_id,
+        )
+        await conn.execute(
+            "INSERT INTO ledger.reconciliations (reconciliation_id, upload_id, strategy,"
+            " matching_rule_ids, rules, is_dry_run, status, error, started_at, updated_at,"
+            " completed_at, heartbeat_at) VALUES ($1, $2, 'one_to_one', '{rule_x}', '[]', false,"
+            " $3, $4, $5, $5, $6, $7)",
+            reconciliation_id,
+            upload_id,
+            status,
+            "boom" if status == "failed" else None,
+            heartbeat_at - timedelta(hours=1),
+            heartbeat_at if finished else None,
+            heartbeat_at,
+        )
+    return reconciliation_id
 
 
 @pytest.fixture

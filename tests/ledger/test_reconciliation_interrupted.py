@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -25,32 +24,9 @@ from ledger.reconciliation_runner import (
     ReconciliationRunner,
     fail_interrupted_runs,
 )
+from tests.ledger.conftest import insert_reconciliation_run
 
 pytestmark = pytest.mark.db
-
-
-async def _run_row(db: Database, *, status: str, heartbeat_at: datetime) -> str:
-    upload_id, reconciliation_id = f"upload_{uuid.uuid4()}", f"recon_{uuid.uuid4()}"
-    finished = status in {"completed", "failed"}
-    async with db.transaction() as conn:
-        await conn.execute(
-            "INSERT INTO ledger.reconciliation_uploads (upload_id, record_count) VALUES ($1, 0)",
-            upload_id,
-        )
-        await conn.execute(
-            "INSERT INTO ledger.reconciliations (reconciliation_id, upload_id, strategy,"
-            " matching_rule_ids, rules, is_dry_run, status, error, started_at, updated_at,"
-            " completed_at, heartbeat_at) VALUES ($1, $2, 'one_to_one', '{rule_x}', '[]', false,"
-            " $3, $4, $5, $5, $6, $7)",
-            reconciliation_id,
-            upload_id,
-            status,
-            "boom" if status == "failed" else None,
-            heartbeat_at - timedelta(hours=1),
-            heartbeat_at if finished else None,
-            heartbeat_at,
-        )
-    return reconciliation_id
 
 
 async def _state(db: Database, reconciliation_id: str) -> tuple[str, str | None, datetime]:
@@ -68,10 +44,14 @@ class TestInterruptedRuns:
     async def test_silent_unfinished_runs_are_failed_and_nothing_else(self, db: Database) -> None:
         now = datetime.now(UTC)
         long_ago = now - timedelta(seconds=SILENT_AFTER_S + 60)
-        stuck_running = await _run_row(db, status="in_progress", heartbeat_at=long_ago)
-        stuck_queued = await _run_row(db, status="started", heartbeat_at=long_ago)
-        alive = await _run_row(db, status="in_progress", heartbeat_at=now - timedelta(seconds=5))
-        finished = await _run_row(db, status="completed", heartbeat_at=long_ago)
+        stuck_running = await insert_reconciliation_run(
+            db, status="in_progress", heartbeat_at=long_ago
+        )
+        stuck_queued = await insert_reconciliation_run(db, status="started", heartbeat_at=long_ago)
+        alive = await insert_reconciliation_run(
+            db, status="in_progress", heartbeat_at=now - timedelta(seconds=5)
+        )
+        finished = await insert_reconciliation_run(db, status="completed", heartbeat_at=long_ago)
         failed = await fail_interrupted_runs(db, now=now)
         assert {stuck_running, stuck_queued} <= set(failed)
         assert {alive, finished}.isdisjoint(failed)
@@ -87,7 +67,7 @@ class TestInterruptedRuns:
         by the heartbeat, so the sweep leaves it alone."""
         now = datetime.now(UTC)
         long_ago = now - timedelta(seconds=SILENT_AFTER_S + 60)
-        run = await _run_row(db, status="started", heartbeat_at=long_ago)
+        run = await insert_reconciliation_run(db, status="started", heartbeat_at=long_ago)
         runner = ReconciliationRunner(db, clock=FrozenClock(now), heartbeat_interval_s=0.05)
         async with contextlib.AsyncExitStack() as busy:
             for _ in range(RUNS_CONCURRENT_MAX):  # every slot taken: the run waits, held
