@@ -26,7 +26,14 @@ shared machine evenly. Two measurements per variant:
 
 Targets (issue 5): p99 overhead <= 2 ms (paced), throughput loss <= 20 % (saturated).
 
-A third table times the apps called directly as ASGI applications in one process, without HTTP
+The same three apps are then measured as deployed: one Ray Serve application each, in
+throughput-optimized mode behind the HAProxy ingress as `dwaybank up` runs them, with the
+ingress deployment's options and the logging configuration of `serve_config.yaml`, reached at
+`/<variant>/bench/ping` through HAProxy. This is the cost a client of the product sees: the
+stack's microseconds against everything a request costs on its way through Serve. The replica's
+CPU per request (from /proc, via psutil) is printed beside each line.
+
+A last table times the apps called directly as ASGI applications in one process, without HTTP
 or a client: the CPU each variant spends per request, the figure least disturbed by a busy
 machine (the best of `CPU_ROUNDS` interleaved rounds).
 """
@@ -34,6 +41,7 @@ machine (the best of `CPU_ROUNDS` interleaved rounds).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -43,11 +51,14 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Final
 
 import jwt
+import psutil
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import APIRouter, FastAPI
@@ -65,6 +76,10 @@ CPU_ROUNDS: Final = 5
 CPU_CALLS: Final = 3000
 FRESH_TOKENS: Final = 300  # distinct tokens, for the cost of a first verification
 SERVER_START_DEADLINE_S: Final = 30.0
+SERVE_ROUNDS: Final = 3  # Serve shares the cores with more processes: more rounds, less noise
+SERVE_START_DEADLINE_S: Final = 240.0
+SERVE_CONFIG: Final = Path(__file__).resolve().parents[1] / "serve_config.yaml"
+SERVE_APPLICATION: Final = "api"  # whose ingress options the benchmark applications take
 AUDIENCE: Final = "dwaybank-bench"
 ISSUER: Final = "https://bench.dwaybank.test"
 KID: Final = "bench-key"
@@ -114,7 +129,7 @@ def _ping_router() -> APIRouter:
     return router
 
 
-def _build(variant: str, public_pem: bytes) -> FastAPI:
+def _build(variant: str, public_pem: bytes, *, echo_request_id: bool = True) -> FastAPI:
     from gateway.app import create_app  # noqa: PLC0415 - child process only
     from gateway.constants import RATE_LIMIT_LIMIT_MAX  # noqa: PLC0415
     from gateway.limiter import SlidingLogLimiter  # noqa: PLC0415
@@ -151,6 +166,7 @@ def _build(variant: str, public_pem: bytes) -> FastAPI:
         policy=policy,
         verifier=_verifier(public_pem),
         limiter=SlidingLogLimiter(SystemClock(), keys_max=10),
+        echo_request_id=echo_request_id,
     )
 
 
@@ -312,20 +328,135 @@ def _token(private_key: rsa.RSAPrivateKey) -> str:
     return jwt.encode(claims, private_key, algorithm="RS256", headers=headers)
 
 
-def results() -> tuple[list[Result], list[Result], dict[str, float]]:
-    """(saturated, paced) requests/s and latency per variant, and CPU us per request."""
-    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public_pem = private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    token = _token(private_key)
-    auth = f"Authorization: Bearer {token}\r\n".encode()
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        fresh_tokens = [_token(private_key) for _ in range(FRESH_TOKENS)]
-        cpu_us = pool.apply(
-            _cpu_per_request, (public_pem, f"Bearer {token}".encode(), fresh_tokens)
+class _BenchIngress:
+    """A Serve ingress replica serving one variant's app (built on the replica, as ours are)."""
+
+    def __init__(self, variant: str, public_pem: bytes) -> None:
+        self.variant = variant
+        self.public_pem = public_pem
+
+    async def __serve_build_asgi_app__(self) -> FastAPI:
+        _log_like_production()
+        # As in `deployments.ingress`: Serve's proxy layer already echoes the request id.
+        return _build(self.variant, self.public_pem, echo_request_id=False)
+
+
+def _serve_options() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ingress deployment options and logging configuration of `serve_config.yaml`
+    (one replica: the benchmark measures a replica, not the autoscaler)."""
+    config = yaml.safe_load(SERVE_CONFIG.read_text())
+    application = next(a for a in config["applications"] if a["name"] == SERVE_APPLICATION)
+    ingress = next(d for d in application["deployments"] if d["name"] == "Ingress")
+    options = {
+        "num_replicas": 1,
+        "max_ongoing_requests": ingress["max_ongoing_requests"],
+        "max_queued_requests": ingress["max_queued_requests"],
+        "ray_actor_options": ingress["ray_actor_options"],
+    }
+    return options, config["logging_config"]
+
+
+def _serve_host(public_pem: bytes, ports: tuple[int, int, int], ready: Any, stop: Any) -> None:
+    """Child process: a local Ray running Serve as `dwaybank up` does, one app per variant."""
+    from deployments.runtime import SERVE_THROUGHPUT_ENV  # noqa: PLC0415 - child process only
+
+    http_port, metrics_port, stats_port = ports
+    os.environ.update(SERVE_THROUGHPUT_ENV)
+    os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(metrics_port)
+    os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(stats_port)
+    # The replicas import this module by name.
+    root = str(SERVE_CONFIG.parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    import ray  # noqa: PLC0415
+    from ray import serve  # noqa: PLC0415
+
+    options, logging_config = _serve_options()
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+        for variant in VARIANTS:
+            deployment = serve.deployment(
+                name=f"Bench_{variant}", logging_config=logging_config, **options
+            )(serve.ingress()(_BenchIngress))
+            serve.run(
+                deployment.bind(variant, public_pem),
+                name=variant,
+                route_prefix=f"/{variant}",
+                logging_config=logging_config,
+            )
+        ready.set()
+        stop.wait(SERVE_START_DEADLINE_S * 10)
+    finally:
+        serve.shutdown()  # type: ignore[no-untyped-call]  # Ray's API is untyped
+        ray.shutdown()
+
+
+def _replica_cpu_s(variant: str) -> float:
+    """CPU seconds the Serve replica of `variant` has used so far."""
+    total = 0.0
+    for process in psutil.process_iter(["cmdline"]):
+        if f"ServeReplica:{variant}:" in " ".join(process.info["cmdline"] or ()):
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+    return total
+
+
+def _measure(
+    targets: dict[str, tuple[int, str]],
+    headers: dict[str, bytes],
+    rounds: int,
+    cpu_s: Callable[[str], float] | None = None,
+) -> tuple[list[Result], list[Result]]:
+    """Saturated and paced results per variant; `targets` maps a variant to (port, path)."""
+    samples: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    paced: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    elapsed: dict[str, float] = dict.fromkeys(VARIANTS, 0.0)
+    failures: dict[str, int] = dict.fromkeys(VARIANTS, 0)
+    cpu_used: dict[str, float] = dict.fromkeys(VARIANTS, 0.0)
+    for _ in range(rounds):
+        for variant, (port, path) in targets.items():
+            request = (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+                + b"User-Agent: dwaybank-bench/1.0\r\n"
+                + headers.get(variant, b"")
+                + b"\r\n"
+            )
+            asyncio.run(_load(port, request, WARMUP_S))
+            before = cpu_s(variant) if cpu_s else 0.0
+            measured, failed, took = asyncio.run(_load(port, request, MEASURE_S))
+            cpu_used[variant] += (cpu_s(variant) - before) if cpu_s else 0.0
+            samples[variant] += measured
+            elapsed[variant] += took
+            failures[variant] += failed
+            slow, failed, _ = asyncio.run(
+                _load(port, request, PACED_S / rounds, rate_per_s=PACED_RATE_PER_S)
+            )
+            paced[variant] += slow
+            failures[variant] += failed
+    saturated: list[Result] = []
+    at_rate: list[Result] = []
+    for variant, label in VARIANTS.items():
+        notes = [f"{failures[variant]} non-200"] if failures[variant] else []
+        if cpu_s is not None and samples[variant]:
+            notes.append(f"replica CPU {cpu_used[variant] / len(samples[variant]) * 1e6:.0f} us")
+        rate = len(samples[variant]) / elapsed[variant]
+        saturated.append(
+            Result(label, "req", rate, *percentiles(samples[variant]), "; ".join(notes))
         )
+        at_rate.append(Result(label, "req", PACED_RATE_PER_S, *percentiles(paced[variant])))
+    return saturated, at_rate
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _on_uvicorn(public_pem: bytes, headers: dict[str, bytes]) -> tuple[list[Result], list[Result]]:
+    context = multiprocessing.get_context("spawn")
     servers: dict[str, tuple[Any, int]] = {}
     try:
         for variant in VARIANTS:
@@ -339,55 +470,55 @@ def results() -> tuple[list[Result], list[Result], dict[str, float]]:
             sock.close()
         for _, port in servers.values():
             _wait_listening(port)
-        samples: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
-        paced: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
-        elapsed: dict[str, float] = dict.fromkeys(VARIANTS, 0.0)
-        failures: dict[str, int] = dict.fromkeys(VARIANTS, 0)
-        for _ in range(ROUNDS):
-            for variant, (_, port) in servers.items():
-                extra = auth if variant == "protected" else b""
-                request = (
-                    b"GET /bench/ping HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                    b"User-Agent: dwaybank-bench/1.0\r\n" + extra + b"\r\n"
-                )
-                asyncio.run(_load(port, request, WARMUP_S))
-                measured, failed, took = asyncio.run(_load(port, request, MEASURE_S))
-                samples[variant] += measured
-                elapsed[variant] += took
-                failures[variant] += failed
-                slow, failed, _ = asyncio.run(
-                    _load(port, request, PACED_S / ROUNDS, rate_per_s=PACED_RATE_PER_S)
-                )
-                paced[variant] += slow
-                failures[variant] += failed
+        targets = {variant: (port, "/bench/ping") for variant, (_, port) in servers.items()}
+        return _measure(targets, headers, ROUNDS)
     finally:
         for process, _ in servers.values():
             process.terminate()
             process.join(timeout=10)
-    saturated: list[Result] = []
-    at_rate: list[Result] = []
-    for variant, label in VARIANTS.items():
-        note = f"{failures[variant]} non-200" if failures[variant] else ""
-        rate = len(samples[variant]) / elapsed[variant]
-        saturated.append(Result(label, "req", rate, *percentiles(samples[variant]), note))
-        at_rate.append(Result(label, "req", PACED_RATE_PER_S, *percentiles(paced[variant])))
-    return saturated, at_rate, cpu_us
 
 
-def run() -> None:
-    """Measure and print the tables and the overhead against the targets."""
-    saturated, at_rate, cpu_us = results()
-    title = f"Gateway edge stack on uvicorn, saturated ({CONCURRENCY} keep-alive connections)"
-    print_table(title, saturated)
-    print_table(f"Gateway edge stack, paced at {PACED_RATE_PER_S:,} requests/s", at_rate)
-    print("\nGateway edge stack, CPU per request called in-process (no HTTP)")
-    for variant, label in VARIANTS.items():
-        extra = cpu_us[variant] - cpu_us["bare"]
-        print(f"  {label:<60} {cpu_us[variant]:8.1f} us   (stack {extra:+.1f} us)")
-    first_us, verify_us = cpu_us["verify_first"], cpu_us["verify"]
-    print(f"  {'  token verification, first sight (PyJWT, RS256)':<60} {first_us:8.1f} us")
-    print(f"  {'  token verification, a token seen before':<60} {verify_us:8.1f} us")
-    print()
+def _on_serve(public_pem: bytes, headers: dict[str, bytes]) -> tuple[list[Result], list[Result]]:
+    context = multiprocessing.get_context("spawn")
+    ready, stop = context.Event(), context.Event()
+    http_port = _free_port()
+    ports = (http_port, _free_port(), _free_port())
+    host = context.Process(target=_serve_host, args=(public_pem, ports, ready, stop))
+    host.start()
+    try:
+        if not ready.wait(SERVE_START_DEADLINE_S):
+            raise RuntimeError("the benchmark's Serve applications did not start")
+        targets = {variant: (http_port, f"/{variant}/bench/ping") for variant in VARIANTS}
+        return _measure(targets, headers, SERVE_ROUNDS, _replica_cpu_s)
+    finally:
+        stop.set()
+        host.join(timeout=SERVE_START_DEADLINE_S)
+        if host.is_alive():
+            host.kill()
+
+
+def results() -> dict[str, Any]:
+    """Saturated and paced results on uvicorn and on Serve, and the CPU us per request."""
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    token = _token(private_key)
+    headers = {"protected": f"Authorization: Bearer {token}\r\n".encode()}
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        fresh_tokens = [_token(private_key) for _ in range(FRESH_TOKENS)]
+        cpu_us = pool.apply(
+            _cpu_per_request, (public_pem, f"Bearer {token}".encode(), fresh_tokens)
+        )
+    return {
+        "uvicorn": _on_uvicorn(public_pem, headers),
+        "serve": _on_serve(public_pem, headers),
+        "cpu_us": cpu_us,
+    }
+
+
+def _print_overhead(saturated: list[Result], at_rate: list[Result]) -> None:
     for index in range(1, len(saturated)):
         loss = 1 - saturated[index].rate_per_s / saturated[0].rate_per_s
         p99_ms = (at_rate[index].p99_ms or 0.0) - (at_rate[0].p99_ms or 0.0)
@@ -397,3 +528,26 @@ def run() -> None:
             f"p99 overhead {p99_ms:+.2f} ms paced (target <= 2 ms), "
             f"{saturated_p99_ms:+.2f} ms saturated"
         )
+
+
+def run() -> None:
+    """Measure and print the tables and the overhead against the targets."""
+    measured = results()
+    saturated, at_rate = measured["serve"]
+    title = f"Gateway edge stack as deployed: Ray Serve + HAProxy, saturated ({CONCURRENCY} conns)"
+    print_table(title, saturated)
+    print_table(f"Gateway edge stack on Serve, paced at {PACED_RATE_PER_S:,} requests/s", at_rate)
+    _print_overhead(saturated, at_rate)
+    saturated, at_rate = measured["uvicorn"]
+    title = f"Gateway edge stack alone on uvicorn, saturated ({CONCURRENCY} keep-alive connections)"
+    print_table(title, saturated)
+    print_table(f"Gateway edge stack on uvicorn, paced at {PACED_RATE_PER_S:,} requests/s", at_rate)
+    _print_overhead(saturated, at_rate)
+    cpu_us = measured["cpu_us"]
+    print("\nGateway edge stack, CPU per request called in-process (no HTTP)")
+    for variant, label in VARIANTS.items():
+        extra = cpu_us[variant] - cpu_us["bare"]
+        print(f"  {label:<60} {cpu_us[variant]:8.1f} us   (stack {extra:+.1f} us)")
+    first_us, verify_us = cpu_us["verify_first"], cpu_us["verify"]
+    print(f"  {'  token verification, first sight (PyJWT, RS256)':<60} {first_us:8.1f} us")
+    print(f"  {'  token verification, a token seen before':<60} {verify_us:8.1f} us")
