@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Final, Protocol, runtime_checkable
+from typing import Final, NamedTuple, Protocol, runtime_checkable
 
 from gateway.constants import RATE_LIMIT_KEYS_MAX
 from kit.clock import Clock
@@ -38,8 +38,12 @@ class WindowLimit:
     limit: int
 
 
-@dataclass(frozen=True, slots=True)
-class LimitRequest:
+# The request, window state and decision are built for every rate-limited request: immutable
+# named tuples, which cost a third of a frozen dataclass to build (the edge's budget is a few
+# tens of microseconds per request).
+
+
+class LimitRequest(NamedTuple):
     """One request to count against `rule` for `subject`."""
 
     rule: str
@@ -53,8 +57,7 @@ class LimitRequest:
         return f"{self.rule}|{self.subject}"
 
 
-@dataclass(frozen=True, slots=True)
-class WindowState:
+class WindowState(NamedTuple):
     """One window after the decision."""
 
     name: str
@@ -65,8 +68,7 @@ class WindowState:
     is_exceeded: bool  # this window refused the request
 
 
-@dataclass(frozen=True, slots=True)
-class LimitDecision:
+class LimitDecision(NamedTuple):
     """The answer to a `LimitRequest`."""
 
     is_allowed: bool
@@ -120,19 +122,19 @@ def limit_decision(request: LimitRequest, decision: RateLimitDecision) -> LimitD
     cost = request.cost
     states = tuple(
         [
-            WindowState(
-                name=window.name,
-                window_s=window.window_s,
-                limit=window.limit,
-                remaining=state.remaining,
-                reset_s=_ceil_s(state.reset_s) if state.reset_s > 0 else 0,
-                is_exceeded=not is_allowed and state.remaining < cost,
+            WindowState(  # name, window_s, limit, remaining, reset_s, is_exceeded
+                window.name,
+                window.window_s,
+                window.limit,
+                state.remaining,
+                _ceil_s(state.reset_s) if state.reset_s > 0 else 0,
+                not is_allowed and state.remaining < cost,
             )
             for window, state in zip(request.windows, decision.windows, strict=True)
         ]
     )
     retry_after_s = 0 if is_allowed else _ceil_s(decision.retry_after_s)
-    return LimitDecision(is_allowed=is_allowed, windows=states, retry_after_s=retry_after_s)
+    return LimitDecision(is_allowed, states, retry_after_s)
 
 
 @runtime_checkable

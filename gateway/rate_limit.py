@@ -77,7 +77,7 @@ class _HeaderTemplate:
     """What the rate-limit headers of one set of windows always say (names, limits, the policy
     field), rendered once; `render` adds what a decision says."""
 
-    __slots__ = ("limits", "policy", "remaining_names")
+    __slots__ = ("limits", "policy", "remaining_names", "state_items")
 
     def __init__(self, windows: tuple[WindowLimit, ...]) -> None:
         self.limits = [
@@ -88,22 +88,32 @@ class _HeaderTemplate:
         ]
         policy = ", ".join(f'"{w.name}";q={w.limit};w={w.window_s}' for w in windows)
         self.policy = (b"ratelimit-policy", policy.encode("latin-1"))
+        # Each window's item of the `RateLimit` field, with room for remaining and reset.
+        self.state_items = [
+            b'"' + w.name.encode("latin-1").replace(b"%", b"%%") + b'";r=%d;t=%d' for w in windows
+        ]
 
     def render(self, decision: LimitDecision) -> list[tuple[bytes, bytes]]:
         headers: list[tuple[bytes, bytes]] = []
-        tightest = decision.windows[0]
-        for limit, name, w in zip(self.limits, self.remaining_names, decision.windows, strict=True):
+        state: list[bytes] = []
+        windows = decision.windows
+        tightest = windows[0]
+        for limit, name, item, w in zip(
+            self.limits, self.remaining_names, self.state_items, windows, strict=True
+        ):
             headers.append(limit)
             headers.append((name, b"%d" % w.remaining))
-            if (w.remaining, -w.window_s) < (tightest.remaining, -tightest.window_s):
+            state.append(item % (w.remaining, w.reset_s))
+            if w.remaining < tightest.remaining or (
+                w.remaining == tightest.remaining and w.window_s > tightest.window_s
+            ):
                 tightest = w
-        state = ", ".join(f'"{w.name}";r={w.remaining};t={w.reset_s}' for w in decision.windows)
         headers += [
             (b"ratelimit-limit", b"%d" % tightest.limit),
             (b"ratelimit-remaining", b"%d" % tightest.remaining),
             (b"ratelimit-reset", b"%d" % tightest.reset_s),
             self.policy,
-            (b"ratelimit", state.encode("latin-1")),
+            (b"ratelimit", b", ".join(state)),
         ]
         return headers
 

@@ -23,7 +23,7 @@ import math
 from bisect import bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 from kit.clock import Clock
 
@@ -71,8 +71,11 @@ class RateLimitPolicy:
         object.__setattr__(self, "horizon_s", max(w.window_s for w in self.windows))
 
 
-@dataclass(frozen=True, slots=True)
-class WindowState:
+# A decision and its window states are built for every hit: immutable named tuples, which cost
+# a third of a frozen dataclass to build.
+
+
+class WindowState(NamedTuple):
     """One window after a decision."""
 
     limit: int
@@ -81,8 +84,7 @@ class WindowState:
     reset_s: float  # until one more unit frees up (0 when the window is empty)
 
 
-@dataclass(frozen=True, slots=True)
-class RateLimitDecision:
+class RateLimitDecision(NamedTuple):
     """Whether a hit was admitted, and the state of every window of the policy."""
 
     policy: str
@@ -138,19 +140,7 @@ class _Log:
     def newest(self) -> float:
         return self.times[-1]
 
-    def expire(self, before: float) -> None:
-        """Forget the times at or before `before`."""
-        self._drop_to(bisect_right(self.times, before, self.head))
-
-    def first_after(self, start: float) -> int:
-        """The index of the oldest time inside a window that began at `start`."""
-        return bisect_right(self.times, start, self.head)
-
-    def add(self, now: float, cost: int) -> None:
-        self.times.extend([now] * cost)
-        self._drop_to(self.head)
-
-    def _drop_to(self, head: int) -> None:
+    def drop_to(self, head: int) -> None:
         """Move the head to `head`, or further so at most `size_max` times remain; compact."""
         self.head = max(head, len(self.times) - self.size_max)
         if self.head > COMPACT_AFTER and self.head * 2 > len(self.times):
@@ -201,22 +191,44 @@ class SlidingLogLimiter:
                 fresh.times = log.times[log.head :]
             log = fresh
         log.horizon_s = horizon_s
-        log.expire(now - horizon_s)
+        # One binary search per window, before the log moves: the index of its oldest hit.
+        # Expiring and recording afterwards change nothing these say: expired hits are outside
+        # every window, an admitted hit is appended (the clock is monotonic), and the size cap
+        # drops only hits older than every window's newest `limit`.
+        times, head, count = log.times, log.head, len(log.times)
+        windows = policy.windows
+        firsts: list[int] = []
+        is_allowed = True
         retry_after_s = 0.0
-        for window in policy.windows:
-            wait = _wait_s(log, window, now, cost)
-            retry_after_s = max(retry_after_s, wait)
-        is_allowed = retry_after_s == 0.0
-        if is_allowed and is_recorded:
-            log.add(now, cost)
-        states = tuple([_state(log, w, now) for w in policy.windows])
-        if log:
+        for window in windows:
+            first = bisect_right(times, now - window.window_s, head)
+            firsts.append(first)
+            excess = count - first + cost - window.limit
+            if excess > 0:
+                is_allowed = False
+                # Never fits: report the window so callers back off; else the excess-th oldest
+                # hit inside the window must leave it first.
+                wait_s = (
+                    window.window_s
+                    if cost > window.limit
+                    else times[first + excess - 1] + window.window_s - now
+                )
+                retry_after_s = max(retry_after_s, wait_s)
+        added = cost if is_allowed and is_recorded else 0
+        states = tuple(
+            [
+                _state(window, count - first + added, times[first] if first < count else now, now)
+                for window, first in zip(windows, firsts, strict=True)
+            ]
+        )
+        if added:
+            times.extend([now] * added)
+        log.drop_to(bisect_right(times, now - horizon_s, head))
+        if len(log.times) > log.head:
             self._remember(key, log)
         else:
             self._logs.pop(key, None)
-        return RateLimitDecision(
-            policy=policy.name, is_allowed=is_allowed, windows=states, retry_after_s=retry_after_s
-        )
+        return RateLimitDecision(policy.name, is_allowed, states, retry_after_s)
 
     def _remember(self, key: str, log: _Log) -> None:
         self._logs[key] = log
@@ -232,25 +244,9 @@ class SlidingLogLimiter:
             self._logs.popitem(last=False)
 
 
-def _wait_s(log: _Log, window: Window, now: float, cost: int) -> float:
-    """Seconds until `cost` more units fit in `window` (0 when they fit now)."""
-    if cost > window.limit:
-        return window.window_s  # never fits; report the window so callers back off
-    first = log.first_after(now - window.window_s)
-    excess = len(log.times) - first + cost - window.limit
-    if excess <= 0:
-        return 0.0
-    # The excess-th oldest entry inside the window must leave it first.
-    return max(log.times[first + excess - 1] + window.window_s - now, 0.0)
-
-
-def _state(log: _Log, window: Window, now: float) -> WindowState:
-    first = log.first_after(now - window.window_s)
-    inside = len(log.times) - first
-    reset_s = log.times[first] + window.window_s - now if inside else 0.0
+def _state(window: Window, inside: int, oldest: float, now: float) -> WindowState:
+    """A window holding `inside` hits, the oldest at `oldest` (unused when it holds none)."""
+    reset_s = oldest + window.window_s - now if inside else 0.0
     return WindowState(
-        limit=window.limit,
-        window_s=window.window_s,
-        remaining=max(window.limit - inside, 0),
-        reset_s=max(reset_s, 0.0),
+        window.limit, window.window_s, max(window.limit - inside, 0), max(reset_s, 0.0)
     )
