@@ -188,7 +188,8 @@ class SlidingLogLimiter:
         if log is None or log.size_max != size_max:
             fresh = _Log(size_max, horizon_s)  # new key, or it changed policy
             if log is not None:
-                fresh.times = log.times[log.head :]
+                # Only the newest `size_max` hits can decide anything under the new policy.
+                fresh.times = log.times[max(log.head, len(log.times) - size_max) :]
             log = fresh
         log.horizon_s = horizon_s
         # One binary search per window, before the log moves: the index of its oldest hit.

@@ -107,6 +107,22 @@ class TestBounds:
         assert len(log) <= 5
         assert len(log.times) <= 5 + COMPACT_AFTER  # expired entries are compacted away
 
+    def test_a_narrowed_policy_counts_only_the_newest_hits(self, clock: FrozenClock) -> None:
+        """When a key's policy shrinks, its log keeps the newest hits the new largest limit can
+        count: the window resets when the oldest of those leaves, not an older one."""
+        limiter = SlidingLogLimiter(clock)
+        wide = RateLimitPolicy("api", (Window(100, 60),))
+        narrow = RateLimitPolicy("api", (Window(3, 60),))
+        for _ in range(10):  # hits at 0..9 s
+            assert limiter.hit("k", wide).is_allowed
+            clock.advance(1)
+        refused = limiter.hit("k", narrow)  # at 10 s; the newest three are at 7, 8 and 9 s
+        assert not refused.is_allowed
+        assert refused.windows[0].remaining == 0
+        assert refused.windows[0].reset_s == pytest.approx(57)
+        assert refused.retry_after_s == pytest.approx(57)
+        assert len(limiter._logs["k"]) == 3
+
     def test_large_limits_stay_exact(self, clock: FrozenClock) -> None:
         """With limits in the thousands (logs long enough to be compacted many times) every
         decision matches a brute-force count of the admitted hits inside each window."""
