@@ -64,7 +64,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import APIRouter, FastAPI
 from jwt.algorithms import RSAAlgorithm
 
-from benchmarks.report import Result, percentiles, print_table
+from benchmarks.report import Result, free_port, percentiles, print_table
 
 CONCURRENCY: Final = 32
 WARMUP_S: Final = 1.0
@@ -453,13 +453,6 @@ def _measure(
     return saturated, at_rate
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _on_uvicorn(public_pem: bytes, headers: dict[str, bytes]) -> tuple[list[Result], list[Result]]:
     context = multiprocessing.get_context("spawn")
     servers: dict[str, tuple[Any, int]] = {}
@@ -486,8 +479,8 @@ def _on_uvicorn(public_pem: bytes, headers: dict[str, bytes]) -> tuple[list[Resu
 def _on_serve(public_pem: bytes, headers: dict[str, bytes]) -> tuple[list[Result], list[Result]]:
     context = multiprocessing.get_context("spawn")
     ready, stop = context.Event(), context.Event()
-    http_port = _free_port()
-    ports = (http_port, _free_port(), _free_port())
+    http_port = free_port()
+    ports = (http_port, free_port(), free_port())
     host = context.Process(target=_serve_host, args=(public_pem, ports, ready, stop))
     host.start()
     try:

@@ -22,7 +22,6 @@ import contextlib
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from typing import Any, Final
 import httpx
 import psutil
 
-from benchmarks.report import Result, percentiles
+from benchmarks.report import Result, free_port, percentiles
 from kit.db import Database, connect, dsn_with_database
 from kit.migrations import migrate
 from kit.settings import Settings
@@ -233,25 +232,18 @@ async def _shard_results(dsn: str, db: Database, ids: list[str]) -> list[Result]
 # ---------------------------------------------------------------- over HTTP
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def _running(database_url: str | None) -> Iterator[str]:
     folder = Path(tempfile.mkdtemp(prefix="dwaybank-bench-up-"))
     folder.chmod(0o755)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"RAY_ADDRESS"}}
     env.update(
         DWAYBANK_DATA_DIR=str(folder),
         DWAYBANK_HTTP_PORT=str(port),
-        DWAYBANK_DASHBOARD_PORT=str(_free_port()),
-        DWAYBANK_HAPROXY_METRICS_PORT=str(_free_port()),
-        DWAYBANK_HAPROXY_STATS_PORT=str(_free_port()),
+        DWAYBANK_DASHBOARD_PORT=str(free_port()),
+        DWAYBANK_HAPROXY_METRICS_PORT=str(free_port()),
+        DWAYBANK_HAPROXY_STATS_PORT=str(free_port()),
         DWAYBANK_LOG_LEVEL="WARNING",
     )
     if database_url:

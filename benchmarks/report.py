@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import socket
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for a server to start on)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,3 +180,13 @@ def blnk_events(events_ledger_url: str) -> Iterator[Any]:
     client = blnk_init("", BlnkClientOptions(base_url=events_ledger_url, retry_count=1))
     yield client
     client.close()
+
+
+async def funded_balance(engine: LedgerEngine, make_balance: MakeBalance, amount: int) -> str:
+    """A new balance holding `amount` minor units, funded from @WorldUSD through `engine`."""
+    balance_id = await make_balance()
+    (outcome,) = await engine.execute(
+        [transfer("@WorldUSD", balance_id, amount, allow_overdraft=True)]
+    )
+    assert outcome.error is None
+    return balance_id

@@ -17,18 +17,9 @@ import pytest
 from kit.db import Database
 from ledger.engine import REFERENCE_LOOKUP_BATCHES, LedgerEngine
 from ledger.models import IdempotencyClaim, Outcome, PostTransaction, RefundTransaction
-from tests.ledger.conftest import MakeBalance, transfer
+from tests.ledger.conftest import MakeBalance, funded_balance, transfer
 
 pytestmark = pytest.mark.db
-
-
-async def _funded(engine: LedgerEngine, make_balance: MakeBalance, amount: int) -> str:
-    balance_id = await make_balance()
-    (outcome,) = await engine.execute(
-        [transfer("@WorldUSD", balance_id, amount, allow_overdraft=True)]
-    )
-    assert outcome.error is None
-    return balance_id
 
 
 def _code(outcome: Outcome) -> str | None:
@@ -50,7 +41,7 @@ class TestReferences:
     ) -> None:
         """A reference another writer committed is refused 409; the rest of the batch commits."""
         other, engine = LedgerEngine(db, writer="test-other"), LedgerEngine(db, writer="test")
-        a, b = await _funded(other, make_balance, 1_000), await make_balance()
+        a, b = await funded_balance(other, make_balance, 1_000), await make_balance()
         reference = f"ref-{uuid.uuid4()}"
         (first,) = await other.execute([transfer(a, b, 100, reference=reference)])
         assert first.error is None
@@ -69,7 +60,7 @@ class TestReferences:
     ) -> None:
         """Replayed references cost one failed attempt per run of batches, not one per batch."""
         engine = LedgerEngine(db, writer="test")
-        a, b = await _funded(engine, make_balance, 1_000), await make_balance()
+        a, b = await funded_balance(engine, make_balance, 1_000), await make_balance()
         taken = [transfer(a, b, 1) for _ in range(3)]
         assert all(o.error is None for o in await engine.execute(taken))
         for command in taken:
@@ -83,7 +74,7 @@ class TestReferences:
     ) -> None:
         """Within a batch the second use is refused in Python, without a failed attempt."""
         engine = LedgerEngine(db, writer="test")
-        a, b = await _funded(engine, make_balance, 1_000), await make_balance()
+        a, b = await funded_balance(engine, make_balance, 1_000), await make_balance()
         reference = f"ref-{uuid.uuid4()}"
         first, second = await engine.execute(
             [transfer(a, b, 100, reference=reference), transfer(a, b, 100, reference=reference)]
@@ -98,7 +89,7 @@ class TestReferences:
     ) -> None:
         """A refund's reference (`<id>_refund`) taken by an earlier refund answers 409."""
         engine = LedgerEngine(db, writer="test")
-        a, b = await _funded(engine, make_balance, 1_000), await make_balance()
+        a, b = await funded_balance(engine, make_balance, 1_000), await make_balance()
         (posted,) = await engine.execute([transfer(a, b, 250)])
         assert posted.record is not None
         original = posted.record.transaction_id
@@ -115,7 +106,7 @@ class TestReferences:
         """A replayed key answers its first 201 though its reference is taken; a new key with a
         taken reference is refused 409."""
         engine = LedgerEngine(db, writer="test")
-        a, b = await _funded(engine, make_balance, 1_000), await make_balance()
+        a, b = await funded_balance(engine, make_balance, 1_000), await make_balance()
         reference = f"ref-{uuid.uuid4()}"
 
         def keyed(key: str) -> PostTransaction:

@@ -19,7 +19,7 @@ from kit.db import Database
 from ledger.engine import LedgerEngine
 from ledger.models import CommitInflight, VoidInflight
 from ledger.scheduler import Due, Scheduler, is_done, plan
-from tests.ledger.conftest import MakeBalance, transfer
+from tests.ledger.conftest import MakeBalance, funded_balance, transfer
 
 pytestmark = pytest.mark.db
 
@@ -42,15 +42,6 @@ async def _figures(db: Database, balance_id: str) -> tuple[int, int, int]:
         int(row["inflight_debit_balance"]),
         int(row["inflight_credit_balance"]),
     )
-
-
-async def _funded(engine: LedgerEngine, make_balance: MakeBalance, amount: int) -> str:
-    balance_id = await make_balance()
-    (outcome,) = await engine.execute(
-        [transfer("@WorldUSD", balance_id, amount, allow_overdraft=True)]
-    )
-    assert outcome.error is None
-    return balance_id
 
 
 class TestPlan:
@@ -82,7 +73,7 @@ class TestTicks:
         self, db: Database, engine: LedgerEngine, make_balance: MakeBalance
     ) -> None:
         """A SCHEDULED row is left alone before its time, runs after it, and never twice."""
-        source = await _funded(engine, make_balance, 1_000)
+        source = await funded_balance(engine, make_balance, 1_000)
         destination = await make_balance()
         when = _later(1)
         (scheduled,) = await engine.execute(
@@ -116,7 +107,7 @@ class TestTicks:
         self, db: Database, engine: LedgerEngine, make_balance: MakeBalance
     ) -> None:
         """A hold past its expiry releases its remainder and is not found again."""
-        source = await _funded(engine, make_balance, 1_000)
+        source = await funded_balance(engine, make_balance, 1_000)
         destination = await make_balance()
         expiry = _later(1)
         (hold,) = await engine.execute(
@@ -136,7 +127,7 @@ class TestTicks:
         self, db: Database, engine: LedgerEngine, make_balance: MakeBalance
     ) -> None:
         """After a client's partial commit, the commit date commits what is left."""
-        source = await _funded(engine, make_balance, 1_000)
+        source = await funded_balance(engine, make_balance, 1_000)
         destination = await make_balance()
         commit_date = _later(1)
         (hold,) = await engine.execute(
@@ -161,7 +152,7 @@ class TestTicks:
         self, db: Database, engine: LedgerEngine, make_balance: MakeBalance
     ) -> None:
         """Two schedulers that planned the same void: one voids, the other's refusal is done."""
-        source = await _funded(engine, make_balance, 1_000)
+        source = await funded_balance(engine, make_balance, 1_000)
         expiry = _later(1)
         (hold,) = await engine.execute(
             [
