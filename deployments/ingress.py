@@ -25,7 +25,7 @@ from gateway.policy import load_policy
 from gateway.problems import ErrorStyle
 from kit.errors import DependencyError
 from kit.settings import Settings
-from kit.telemetry import configure_logging
+from kit.telemetry import configure_logging, flush_line_batches
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ class IngressReplica:
             raise DependencyError("the replica's database pool is closed")
 
     async def __del__(self) -> None:
+        flush_line_batches()  # the audit lines still waiting for their batch
         resources, self.resources = self.resources, None
         if resources is not None:
             await resources.close()

@@ -44,6 +44,11 @@ USER_AGENT_LENGTH_MAX: Final = 512
 # X-Forwarded-For hops examined from the right; a longer chain is cut (and its left end ignored).
 FORWARDED_HOPS_MAX: Final = 16
 
+# Audit lines wait at most this long for their batch (a crash loses at most this much of them),
+# and a batch holds at most this many lines: a bounded buffer per replica.
+AUDIT_BATCH_DELAY_S_MAX: Final = 5.0
+AUDIT_BATCH_LINES_MAX: Final = 10_000
+
 # Resolved routes cached per (method, path); paths with ids churn it, so it is bounded.
 ROUTE_CACHE_SIZE_MAX: Final = 4096
 

@@ -6,7 +6,8 @@ the refusals of the policies, the handlers' answers and the last-resort 500 alik
 
 The audit line is one JSON object per request on the audit logger: time and request id (from
 the log formatter), service, user, client address, method, route template, status, latency and
-the policy decision. Never a token, a header value or a body.
+the policy decision. Never a token, a header value or a body. Lines are written in batches
+(`kit.telemetry.LineBatcher`: at most 50 ms after the request, one write for many requests).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from gateway.edge import ClientAddressResolver, EdgeState, read_edge_state
 from gateway.metrics import GatewayMetrics
 from gateway.policy import AuditPolicy
 from gateway.routes import RouteTable
-from kit.telemetry import log_info_fast
+from kit.telemetry import LineBatcher
 
 _METHOD_LABELS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _SERIES_CACHE_MAX: Final = 10_000  # (route, method, status) label sets kept resolved
@@ -44,7 +45,18 @@ class Observer:
         self._resolver = resolver
         self._metrics = metrics
         self._service = service
-        self._audit = logging.getLogger(audit.logger) if audit.is_enabled else None
+        # Fixed field names, none a secret's; every value is bounded: no masking pass needed.
+        self._audit = (
+            LineBatcher(
+                logging.getLogger(audit.logger),
+                "request",
+                is_redacted=True,
+                lines_max=audit.batch_lines_max,
+                delay_s=audit.batch_delay_s,
+            )
+            if audit.is_enabled
+            else None
+        )
         self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def begin(self, scope: Scope) -> EdgeState:
@@ -70,9 +82,7 @@ class Observer:
         audit = self._audit
         if audit is not None:
             principal = edge.principal
-            log_info_fast(
-                audit,
-                "request",
+            audit.add(
                 {
                     "service": self._service,
                     "user_id": None if principal is None else principal.user_text,
@@ -82,6 +92,5 @@ class Observer:
                     "status": status,
                     "latency_ms": round(elapsed_s * 1000, 3),
                     "decision": edge.decision.value,
-                },
-                is_redacted=True,  # fixed names, none a secret's; every value is bounded
+                }
             )

@@ -24,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic import ValidationError as PydanticValidationError
 
 from gateway.constants import (
+    AUDIT_BATCH_DELAY_S_MAX,
+    AUDIT_BATCH_LINES_MAX,
     BODY_BYTES_MAX_CEILING,
     BODY_BYTES_MAX_DEFAULT,
     CORS_MAX_AGE_S_DEFAULT,
@@ -37,6 +39,7 @@ from gateway.constants import (
     STEP_UP_MAX_AGE_S_DEFAULT,
 )
 from kit.errors import ConfigurationError
+from kit.telemetry import LINE_BATCH_DELAY_S, LINE_BATCH_MAX
 
 HTTP_METHODS: Final = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
@@ -473,10 +476,13 @@ class MetricsPolicy(_Model):
 
 
 class AuditPolicy(_Model):
-    """One JSON line per request on this logger (no token, no body, ever)."""
+    """One JSON line per request on this logger (no token, no body, ever), written in batches:
+    at most `batch_delay_s` after the request, or as soon as `batch_lines_max` lines wait."""
 
     is_enabled: bool = True
     logger: str = Field(default="dwaybank.audit", pattern=r"^[A-Za-z0-9_.]{1,100}$")
+    batch_delay_s: float = Field(default=LINE_BATCH_DELAY_S, ge=0, le=AUDIT_BATCH_DELAY_S_MAX)
+    batch_lines_max: int = Field(default=LINE_BATCH_MAX, ge=1, le=AUDIT_BATCH_LINES_MAX)
 
 
 class HealthPolicy(_Model):

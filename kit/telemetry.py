@@ -10,12 +10,16 @@ the edge sets per request; every line logged while serving it carries it.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import enum
 import functools
 import logging
 import re
 import sys
 import time
-from contextvars import ContextVar, Token
+import weakref
+from contextvars import Context, ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -80,6 +84,15 @@ def timestamp_text(created: float) -> str:
     return f"{_second_text(second)}.{millis:03d}+00:00"
 
 
+class _Current(enum.Enum):
+    """`json_line`'s default request id: the one bound in the current context."""
+
+    CURRENT = "current"
+
+
+_CURRENT: Final = _Current.CURRENT
+
+
 def json_line(
     created: float,
     level: str,
@@ -89,9 +102,10 @@ def json_line(
     *,
     unredacted: dict[str, Any] | None = None,
     is_redacted: bool = False,
+    request_id: str | _Current | None = _CURRENT,
 ) -> str:
-    """One log line as `JsonFormatter` writes it: time, level, logger, message, the current
-    request id, the fields (redacted unless the caller has: `is_redacted`), then `unredacted`
+    """One log line as `JsonFormatter` writes it: time, level, logger, message, the request id
+    (the current one unless given), the fields (redacted unless the caller has: `is_redacted`), then `unredacted`
     ones (a traceback, kept whole)."""
     payload: dict[str, Any] = {
         "ts": timestamp_text(created),
@@ -99,7 +113,8 @@ def json_line(
         "logger": logger,
         "message": message,
     }
-    request_id = REQUEST_ID.get()
+    if request_id is _CURRENT:
+        request_id = REQUEST_ID.get()
     if request_id is not None:
         payload["request_id"] = request_id
     payload.update(fields if is_redacted else redact(fields))
@@ -160,34 +175,139 @@ def plain_json_handler(logger: logging.Logger) -> logging.StreamHandler[Any] | N
     return found
 
 
-def log_info_fast(
-    logger: logging.Logger, message: str, fields: dict[str, Any], *, is_redacted: bool = False
-) -> None:
-    """`logger.info(message, extra=fields)` for lines logged on every request (the audit line):
-    the same output, but written straight to the stream when `plain_json_handler` finds the
-    plain JSON configuration, and without the caller lookup of `info` otherwise.
+LINE_BATCH_MAX: Final = 256  # lines a `LineBatcher` holds before it writes them at once
+LINE_BATCH_DELAY_S: Final = 0.05  # the longest a held line waits for its batch
+_BATCHERS: weakref.WeakSet[LineBatcher] = weakref.WeakSet()
+
+
+class LineBatcher:
+    """INFO lines of one logger that come on every request (the audit line), written in batches:
+    one write of up to `lines_max` lines at most `delay_s` after the first of them, instead of a
+    write and a flush per line. Under Ray Serve a replica's stderr is a pipe that Ray drains
+    into its log files, and a write per request cost the replica more CPU than everything else
+    the edge does for a public route.
+
+    The output is what `logger.info(message, extra=fields)` would have written at the moment
+    the line was added (its time and request id): straight to the stream when
+    `plain_json_handler` finds the plain JSON configuration, else as records through the logging
+    machinery, so every handler and filter still sees each line.
+
+    Lines wait on the running event loop's timer (one loop owns a batcher); outside a loop they
+    are written at once. `flush_line_batches()` writes every batcher's waiting lines (at
+    shutdown, and at exit); a process killed outright loses at most `delay_s` of lines.
 
     `is_redacted`: the caller vouches that no field name asks for masking and no value needs
     cutting (fixed names, bounded values), which saves the masking pass on the direct path."""
-    if not logger.isEnabledFor(logging.INFO):
-        return
-    handler = plain_json_handler(logger)
-    if handler is not None:
-        line = json_line(time.time(), "INFO", logger.name, message, fields, is_redacted=is_redacted)
-        handler.acquire()
-        try:
-            handler.stream.write(line + handler.terminator)
-            handler.flush()
-        except (OSError, ValueError):
-            pass  # the record path below retries and reports it as logging does
-        else:
-            return
-        finally:
-            handler.release()
-    record = logger.makeRecord(
-        logger.name, logging.INFO, __file__, 0, message, (), None, extra=fields
+
+    __slots__ = (
+        "__weakref__",
+        "_delay_s",
+        "_lines_max",
+        "_logger",
+        "_message",
+        "_pending",
+        "_timer",
+        "is_redacted",
     )
-    logger.handle(record)
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        message: str,
+        *,
+        is_redacted: bool = False,
+        lines_max: int = LINE_BATCH_MAX,
+        delay_s: float = LINE_BATCH_DELAY_S,
+    ) -> None:
+        if lines_max < 1 or delay_s < 0:
+            raise ValueError("a line batch holds at least one line and waits no negative time")
+        self._logger = logger
+        self._message = message
+        self.is_redacted = is_redacted
+        self._lines_max = lines_max
+        self._delay_s = delay_s
+        self._pending: list[tuple[float, str | None, dict[str, Any]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        _BATCHERS.add(self)
+
+    @property
+    def pending(self) -> int:
+        """Lines waiting for their batch."""
+        return len(self._pending)
+
+    def add(self, fields: dict[str, Any]) -> None:
+        """Queue one line; it is written with the current time and request id."""
+        if not self._logger.isEnabledFor(logging.INFO):
+            return
+        pending = self._pending
+        pending.append((time.time(), REQUEST_ID.get(), fields))
+        if len(pending) >= self._lines_max:
+            self.flush()
+        elif self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop to wait on: write it now
+                self.flush()
+                return
+            # An empty context: the timer must not keep the first request's context alive.
+            self._timer = loop.call_later(self._delay_s, self.flush, context=Context())
+
+    def flush(self) -> None:
+        """Write every waiting line now."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        logger, message = self._logger, self._message
+        handler = plain_json_handler(logger)
+        if handler is not None:
+            name, terminator = logger.name, handler.terminator
+            text = "".join(
+                [
+                    json_line(
+                        created,
+                        "INFO",
+                        name,
+                        message,
+                        fields,
+                        request_id=request_id,
+                        is_redacted=self.is_redacted,
+                    )
+                    + terminator
+                    for created, request_id, fields in pending
+                ]
+            )
+            handler.acquire()
+            try:
+                handler.stream.write(text)
+                handler.flush()
+            except (OSError, ValueError):
+                pass  # the record path below retries and reports it as logging does
+            else:
+                return
+            finally:
+                handler.release()
+        for created, request_id, fields in pending:
+            record = logger.makeRecord(
+                logger.name, logging.INFO, __file__, 0, message, (), None, extra=fields
+            )
+            record.created, record.msecs = created, (created - int(created)) * 1000
+            token = REQUEST_ID.set(request_id)
+            try:
+                logger.handle(record)
+            finally:
+                REQUEST_ID.reset(token)
+
+
+def flush_line_batches() -> None:
+    """Write the waiting lines of every `LineBatcher` (shutdown, exit)."""
+    for batcher in list(_BATCHERS):
+        batcher.flush()
+
+
+atexit.register(flush_line_batches)
 
 
 def configure_logging(level: str = "INFO", *, is_json: bool = True) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,8 +19,9 @@ from kit.metrics import counter, gauge, histogram, render_latest
 from kit.telemetry import (
     REDACTED,
     JsonFormatter,
+    LineBatcher,
     bind_request_id,
-    log_info_fast,
+    flush_line_batches,
     redact,
     reset_request_id,
     timestamp_text,
@@ -89,46 +92,96 @@ def json_logger() -> Iterator[tuple[logging.Logger, io.StringIO]]:
 FAST_FIELDS: Final = {"service": "api", "status": 200, "latency_ms": 0.25, "api_key": "k-123"}
 
 
-class TestFastInfoLines:
-    def test_fast_line_is_the_formatters_line(
+class TestLineBatcher:
+    async def test_batched_lines_are_the_formatters_lines(
         self, json_logger: tuple[logging.Logger, io.StringIO]
     ) -> None:
-        """Written straight to the stream, the line says what `logger.info` would have: same
-        keys, values, request id and masking, one line."""
+        """Held until the batch is due, then written at once: each line says what
+        `logger.info` would have said when it was added (its request id, its time, the same
+        keys, values and masking)."""
         logger, stream = json_logger
-        token = bind_request_id("req-fast-0001")
+        batcher = LineBatcher(logger, "request", delay_s=0.02)
+        for request_id in ("req-batch-0001", "req-batch-0002"):
+            token = bind_request_id(request_id)
+            try:
+                batcher.add(dict(FAST_FIELDS))
+            finally:
+                reset_request_id(token)
+        assert (stream.getvalue(), batcher.pending) == ("", 2)
+        token = bind_request_id("req-batch-0001")
         try:
-            log_info_fast(logger, "request", dict(FAST_FIELDS))
             logger.info("request", extra=dict(FAST_FIELDS))
         finally:
             reset_request_id(token)
-        fast, slow = (json.loads(line) for line in stream.getvalue().splitlines())
-        assert fast.pop("ts")[:16] == slow.pop("ts")[:16]
-        assert fast == slow
-        assert fast["api_key"] == REDACTED
-        assert (fast["request_id"], fast["logger"]) == ("req-fast-0001", logger.name)
+        await asyncio.sleep(0.1)
+        direct, first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+        assert batcher.pending == 0
+        assert (first["request_id"], second["request_id"]) == ("req-batch-0001", "req-batch-0002")
+        assert first.pop("ts")[:16] == direct.pop("ts")[:16]
+        assert first == direct
+        assert first["api_key"] == REDACTED
 
-    def test_other_configurations_get_the_record(
+    async def test_a_full_batch_is_written_at_once(
         self, json_logger: tuple[logging.Logger, io.StringIO]
     ) -> None:
-        """With a filter or a second handler on the way the line goes through the logging
-        machinery, so every handler sees it and the filter decides."""
         logger, stream = json_logger
-        seen: list[logging.LogRecord] = []
+        batcher = LineBatcher(logger, "request", lines_max=3, delay_s=60)
+        for status in (200, 201):
+            batcher.add({"status": status})
+        assert stream.getvalue() == ""
+        batcher.add({"status": 202})
+        assert [json.loads(x)["status"] for x in stream.getvalue().splitlines()] == [200, 201, 202]
+
+    def test_without_a_loop_lines_are_written_at_once(
+        self, json_logger: tuple[logging.Logger, io.StringIO]
+    ) -> None:
+        logger, stream = json_logger
+        LineBatcher(logger, "request").add({"status": 200})
+        assert json.loads(stream.getvalue())["status"] == 200
+
+    async def test_flush_writes_what_waits(
+        self, json_logger: tuple[logging.Logger, io.StringIO]
+    ) -> None:
+        """Shutdown writes every batcher's waiting lines, whatever their delay."""
+        logger, stream = json_logger
+        batcher = LineBatcher(logger, "request", delay_s=60)
+        batcher.add({"status": 200})
+        flush_line_batches()
+        assert (json.loads(stream.getvalue())["status"], batcher.pending) == (200, 0)
+
+    async def test_other_configurations_get_the_records(
+        self, json_logger: tuple[logging.Logger, io.StringIO]
+    ) -> None:
+        """With a filter or a second handler on the way the lines go through the logging
+        machinery, so every handler sees each one (with its own time and request id) and the
+        filter decides."""
+        logger, stream = json_logger
+        seen: list[tuple[logging.LogRecord, dict[str, object]]] = []
 
         class Collect(logging.Handler):
             def emit(self, record: logging.LogRecord) -> None:
-                seen.append(record)
+                seen.append((record, json.loads(JsonFormatter().format(record))))
 
         extra = Collect()
         logger.addHandler(extra)
-        log_info_fast(logger, "request", dict(FAST_FIELDS))
-        assert len(seen) == 1
-        assert seen[0].status == 200  # type: ignore[attr-defined]
-        assert json.loads(stream.getvalue())["status"] == 200
+        batcher = LineBatcher(logger, "request", delay_s=60)
+        token = bind_request_id("req-record-0001")
+        try:
+            batcher.add(dict(FAST_FIELDS))
+        finally:
+            reset_request_id(token)
+        added_at = time.time()
+        await asyncio.sleep(0.05)
+        batcher.flush()
+        [(record, line)] = seen
+        assert record.status == 200  # type: ignore[attr-defined]
+        assert record.created <= added_at
+        assert (line["request_id"], line["api_key"]) == ("req-record-0001", REDACTED)
+        assert json.loads(stream.getvalue())["request_id"] == "req-record-0001"
         logger.removeHandler(extra)
         logger.addFilter(lambda record: False)
-        log_info_fast(logger, "request", dict(FAST_FIELDS))
+        batcher.add(dict(FAST_FIELDS))
+        batcher.flush()
         assert len(stream.getvalue().splitlines()) == 1  # the filter dropped the second line
 
     def test_disabled_level_writes_nothing(
@@ -136,8 +189,15 @@ class TestFastInfoLines:
     ) -> None:
         logger, stream = json_logger
         logger.setLevel(logging.WARNING)
-        log_info_fast(logger, "request", dict(FAST_FIELDS))
-        assert stream.getvalue() == ""
+        batcher = LineBatcher(logger, "request")
+        batcher.add(dict(FAST_FIELDS))
+        batcher.flush()
+        assert (stream.getvalue(), batcher.pending) == ("", 0)
+
+    def test_bounds_are_checked(self, json_logger: tuple[logging.Logger, io.StringIO]) -> None:
+        logger, _ = json_logger
+        with pytest.raises(ValueError, match="at least one line"):
+            LineBatcher(logger, "request", lines_max=0)
 
     @pytest.mark.parametrize("created", [0.0, 1_700_000_000.0, 1_700_000_000.9994, 1_799_999_999.5])
     def test_timestamp_matches_isoformat(self, created: float) -> None:
