@@ -58,9 +58,10 @@ class RateLimitPolicy:
     name: str
     windows: tuple[Window, ...]
     # Derived once (every decision reads them): the most entries a key's log needs (the
-    # largest limit), and the longest window (older entries never matter).
+    # largest limit), the longest window (older entries never matter) and the largest cost.
     log_size_max: int = field(init=False, compare=False, repr=False)
     horizon_s: float = field(init=False, compare=False, repr=False)
+    cost_max: int = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.windows) <= WINDOWS_MAX:
@@ -69,6 +70,7 @@ class RateLimitPolicy:
             raise ValueError("a policy name is 1-64 characters without quotes")
         object.__setattr__(self, "log_size_max", max(w.limit for w in self.windows))
         object.__setattr__(self, "horizon_s", max(w.window_s for w in self.windows))
+        object.__setattr__(self, "cost_max", min(COST_MAX, self.log_size_max))
 
 
 # A decision and its window states are built for every hit: immutable named tuples, which cost
@@ -180,18 +182,20 @@ class SlidingLogLimiter:
     ) -> RateLimitDecision:
         if not key or len(key) > KEY_LENGTH_MAX:
             raise ValueError(f"a rate-limit key is 1-{KEY_LENGTH_MAX} characters")
-        if not 1 <= cost <= min(COST_MAX, policy.log_size_max):
+        if not 1 <= cost <= policy.cost_max:
             raise ValueError("cost must be at least 1 and within the policy's largest limit")
         now = self._clock.monotonic()
         size_max, horizon_s = policy.log_size_max, policy.horizon_s
-        log = self._logs.get(key)
+        logs = self._logs
+        stored = log = logs.get(key)
         if log is None or log.size_max != size_max:
             fresh = _Log(size_max, horizon_s)  # new key, or it changed policy
             if log is not None:
                 # Only the newest `size_max` hits can decide anything under the new policy.
                 fresh.times = log.times[max(log.head, len(log.times) - size_max) :]
             log = fresh
-        log.horizon_s = horizon_s
+        elif log.horizon_s != horizon_s:
+            log.horizon_s = horizon_s
         # One binary search per window, before the log moves: the index of its oldest hit.
         # Expiring and recording afterwards change nothing these say: expired hits are outside
         # every window, an admitted hit is appended (the clock is monotonic), and the size cap
@@ -222,13 +226,20 @@ class SlidingLogLimiter:
                 for window, first in zip(windows, firsts, strict=True)
             ]
         )
-        if added:
+        if added == 1:
+            times.append(now)
+        elif added:
             times.extend([now] * added)
-        log.drop_to(bisect_right(times, now - horizon_s, head))
-        if len(log.times) > log.head:
-            self._remember(key, log)
-        else:
-            self._logs.pop(key, None)
+        # The common hit expires nothing and stays within the cap: the log keeps its head.
+        if (head < count and times[head] <= now - horizon_s) or len(times) - head > size_max:
+            log.drop_to(bisect_right(times, now - horizon_s, head))
+        if len(times) > log.head:
+            if log is stored:
+                logs.move_to_end(key)
+            else:
+                self._remember(key, log)
+        elif stored is not None:
+            del logs[key]
         return RateLimitDecision(policy.name, is_allowed, states, retry_after_s)
 
     def _remember(self, key: str, log: _Log) -> None:
