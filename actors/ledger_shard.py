@@ -30,6 +30,7 @@ from ray.exceptions import RayActorError, RaySystemError
 from actors.coalescer import Coalescer
 from actors.routing import NAMESPACE, actor_name, shard_for
 from kit.db import Database
+from kit.heap import freeze_startup_heap
 from kit.metrics import gauge
 from kit.settings import Settings
 from ledger.engine import LedgerEngine, command_weight
@@ -84,6 +85,7 @@ class LedgerShardImpl:
         self.config = config
         self._engine: LedgerEngine | None = None
         self._opening = asyncio.Lock()
+        freeze_startup_heap()  # the actor's process holds Ray and the ledger: never rescan them
 
     async def _get_engine(self) -> LedgerEngine:
         if self._engine is None:

@@ -48,6 +48,7 @@ from auth.lockout import (
 )
 from kit.clock import Clock, SystemClock
 from kit.errors import ConfigurationError, InvariantError
+from kit.heap import freeze_startup_heap
 from kit.ratelimit import RateLimitDecision, RateLimitPolicy, SlidingLogLimiter
 from kit.redis_client import KeySpace, create_redis
 from kit.settings import Settings
@@ -194,6 +195,7 @@ class UserShard:
             LockoutPolicy.from_settings(settings),
             SystemClock(),
         )
+        freeze_startup_heap()  # the actor's process holds Ray and Redis: never rescan them
 
     async def run_batch(self, ops: list[UserOp]) -> list[UserResult | BaseException]:
         """Run a batch of operations (see the module docstring)."""

@@ -187,15 +187,8 @@ class SlidingLogLimiter:
         now = self._clock.monotonic()
         size_max, horizon_s = policy.log_size_max, policy.horizon_s
         logs = self._logs
-        stored = log = logs.get(key)
-        if log is None or log.size_max != size_max:
-            fresh = _Log(size_max, horizon_s)  # new key, or it changed policy
-            if log is not None:
-                # Only the newest `size_max` hits can decide anything under the new policy.
-                fresh.times = log.times[max(log.head, len(log.times) - size_max) :]
-            log = fresh
-        elif log.horizon_s != horizon_s:
-            log.horizon_s = horizon_s
+        stored = logs.get(key)
+        log = _fitted(stored, size_max, horizon_s)
         # One binary search per window, before the log moves: the index of its oldest hit.
         # Expiring and recording afterwards change nothing these say: expired hits are outside
         # every window, an admitted hit is appended (the clock is monotonic), and the size cap
@@ -254,6 +247,20 @@ class SlidingLogLimiter:
             del self._logs[name]
         while len(self._logs) > self._keys_max:
             self._logs.popitem(last=False)
+
+
+def _fitted(log: _Log | None, size_max: int, horizon_s: float) -> _Log:
+    """`log` ready for a policy keeping `size_max` hits over `horizon_s`: itself when it already
+    fits, else a fresh log (a new key, or one whose policy changed)."""
+    if log is not None and log.size_max == size_max:
+        if log.horizon_s != horizon_s:
+            log.horizon_s = horizon_s
+        return log
+    fresh = _Log(size_max, horizon_s)
+    if log is not None:
+        # Only the newest `size_max` hits can decide anything under the new policy.
+        fresh.times = log.times[max(log.head, len(log.times) - size_max) :]
+    return fresh
 
 
 def _state(window: Window, inside: int, oldest: float, now: float) -> WindowState:
