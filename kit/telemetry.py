@@ -105,8 +105,8 @@ def json_line(
     request_id: str | _Current | None = _CURRENT,
 ) -> str:
     """One log line as `JsonFormatter` writes it: time, level, logger, message, the request id
-    (the current one unless given), the fields (redacted unless the caller has: `is_redacted`), then `unredacted`
-    ones (a traceback, kept whole)."""
+    (the current one unless given), the fields (redacted unless the caller has: `is_redacted`),
+    then `unredacted` ones (a traceback, kept whole)."""
     payload: dict[str, Any] = {
         "ts": timestamp_text(created),
         "level": level,
@@ -207,6 +207,7 @@ class LineBatcher:
         "_message",
         "_pending",
         "_timer",
+        "_timer_loop",
         "is_redacted",
     )
 
@@ -228,6 +229,7 @@ class LineBatcher:
         self._delay_s = delay_s
         self._pending: list[tuple[float, str | None, dict[str, Any]]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         _BATCHERS.add(self)
 
     @property
@@ -243,18 +245,23 @@ class LineBatcher:
         pending.append((time.time(), REQUEST_ID.get(), fields))
         if len(pending) >= self._lines_max:
             self.flush()
-        elif self._timer is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop to wait on: write it now
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to wait on: write it now
+            self.flush()
+            return
+        if self._timer is not None:
+            if self._timer_loop is not loop:  # the loop holding the timer is gone: write now
                 self.flush()
-                return
-            # An empty context: the timer must not keep the first request's context alive.
-            self._timer = loop.call_later(self._delay_s, self.flush, context=Context())
+            return
+        # An empty context: the timer must not keep the first request's context alive.
+        self._timer = loop.call_later(self._delay_s, self.flush, context=Context())
+        self._timer_loop = loop
 
     def flush(self) -> None:
         """Write every waiting line now."""
-        timer, self._timer = self._timer, None
+        timer, self._timer, self._timer_loop = self._timer, None, None
         if timer is not None:
             timer.cancel()
         pending, self._pending = self._pending, []

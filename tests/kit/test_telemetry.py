@@ -132,6 +132,22 @@ class TestLineBatcher:
         batcher.add({"status": 202})
         assert [json.loads(x)["status"] for x in stream.getvalue().splitlines()] == [200, 201, 202]
 
+    def test_a_line_left_on_a_finished_loop_is_written_by_the_next_one(
+        self, json_logger: tuple[logging.Logger, io.StringIO]
+    ) -> None:
+        """A loop that ends before its timer fires does not strand its lines: the next line,
+        added on another loop, writes them."""
+        logger, stream = json_logger
+        batcher = LineBatcher(logger, "request", delay_s=60)
+
+        async def add(status: int) -> None:
+            batcher.add({"status": status})
+
+        asyncio.run(add(200))
+        assert stream.getvalue() == ""
+        asyncio.run(add(201))
+        assert [json.loads(x)["status"] for x in stream.getvalue().splitlines()] == [200, 201]
+
     def test_without_a_loop_lines_are_written_at_once(
         self, json_logger: tuple[logging.Logger, io.StringIO]
     ) -> None:
