@@ -8,11 +8,12 @@ domain error to render.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import operator
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from kit.errors import AppError
 
@@ -40,6 +41,33 @@ class TransactionStatus(StrEnum):
     REJECTED = "REJECTED"
 
 
+_Model = TypeVar("_Model")
+
+
+def _pickled_by_fields(cls: type[_Model]) -> type[_Model]:
+    """Pickle instances as their class and field values, rebuilt by the class itself.
+
+    Commands, outcomes and their records cross the shard boundary by the thousand (pickled by
+    Ray on both sides). A slots dataclass pickles through `__getstate__` / `__setstate__`, which
+    walk `dataclasses.fields()` for every object: ~31 us per posting there and back. One C-level
+    attribute getter and the generated `__init__` do the same in about a third of that."""
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]  # always a dataclass here
+    getter = operator.attrgetter(*names)
+    if len(names) == 1:
+
+        def reduce(self: object) -> tuple[type[_Model], tuple[Any, ...]]:
+            return cls, (getter(self),)
+
+    else:
+
+        def reduce(self: object) -> tuple[type[_Model], tuple[Any, ...]]:
+            return cls, getter(self)
+
+    cls.__reduce__ = reduce  # type: ignore[method-assign]
+    return cls
+
+
+@_pickled_by_fields
 @dataclass(slots=True)
 class Figures:
     """The four stored amounts of a balance, in minor units."""
@@ -80,6 +108,7 @@ class Figures:
         return not (self.credit or self.debit or self.inflight_credit or self.inflight_debit)
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class BalanceRecord:
     """A balance as stored."""
@@ -98,6 +127,7 @@ class BalanceRecord:
     inflight_expires_at: datetime | None
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Leg:
     """One side of a split: a balance and its share."""
@@ -109,6 +139,7 @@ class Leg:
     transaction_id: str | None = None
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class TransactionRecord:
     """A transaction as stored (and as Blnk serialises it)."""
@@ -151,6 +182,7 @@ class TransactionRecord:
 # ---------------------------------------------------------------- commands
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class IdempotencyClaim:
     """An Idempotency-Key header and the hash of the request it came with."""
@@ -159,6 +191,7 @@ class IdempotencyClaim:
     request_hash: str
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class PostTransaction:
     """Create a transaction (one or many legs); ids and amounts already validated."""
@@ -201,6 +234,7 @@ class PostTransaction:
         return 0
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class CommitInflight:
     """Commit all or part of a hold (PUT /transactions/inflight/{id} status=commit)."""
@@ -214,6 +248,7 @@ class CommitInflight:
     created_at: datetime | None = None
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class VoidInflight:
     """Release what a hold has left (status=void)."""
@@ -225,6 +260,7 @@ class VoidInflight:
     created_at: datetime | None = None
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class RefundTransaction:
     """Post the reverse of an applied transaction."""
@@ -243,6 +279,7 @@ ASYNC_BULK_LEASE_S: Final = 60
 ASYNC_BULK_ATTEMPTS_MAX: Final = 5  # scheduler runs of one request before it is abandoned
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class PostBulk:
     """Many transactions in one request; atomic means all or none.
@@ -260,6 +297,7 @@ class PostBulk:
     abandon_reason: str | None = None
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class RunScheduled:
     """Execute a SCHEDULED transaction whose time has come."""
@@ -273,6 +311,7 @@ Command = (
 )
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """The engine's answer to one command: a transaction (with extra members), a body, or an

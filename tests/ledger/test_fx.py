@@ -336,10 +336,20 @@ class TestTransferApi:
         assert held.json()["error_detail"]["code"] == "FX_VALIDATION_ERROR"
 
 
+_USED_CODES: set[str] = set()
+
+
 def _currencies() -> tuple[str, str]:
-    """A pair no other test uses (the rates table is shared)."""
-    letters = uuid.uuid4().hex.upper().translate(str.maketrans("0123456789", "GHIJKLMNOP"))
-    return f"Q{letters[:2]}", f"Q{letters[2:4]}"
+    """A pair of codes no other test of the run uses (the rates table is shared, and a base
+    another test also quoted would be refreshed with its pairs)."""
+    codes: list[str] = []
+    while len(codes) < 2:
+        letters = uuid.uuid4().hex.upper().translate(str.maketrans("0123456789", "GHIJKLMNOP"))
+        code = f"Q{letters[:2]}"
+        if code not in _USED_CODES:
+            _USED_CODES.add(code)
+            codes.append(code)
+    return codes[0], codes[1]
 
 
 def _frankfurter(
