@@ -44,9 +44,14 @@ READY_REQUEST_TIMEOUT_S: Final = 5.0
 PREFLIGHT_TIMEOUT_S: Final = 5.0
 TERMINATE_WAIT_S: Final = 5.0
 LOCAL_DRAIN_S: Final = 2
+# Serve throughput-optimized behind HAProxy. Serve's HTTP metrics (requests, errors, latency,
+# ongoing requests) then come from the direct-ingress replicas themselves rather than from
+# HAProxy's per-request log lines, which Serve's HAProxy manager parsed at ~60 us a request
+# (and HAProxy spent ~15 us writing): same metric names, the dashboard's panels unchanged.
 SERVE_THROUGHPUT_ENV: Final = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
 }
 
 
