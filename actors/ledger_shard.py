@@ -2,7 +2,8 @@
 
 `LedgerShard` (one per shard, named `ledger-shard-NNN`) owns a `LedgerEngine` and its own
 connection pool; every call carries a list of commands and answers one outcome per command,
-after COMMIT. Calls from several ingress replicas merge into the engine's batches.
+after COMMIT (both packed into one bytes value by `pack`). Calls from several ingress replicas
+merge into the engine's batches.
 
 `ShardedLedger` is the `LedgerPort` the ingress uses: it routes each command to a shard by a
 stable key (the debited balance for a transfer, the hold for a commit or void, the original
