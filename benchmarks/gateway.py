@@ -339,14 +339,9 @@ class _BenchIngress:
         self.public_pem = public_pem
 
     async def __serve_build_asgi_app__(self) -> FastAPI:
-        from kit.heap import freeze_startup_heap  # noqa: PLC0415 - replica only
-
         _log_like_production()
-        # As in `deployments.ingress`: Serve's proxy layer already echoes the request id, and
-        # the startup heap is frozen.
-        app = _build(self.variant, self.public_pem, echo_request_id=False)
-        freeze_startup_heap()
-        return app
+        # As in `deployments.ingress`: Serve's proxy layer already echoes the request id.
+        return _build(self.variant, self.public_pem, echo_request_id=False)
 
 
 def _serve_options() -> tuple[dict[str, Any], dict[str, Any]]:

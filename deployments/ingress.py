@@ -24,7 +24,6 @@ from gateway.app import create_app
 from gateway.policy import load_policy
 from gateway.problems import ErrorStyle
 from kit.errors import DependencyError
-from kit.heap import freeze_startup_heap
 from kit.settings import Settings
 from kit.telemetry import configure_logging, flush_line_batches
 
@@ -77,7 +76,8 @@ class IngressReplica:
         self.resources.gateway_policy = policy
         # The routers' wiring may fill the edge's slots (token verifier, rate limiter).
         routers = await _load_router_factory(self.args.routers)(self.resources)
-        app = create_app(
+        # Once this returns Serve collects and freezes the startup heap itself (see kit.heap).
+        return create_app(
             title=self.args.title,
             version=APP_VERSION,
             routers=routers,
@@ -89,8 +89,6 @@ class IngressReplica:
             verifier=self.resources.token_verifier,
             limiter=self.resources.rate_limiter,
         )
-        freeze_startup_heap()  # Ray, FastAPI and the app, never rescanned (p99: see kit.heap)
-        return app
 
     def check_health(self) -> None:
         """Serve's liveness probe: the replica's resources are open."""

@@ -1,13 +1,15 @@
-"""The garbage collector in long-running server processes (Serve replicas, shard actors).
+"""The garbage collector in long-running actor processes (the shard actors).
 
-A replica's heap after startup holds Ray, FastAPI, pydantic and every module and model of the
-app: hundreds of thousands of objects that live as long as the process. The collector's oldest
-generation rescans all of them whenever enough survivors have piled up, which on our replicas
-took 65-72 ms (measured with `gc.callbacks`), long enough to stall every request in flight
-and put tens of milliseconds into the p99 of whichever second it lands in. Freezing the startup
-heap once moves those objects out of the collector's sight (`gc.freeze`); what the process
-allocates afterwards is collected as before, so the young collections (under a millisecond)
-are all that remains.
+After startup such a process holds Ray, the drivers and every module of the app: objects that
+live as long as the process, which the collector's oldest generation would rescan whenever
+enough survivors pile up (a full collection over a Serve replica's startup heap took ~60 ms
+here, measured with `gc.callbacks`: long enough to stall every call in flight). Freezing the
+startup heap once moves those objects out of the collector's sight (`gc.freeze`); what the
+process allocates afterwards is collected as before.
+
+Serve replicas need nothing from us: Serve collects and freezes once a replica has initialised
+(`RAY_SERVE_FREEZE_GC_ON_STARTUP`, on by default), after which their full collections took
+under a millisecond. The shard actors are plain Ray actors and call `freeze_startup_heap`.
 """
 
 from __future__ import annotations
