@@ -109,14 +109,11 @@ class LedgerShardImpl:
                     )
         return self._engine
 
-    async def execute(self, commands: list[Command]) -> list[Outcome]:
-        """Run the commands through this shard's engine."""
-        engine = await self._get_engine()
-        return await engine.execute(commands)
-
     async def execute_packed(self, payload: bytes) -> bytes:
-        """`execute` for commands and outcomes pickled by the standard pickler (`pack`)."""
-        return pack(await self.execute(unpack(payload)))
+        """Run the commands `pack`ed in `payload` through this shard's engine; their outcomes,
+        `pack`ed the same way."""
+        engine = await self._get_engine()
+        return pack(await engine.execute(unpack(payload)))
 
     async def stats(self) -> dict[str, Any]:
         """Queue depth and totals, for health checks and the dashboard."""

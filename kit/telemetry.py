@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import enum
 import functools
 import logging
 import re
@@ -84,15 +83,6 @@ def timestamp_text(created: float) -> str:
     return f"{_second_text(second)}.{millis:03d}+00:00"
 
 
-class _Current(enum.Enum):
-    """`json_line`'s default request id: the one bound in the current context."""
-
-    CURRENT = "current"
-
-
-_CURRENT: Final = _Current.CURRENT
-
-
 def json_line(
     created: float,
     level: str,
@@ -100,21 +90,19 @@ def json_line(
     message: str,
     fields: dict[str, Any],
     *,
+    request_id: str | None,
     unredacted: dict[str, Any] | None = None,
     is_redacted: bool = False,
-    request_id: str | _Current | None = _CURRENT,
 ) -> str:
     """One log line as `JsonFormatter` writes it: time, level, logger, message, the request id
-    (the current one unless given), the fields (redacted unless the caller has: `is_redacted`),
-    then `unredacted` ones (a traceback, kept whole)."""
+    (when there is one), the fields (redacted unless the caller has: `is_redacted`), then
+    `unredacted` ones (a traceback, kept whole)."""
     payload: dict[str, Any] = {
         "ts": timestamp_text(created),
         "level": level,
         "logger": logger,
         "message": message,
     }
-    if request_id is _CURRENT:
-        request_id = REQUEST_ID.get()
     if request_id is not None:
         payload["request_id"] = request_id
     payload.update(fields if is_redacted else redact(fields))
@@ -144,6 +132,7 @@ class JsonFormatter(logging.Formatter):
             record.name,
             record.getMessage(),
             extras,
+            request_id=REQUEST_ID.get(),
             unredacted=failure,
         )
 
