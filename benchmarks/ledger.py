@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import httpx
 import psutil
@@ -307,9 +307,15 @@ end
 """
 
 
-def _wrk(
-    base_url: str, ids: list[str], *, bulk: int, seconds: int
-) -> tuple[float, float, float, float, int]:
+class _WrkRun(NamedTuple):
+    rate_per_s: float  # requests
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int  # socket errors and non-2xx answers
+
+
+def _wrk(base_url: str, ids: list[str], *, bulk: int, seconds: int) -> _WrkRun:
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     script.write_text(_LUA % {"ids": ",".join(f'"{i}"' for i in ids), "bulk": bulk})
     try:
@@ -324,7 +330,7 @@ def _wrk(
         script.unlink()
     line = next(x for x in output.splitlines() if x.startswith("BENCH"))
     _, requests, socket_errors, status_errors, p50, p95, p99, duration = line.split()
-    return (
+    return _WrkRun(
         int(requests) / float(duration),
         float(p50),
         float(p95),
@@ -379,24 +385,23 @@ def http_results(database_url: str | None) -> list[Result]:
             response.raise_for_status()
             ids.append(response.json()["balance_id"])
         _wrk(base_url, ids, bulk=0, seconds=HTTP_WARMUP_S)
-        runs: list[tuple[tuple[float, float, float, float, int], str]] = []
+        runs: list[tuple[_WrkRun, str]] = []  # each run and where its CPU went
         for _ in range(HTTP_RUNS):
             before, started = _cpu_seconds(), time.perf_counter()
-            measured = _wrk(base_url, ids, bulk=0, seconds=HTTP_DURATION_S)
-            spent = measured[0] * (time.perf_counter() - started)
-            runs.append((measured, _cpu_note(before, _cpu_seconds(), spent)))
-        rates = ", ".join(f"{measured[0]:,.0f}" for measured, _ in runs)
-        errors = sum(measured[4] for measured, _ in runs)
-        runs.sort(key=lambda run: run[0][0])
-        (rate, p50, p95, p99, _), cpu = runs[len(runs) // 2]
+            run = _wrk(base_url, ids, bulk=0, seconds=HTTP_DURATION_S)
+            requests = run.rate_per_s * (time.perf_counter() - started)
+            runs.append((run, _cpu_note(before, _cpu_seconds(), requests)))
+        rates = ", ".join(f"{run.rate_per_s:,.0f}" for run, _ in runs)
+        errors = sum(run.errors for run, _ in runs)
+        median, cpu = sorted(runs, key=lambda pair: pair[0].rate_per_s)[len(runs) // 2]
         results.append(
             Result(
                 f"HTTP single transactions ({HTTP_CONNECTIONS} connections)",
                 "posting",
-                rate,
-                p50,
-                p95,
-                p99,
+                median.rate_per_s,
+                median.p50_ms,
+                median.p95_ms,
+                median.p99_ms,
                 f"median of {HTTP_RUNS} runs of {HTTP_DURATION_S} s ({rates}/s); "
                 f"{errors} errors in all; {cpu}",
             )
