@@ -68,9 +68,16 @@ class Cors:
             edge.decision = Decision.CORS_PREFLIGHT_DENIED
         return headers
 
-    def decorate(self, headers: list[tuple[bytes, bytes]], allowed: bytes | None) -> None:
-        """`Vary: Origin` on an actual response, and for an allowed origin the CORS headers."""
-        _merge_vary(headers)
+    def decorate(
+        self, headers: list[tuple[bytes, bytes]], names: set[bytes], allowed: bytes | None
+    ) -> None:
+        """`Vary: Origin` on an actual response (merged into the answer's own `Vary`, when
+        `names`, its lowercase header names, hold one), and for an allowed origin the CORS
+        headers."""
+        if _VARY in names:
+            _merge_vary(headers)
+        else:
+            headers.append((_VARY, _ORIGIN))
         if allowed is not None:
             headers.append((b"access-control-allow-origin", allowed))
             headers.extend(self._actual)

@@ -27,6 +27,7 @@ from kit.ratelimit import RateLimitDecision, RateLimitPolicy, Window
 from kit.ratelimit import SlidingLogLimiter as KitSlidingLogLimiter
 
 POLICY_CACHE_MAX: Final = 1_024  # (rule, windows) pairs kept built; rules x tiers in practice
+RESET_ROUNDING_S: Final = 1e-9  # a wait this close above a whole second is that second
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +94,7 @@ class RateLimiter(Protocol):
 
 
 def _ceil_s(seconds: float) -> int:
-    return max(1, math.ceil(seconds - 1e-9))
+    return max(1, math.ceil(seconds - RESET_ROUNDING_S))
 
 
 _POLICIES: dict[tuple[str, tuple[WindowLimit, ...]], RateLimitPolicy] = {}
@@ -146,6 +147,12 @@ class LocalRateLimiter(RateLimiter, Protocol):
         """Count `request` if every window admits it; say what remains either way."""
         ...
 
+    def hit(self, key: str, policy: RateLimitPolicy) -> RateLimitDecision:
+        """`decide` in the limiter's own terms: one hit of `key` under `policy` (the edge's
+        path for every limited request, without building a `LimitRequest` and a
+        `LimitDecision`)."""
+        ...
+
 
 class SlidingLogLimiter:
     """The exact sliding-log limiter of `kit.ratelimit`, held in this process (tests, one
@@ -154,6 +161,8 @@ class SlidingLogLimiter:
     def __init__(self, clock: Clock, *, keys_max: int = RATE_LIMIT_KEYS_MAX) -> None:
         check_invariant(keys_max >= 1, "a limiter needs room for one key", keys_max=keys_max)
         self._limiter = KitSlidingLogLimiter(clock, keys_max=keys_max)
+        # `LocalRateLimiter.hit` is the kit limiter's own method: no frame of ours around it.
+        self.hit = self._limiter.hit
 
     async def check(self, request: LimitRequest) -> LimitDecision:
         """The decision for `request` (never awaits, so it is atomic on the event loop)."""

@@ -90,7 +90,9 @@ class Observer:
                     "method": scope["method"][:METHOD_LENGTH_MAX],
                     "route": template,
                     "status": status,
-                    "latency_ms": round(elapsed_s * 1000, 3),
-                    "decision": edge.decision.value,
+                    # Whole microseconds in milliseconds (`round(x, 3)` costs ten times more);
+                    # the decision is a `StrEnum`, written as its value.
+                    "latency_ms": round(elapsed_s * 1_000_000) / 1000,
+                    "decision": edge.decision,
                 }
             )

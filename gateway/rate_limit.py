@@ -27,24 +27,43 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from typing import Final
+from collections.abc import Sequence
+from typing import Final, NamedTuple, Protocol
 
 from gateway.edge import UNKNOWN_ADDRESS, Decision, EdgeState
 from gateway.errors import QuotaExceededError, RateLimiterUnavailableError
 from gateway.limiter import (
+    RESET_ROUNDING_S,
     LimitDecision,
     LimitRequest,
     LocalRateLimiter,
     RateLimiter,
     WindowLimit,
+    limit_decision,
+    limit_policy,
 )
 from gateway.metrics import GatewayMetrics
 from gateway.policy import LimitKey, RateLimitPolicy, RateLimitRule, Tier
-from kit.errors import AppError, DependencyError
+from kit.errors import AppError, DependencyError, fail_invariant
+from kit.ratelimit import RateLimitPolicy as KitRateLimitPolicy
 
 logger = logging.getLogger(__name__)
 
 ANONYMOUS_TIER: Final = "anonymous"  # the `tier` label of requests without a token
+
+
+class WindowLike(Protocol):
+    """A window's state as the headers need it: the limiter's (`kit.ratelimit.WindowState`)
+    or the edge's (`gateway.limiter.WindowState`)."""
+
+    @property
+    def limit(self) -> int: ...
+    @property
+    def window_s(self) -> float: ...
+    @property
+    def remaining(self) -> int: ...
+    @property
+    def reset_s(self) -> float: ...
 
 
 def tier_windows(rule: RateLimitRule, tier: Tier) -> tuple[WindowLimit, ...]:
@@ -73,49 +92,75 @@ def exposed_headers(policy: RateLimitPolicy) -> tuple[str, ...]:
     return (*per_window, *fixed, "RateLimit")
 
 
+class _WindowHeaders(NamedTuple):
+    """What one window's headers always say, rendered once."""
+
+    limit: tuple[bytes, bytes]  # X-RateLimit-Limit-<Window>
+    remaining_name: bytes  # X-RateLimit-Remaining-<Window>, lowercase
+    overall_limit: tuple[bytes, bytes]  # RateLimit-Limit, when this window is the tightest
+    item_prefix: bytes  # its item of the `RateLimit` field, up to the remaining count
+
+
 class _HeaderTemplate:
     """What the rate-limit headers of one set of windows always say (names, limits, the policy
     field), rendered once; `render` adds what a decision says."""
 
-    __slots__ = ("limits", "policy", "remaining_names", "state_items")
+    __slots__ = ("policy", "windows")
 
     def __init__(self, windows: tuple[WindowLimit, ...]) -> None:
-        self.limits = [
-            (b"x-ratelimit-limit-" + w.name.encode("latin-1"), b"%d" % w.limit) for w in windows
-        ]
-        self.remaining_names = [
-            b"x-ratelimit-remaining-" + w.name.encode("latin-1") for w in windows
+        self.windows = [
+            _WindowHeaders(
+                (b"x-ratelimit-limit-" + w.name.encode("latin-1"), b"%d" % w.limit),
+                b"x-ratelimit-remaining-" + w.name.encode("latin-1"),
+                (b"ratelimit-limit", b"%d" % w.limit),
+                b'"' + w.name.encode("latin-1") + b'";r=',
+            )
+            for w in windows
         ]
         policy = ", ".join(f'"{w.name}";q={w.limit};w={w.window_s}' for w in windows)
         self.policy = (b"ratelimit-policy", policy.encode("latin-1"))
-        # Each window's item of the `RateLimit` field, with room for remaining and reset.
-        self.state_items = [
-            b'"' + w.name.encode("latin-1").replace(b"%", b"%%") + b'";r=%d;t=%d' for w in windows
-        ]
 
-    def render(self, decision: LimitDecision) -> list[tuple[bytes, bytes]]:
+    def render(self, windows: Sequence[WindowLike]) -> list[tuple[bytes, bytes]]:
+        """The headers for these windows' states (the limiter's own or the edge's: a reset in
+        seconds, fractional or whole, is sent as whole seconds rounded up). The `RateLimit-*`
+        trio reports the tightest window: the fewest remaining, on a tie the longer one."""
         headers: list[tuple[bytes, bytes]] = []
-        state: list[bytes] = []
-        windows = decision.windows
-        tightest = windows[0]
-        for limit, name, item, w in zip(
-            self.limits, self.remaining_names, self.state_items, windows, strict=True
-        ):
-            headers.append(limit)
-            headers.append((name, b"%d" % w.remaining))
-            state.append(item % (w.remaining, w.reset_s))
-            if w.remaining < tightest.remaining or (
-                w.remaining == tightest.remaining and w.window_s > tightest.window_s
+        items: list[bytes] = []
+        tightest: tuple[int, float, tuple[bytes, bytes], bytes, bytes] | None = None
+        for fixed, w in zip(self.windows, windows, strict=True):
+            remaining, reset_s, window_s = w.remaining, w.reset_s, w.window_s
+            left = b"%d" % remaining
+            reset = b"%d" % max(1, math.ceil(reset_s - RESET_ROUNDING_S)) if reset_s > 0 else b"0"
+            headers.append(fixed.limit)
+            headers.append((fixed.remaining_name, left))
+            items.append(fixed.item_prefix + left + b";t=" + reset)
+            if (
+                tightest is None
+                or remaining < tightest[0]
+                or (remaining == tightest[0] and window_s > tightest[1])
             ):
-                tightest = w
+                tightest = (remaining, window_s, fixed.overall_limit, left, reset)
+        if tightest is None:
+            fail_invariant("rate-limit headers for no window")
         headers += [
-            (b"ratelimit-limit", b"%d" % tightest.limit),
-            (b"ratelimit-remaining", b"%d" % tightest.remaining),
-            (b"ratelimit-reset", b"%d" % tightest.reset_s),
+            tightest[2],
+            (b"ratelimit-remaining", tightest[3]),
+            (b"ratelimit-reset", tightest[4]),
             self.policy,
-            (b"ratelimit", b", ".join(state)),
+            (b"ratelimit", b", ".join(items)),
         ]
         return headers
+
+
+class _Plan(NamedTuple):
+    """What the limited requests of one rule and tier share, built once: the windows, their
+    header template, the limiter's policy and the counter key's prefix."""
+
+    windows: tuple[WindowLimit, ...]
+    template: _HeaderTemplate
+    policy: KitRateLimitPolicy
+    key_prefix: str  # the rule's name and `|`: a `LimitRequest.key` without its subject
+    is_by_user: bool  # the rule counts a signed-in caller by user, not by address
 
 
 Refusal = tuple[AppError, dict[str, str] | None]  # the error and its extra headers
@@ -136,14 +181,21 @@ class RateLimits:
         self._timeout_s = policy.check_timeout_s
         self._metrics = metrics
         self._service = service
-        self._windows = {
-            rule.name: {tier: tier_windows(rule, tier) for tier in Tier} for rule in policy.rules
-        }
-        self._templates = {
-            windows: _HeaderTemplate(windows)
-            for by_tier in self._windows.values()
-            for windows in by_tier.values()
-        }
+        templates: dict[tuple[WindowLimit, ...], _HeaderTemplate] = {}
+        self._plans: dict[str, dict[Tier, _Plan]] = {}
+        for rule in policy.rules:
+            by_tier = self._plans[rule.name] = {}
+            for tier in Tier:
+                windows = tier_windows(rule, tier)
+                template = templates.setdefault(windows, _HeaderTemplate(windows))
+                request = LimitRequest(rule.name, "", windows)
+                by_tier[tier] = _Plan(
+                    windows,
+                    template,
+                    limit_policy(request),
+                    request.key,
+                    is_by_user=rule.key is LimitKey.USER,
+                )
         self._local = limiter if isinstance(limiter, LocalRateLimiter) else None
 
     @property
@@ -151,22 +203,31 @@ class RateLimits:
         """True when the limiter decides in this process: call `check_now`, not `check`."""
         return self._local is not None
 
-    def _request(self, edge: EdgeState, rule: RateLimitRule) -> LimitRequest:
+    def _plan(self, edge: EdgeState, rule: RateLimitRule) -> tuple[_Plan, str]:
+        """The request's plan (by the caller's tier) and counter subject."""
         principal = edge.principal
-        tier = Tier.BASIC if principal is None else principal.tier
-        if principal is not None and rule.key is LimitKey.USER:
-            subject = f"user:{principal.user_text}"
-        else:
-            subject = f"ip:{edge.client_ip or UNKNOWN_ADDRESS}"
-        return LimitRequest(rule.name, subject, self._windows[rule.name][tier])
+        if principal is None:
+            return self._plans[rule.name][Tier.BASIC], f"ip:{edge.client_ip or UNKNOWN_ADDRESS}"
+        plan = self._plans[rule.name][principal.tier]
+        if plan.is_by_user:
+            return plan, f"user:{principal.user_text}"
+        return plan, f"ip:{edge.client_ip or UNKNOWN_ADDRESS}"
 
     def check_now(self, edge: EdgeState) -> Refusal | None:
-        """`check` with the in-process limiter: decided at once, nothing to time out."""
+        """`check` with the in-process limiter: decided at once, nothing to time out. An
+        admitted request's headers are rendered from the limiter's own decision (this runs on
+        every limited request); a refusal takes the general path."""
         rule = edge.route.rate_rule
-        if rule is None or self._local is None:
+        local = self._local
+        if rule is None or local is None:
             return None
-        request = self._request(edge, rule)
-        return self._apply(edge, request, self._local.decide(request))
+        plan, subject = self._plan(edge, rule)
+        decision = local.hit(plan.key_prefix + subject, plan.policy)
+        if decision.is_allowed:
+            edge.limit_headers = plan.template.render(decision.windows)
+            return None
+        request = LimitRequest(rule.name, subject, plan.windows)
+        return self._apply(edge, plan, limit_decision(request, decision))
 
     async def check(self, edge: EdgeState) -> Refusal | None:
         """None when the request may proceed (with its headers in `edge.limit_headers`), else
@@ -175,18 +236,16 @@ class RateLimits:
         rule = edge.route.rate_rule
         if rule is None:
             return None
-        request = self._request(edge, rule)
+        plan, subject = self._plan(edge, rule)
         try:
             async with asyncio.timeout(self._timeout_s):
-                decision = await self._limiter.check(request)
+                decision = await self._limiter.check(LimitRequest(rule.name, subject, plan.windows))
         except (DependencyError, TimeoutError) as exc:
             return self._unavailable(edge, rule, exc)
-        return self._apply(edge, request, decision)
+        return self._apply(edge, plan, decision)
 
-    def _apply(
-        self, edge: EdgeState, request: LimitRequest, decision: LimitDecision
-    ) -> Refusal | None:
-        headers = self._templates[request.windows].render(decision)
+    def _apply(self, edge: EdgeState, plan: _Plan, decision: LimitDecision) -> Refusal | None:
+        headers = plan.template.render(decision.windows)
         if decision.is_allowed:
             edge.limit_headers = headers
             return None

@@ -57,12 +57,13 @@ class RequestIds:
         scope.setdefault("state", {})["request_id"] = request_id
         return request_id, encoded
 
-    def decorate(self, headers: list[tuple[bytes, bytes]], encoded: bytes) -> None:
-        """Put the id on a response's headers (replacing one the handler set)."""
+    def decorate(
+        self, headers: list[tuple[bytes, bytes]], names: set[bytes], encoded: bytes
+    ) -> None:
+        """Put the id on a response's headers (replacing one the handler set: `names` are the
+        answer's own header names, lowercase)."""
         if not self.echo:
             return
-        for index, (name, _) in enumerate(headers):
-            if name == _HEADER_BYTES:
-                del headers[index]
-                break
+        if _HEADER_BYTES in names:
+            headers[:] = [(n, v) for n, v in headers if n.lower() != _HEADER_BYTES]
         headers.append((_HEADER_BYTES, encoded))

@@ -28,11 +28,13 @@ class SecurityHeaders:
             self._docs_headers.append((_CSP, docs_csp))
         self._names = frozenset(name for name, _ in self._docs_headers)
 
-    def decorate(self, headers: list[tuple[bytes, bytes]], *, is_docs: bool) -> None:
-        """Add every configured header the response does not set itself."""
+    def decorate(
+        self, headers: list[tuple[bytes, bytes]], names: set[bytes], *, is_docs: bool
+    ) -> None:
+        """Add every configured header the response does not set itself (`names`: its own
+        header names, lowercase)."""
         wanted = self._docs_headers if is_docs else self._headers
-        names = self._names
-        present = {name for name, _ in headers if name in names}  # ASGI names are lowercase
+        present = names & self._names
         if not present:  # the usual case: the handler set none of them
             headers.extend(wanted)
             return

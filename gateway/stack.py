@@ -104,12 +104,15 @@ class EdgeMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", ()))
+                # The answer's own header names, read once for every policy that must not
+                # repeat one (ours below never collide with each other).
+                names = {name.lower() for name, _ in headers}
                 if edge.limit_headers:
                     headers.extend(edge.limit_headers)
                 if cors_origin:
-                    self._cors.decorate(headers, cors_origin[0])
-                self._security.decorate(headers, is_docs=edge.route.is_docs)
-                self._ids.decorate(headers, encoded_id)
+                    self._cors.decorate(headers, names, cors_origin[0])
+                self._security.decorate(headers, names, is_docs=edge.route.is_docs)
+                self._ids.decorate(headers, names, encoded_id)
                 message = {**message, "headers": headers}
             await send(message)
 

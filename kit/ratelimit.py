@@ -122,6 +122,10 @@ class RateLimitDecision(NamedTuple):
         return headers
 
 
+# Builds a named tuple from a tuple of its fields without the Python-level `__new__` frame.
+_new_state: Final = tuple.__new__
+
+
 class _Log:
     """One key's admitted hit times, oldest first, in a list with a moving head: counting the
     hits inside a window is a binary search, so a decision costs O(log n) however large the
@@ -213,12 +217,7 @@ class SlidingLogLimiter:
                 )
                 retry_after_s = max(retry_after_s, wait_s)
         added = cost if is_allowed and is_recorded else 0
-        states = tuple(
-            [
-                _state(window, count - first + added, times[first] if first < count else now, now)
-                for window, first in zip(windows, firsts, strict=True)
-            ]
-        )
+        states = _states(windows, firsts, times, count + added, now)
         if added == 1:
             times.append(now)
         elif added:
@@ -233,7 +232,7 @@ class SlidingLogLimiter:
                 self._remember(key, log)
         elif stored is not None:
             del logs[key]
-        return RateLimitDecision(policy.name, is_allowed, states, retry_after_s)
+        return _new_state(RateLimitDecision, (policy.name, is_allowed, states, retry_after_s))
 
     def _remember(self, key: str, log: _Log) -> None:
         self._logs[key] = log
@@ -249,6 +248,27 @@ class SlidingLogLimiter:
             self._logs.popitem(last=False)
 
 
+def _states(
+    windows: tuple[Window, ...], firsts: list[int], times: list[float], total: int, now: float
+) -> tuple[WindowState, ...]:
+    """Every window's state after a decision, in one call (this runs on every request the edge
+    limits): `firsts[i]` is the index of window i's oldest hit in `times`, and `total` counts
+    the log's hits with this decision's own (recorded at `now`, possibly not yet in `times`)."""
+    count = len(times)
+    states: list[WindowState] = []
+    for window, first in zip(windows, firsts, strict=True):
+        limit, window_s = window.limit, window.window_s
+        inside = total - first
+        if not inside:
+            reset_s = 0.0
+        elif first < count:  # its oldest hit leaves it first
+            reset_s = max(times[first] + window_s - now, 0.0)
+        else:  # only this decision's own hits
+            reset_s = window_s
+        states.append(_new_state(WindowState, (limit, window_s, max(limit - inside, 0), reset_s)))
+    return tuple(states)
+
+
 def _fitted(log: _Log | None, size_max: int, horizon_s: float) -> _Log:
     """`log` ready for a policy keeping `size_max` hits over `horizon_s`: itself when it already
     fits, else a fresh log (a new key, or one whose policy changed)."""
@@ -261,11 +281,3 @@ def _fitted(log: _Log | None, size_max: int, horizon_s: float) -> _Log:
         # Only the newest `size_max` hits can decide anything under the new policy.
         fresh.times = log.times[max(log.head, len(log.times) - size_max) :]
     return fresh
-
-
-def _state(window: Window, inside: int, oldest: float, now: float) -> WindowState:
-    """A window holding `inside` hits, the oldest at `oldest` (unused when it holds none)."""
-    reset_s = oldest + window.window_s - now if inside else 0.0
-    return WindowState(
-        window.limit, window.window_s, max(window.limit - inside, 0), max(reset_s, 0.0)
-    )

@@ -69,9 +69,10 @@ def redact(fields: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
-@functools.lru_cache(maxsize=1)
-def _second_text(second: int) -> str:
-    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+# Each millisecond's tail of a timestamp, and the text of the second last rendered: a log line's
+# time costs an index and a comparison (lines come in bursts within one second).
+_MILLIS_TEXT: Final = tuple(f".{millis:03d}+00:00" for millis in range(1000))
+_last_second: list[tuple[int, str]] = [(-1, "")]
 
 
 def timestamp_text(created: float) -> str:
@@ -79,8 +80,12 @@ def timestamp_text(created: float) -> str:
     `datetime.isoformat(timespec="milliseconds")` writes it; the date and time of day are
     rendered once per second."""
     second = int(created)
-    millis = min(int((created - second) * 1000), 999)
-    return f"{_second_text(second)}.{millis:03d}+00:00"
+    millis = int((created - second) * 1000)
+    last_second, text = _last_second[0]
+    if second != last_second:
+        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_second[0] = (second, text)
+    return text + _MILLIS_TEXT[millis if millis < 1000 else 999]
 
 
 def json_line(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -19,12 +20,23 @@ from ipaddress import ip_network
 import httpx
 import pytest
 from fastapi import FastAPI
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.errors import QUOTA_EXCEEDED_TYPE
-from gateway.limiter import LimitDecision, LimitRequest, SlidingLogLimiter
+from gateway.limiter import (
+    LimitDecision,
+    LimitRequest,
+    SlidingLogLimiter,
+    WindowLimit,
+    limit_decision,
+)
 from gateway.policy import ClientAddressPolicy, GatewayPolicy, RateLimitPolicy
+from gateway.rate_limit import _HeaderTemplate
 from kit.clock import FrozenClock
 from kit.errors import ClusterUnavailableError
+from kit.ratelimit import RateLimitDecision
+from kit.ratelimit import WindowState as KitWindowState
 
 _addresses = itertools.count(1)
 
@@ -114,6 +126,39 @@ class TestHeaders:
             '"minute";q=10;w=60, "hour";q=100;w=3600, "day";q=500;w=86400'
         )
         assert h["ratelimit"] == '"minute";r=9;t=60, "hour";r=99;t=3600, "day";r=499;t=86400'
+
+    @given(
+        states=st.lists(
+            st.tuples(st.integers(0, 10_000), st.floats(0, 3600, allow_nan=False), st.booleans()),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    def test_limiter_and_edge_states_give_the_same_headers(
+        self, states: list[tuple[int, float, bool]]
+    ) -> None:
+        """An admitted request's headers are rendered from the limiter's own states (fractional
+        resets); a refusal's and a shard's from the edge's (whole seconds): both must read the
+        same, the tightest window (fewest remaining, on a tie the longest) in the trio."""
+        windows = tuple(
+            WindowLimit(f"w{index}", 60 * (index + 1), 10_000) for index in range(len(states))
+        )
+        kit_states = tuple(
+            KitWindowState(10_000, float(w.window_s), remaining, reset_s if has_hits else 0.0)
+            for w, (remaining, reset_s, has_hits) in zip(windows, states, strict=True)
+        )
+        request = LimitRequest("rule", "user:1", windows)
+        decision = RateLimitDecision("rule", True, kit_states, 0.0)
+        template = _HeaderTemplate(windows)
+        from_limiter = dict(template.render(kit_states))
+        assert from_limiter == dict(template.render(limit_decision(request, decision).windows))
+        fewest = min(remaining for remaining, _, _ in states)
+        tightest = max(i for i, (remaining, _, _) in enumerate(states) if remaining == fewest)
+        reset_s = kit_states[tightest].reset_s
+        assert from_limiter[b"ratelimit-remaining"] == b"%d" % fewest
+        assert from_limiter[b"ratelimit-reset"] == b"%d" % (
+            math.ceil(reset_s - 1e-9) or 1 if reset_s > 0 else 0
+        )
 
     def test_unlimited_routes_have_no_headers(self, http: httpx.Client) -> None:
         """A route no rule covers carries no rate-limit header."""
