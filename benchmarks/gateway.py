@@ -133,7 +133,7 @@ def _ping_router() -> APIRouter:
 
 
 def _build(variant: str, public_pem: bytes, *, echo_request_id: bool = True) -> FastAPI:
-    from gateway.app import create_app  # noqa: PLC0415 - child process only
+    from gateway.app import FASTAPI_TELEMETRY_OFF, create_app  # noqa: PLC0415 - child only
     from gateway.constants import RATE_LIMIT_LIMIT_MAX  # noqa: PLC0415
     from gateway.limiter import SlidingLogLimiter  # noqa: PLC0415
     from gateway.policy import (  # noqa: PLC0415
@@ -147,7 +147,9 @@ def _build(variant: str, public_pem: bytes, *, echo_request_id: bool = True) -> 
     from kit.clock import SystemClock  # noqa: PLC0415
 
     if variant == "bare":
-        app = FastAPI()
+        # Configured as ours are (FastAPI's own OpenTelemetry off), so that the difference is
+        # the stack alone.
+        app = FastAPI(telemetry=FASTAPI_TELEMETRY_OFF)
         app.include_router(_ping_router())
         return app
     is_public = variant == "public"

@@ -18,11 +18,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import Response
+from fastapi.telemetry import TelemetryConfig
 
 from gateway.admin_access import AdminAddressCheck
 from gateway.authentication import Authentication
@@ -48,6 +49,8 @@ from kit.metrics import render_latest
 logger = logging.getLogger(__name__)
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
+# FastAPI's native OpenTelemetry, off (`metrics.opentelemetry` turns it on).
+FASTAPI_TELEMETRY_OFF: Final[TelemetryConfig] = {"tracing": False, "metrics": False, "logs": False}
 
 
 class EdgeApp(FastAPI):
@@ -96,7 +99,12 @@ def create_app(
         clock: the time step-up freshness is judged by.
     """
     policy = policy or GatewayPolicy()
-    app = EdgeApp(title=title, version=version, lifespan=lifespan)
+    app = EdgeApp(
+        title=title,
+        version=version,
+        lifespan=lifespan,
+        telemetry=None if policy.metrics.opentelemetry else FASTAPI_TELEMETRY_OFF,
+    )
     install_error_handlers(app, style=error_style)
     for router in routers:  # first: the API's routes are matched in order, and they are hot
         app.include_router(router)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from gateway.policy import GatewayPolicy, MetricsPolicy
 from kit.telemetry import JsonFormatter
 
 SERVICE = "observed"
@@ -123,6 +124,16 @@ class TestMetrics:
             "shard_batch_size",
         ):
             assert f"# TYPE {name} " in text, name
+
+    @pytest.mark.parametrize("is_on", [False, True])
+    def test_fastapi_opentelemetry_follows_the_policy(
+        self, edge_app: Callable[..., FastAPI], is_on: bool
+    ) -> None:
+        """FastAPI's own OpenTelemetry instrumentation is off unless `metrics.opentelemetry`
+        turns it on (FastAPI keeps its configuration on the app; it has no public reader)."""
+        policy = GatewayPolicy(metrics=MetricsPolicy(opentelemetry=is_on))
+        config = edge_app(policy=policy)._telemetry
+        assert (config["tracing"], config["metrics"], config["logs"]) == (is_on, is_on, is_on)
 
 
 class TestAudit:
