@@ -123,7 +123,7 @@ class RateLimitDecision(NamedTuple):
 
 
 # Builds a named tuple from a tuple of its fields without the Python-level `__new__` frame.
-_new_state: Final = tuple.__new__
+_new_named_tuple: Final = tuple.__new__
 
 
 class _Log:
@@ -232,7 +232,7 @@ class SlidingLogLimiter:
                 self._remember(key, log)
         elif stored is not None:
             del logs[key]
-        return _new_state(RateLimitDecision, (policy.name, is_allowed, states, retry_after_s))
+        return _new_named_tuple(RateLimitDecision, (policy.name, is_allowed, states, retry_after_s))
 
     def _remember(self, key: str, log: _Log) -> None:
         self._logs[key] = log
@@ -265,7 +265,9 @@ def _states(
             reset_s = max(times[first] + window_s - now, 0.0)
         else:  # only this decision's own hits
             reset_s = window_s
-        states.append(_new_state(WindowState, (limit, window_s, max(limit - inside, 0), reset_s)))
+        states.append(
+            _new_named_tuple(WindowState, (limit, window_s, max(limit - inside, 0), reset_s))
+        )
     return tuple(states)
 
 
