@@ -7,6 +7,7 @@ a transaction id is expected without an error saying so.
 
 from __future__ import annotations
 
+import os
 import uuid
 from enum import StrEnum
 from typing import Final
@@ -45,9 +46,20 @@ class InvalidIdError(ValidationError):
     status = 400
 
 
+_VARIANT: Final = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
+def uuid4_text() -> str:
+    """A fresh random UUID (version 4) in its 36-character text form: 16 random bytes written
+    in the layout directly (`str(uuid.uuid4())` builds and validates an object first and costs
+    about three times as much; ids are minted several times for every transaction)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
 def new_id(prefix: IdPrefix) -> str:
     """Mint a fresh id of the given kind."""
-    return f"{prefix.value}_{uuid.uuid4()}"
+    return f"{prefix.value}_{uuid4_text()}"
 
 
 def parse_id(value: str, prefix: IdPrefix) -> uuid.UUID:

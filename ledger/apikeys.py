@@ -27,7 +27,6 @@ import hashlib
 import hmac
 import logging
 import secrets
-import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
@@ -41,6 +40,7 @@ from pydantic import SecretStr
 from kit.clock import Clock
 from kit.db import Database
 from kit.errors import AppError
+from kit.ids import IdPrefix, new_id
 from ledger import apikey_repository as repository
 from ledger.errors import InvalidApiKeyError
 from ledger.single_flight import SingleFlight
@@ -376,7 +376,7 @@ async def create_api_key(
     key = secrets.token_urlsafe(KEY_BYTES)
     row = await repository.insert_api_key(
         conn,
-        api_key_id=f"api_key_{uuid.uuid4()}",
+        api_key_id=new_id(IdPrefix.API_KEY),
         key_hash=hash_key(key),
         name=name,
         owner_id=owner_id,

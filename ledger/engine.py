@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -258,7 +257,7 @@ class LedgerEngine:
             conn,
             batch_id,
             [
-                (f"evt_{uuid.uuid4()}", event_type, entity, payload)
+                (new_id(IdPrefix.EVENT), event_type, entity, payload)
                 for event_type, entity, payload in book.events
             ],
         )

@@ -27,7 +27,6 @@ import hashlib
 import hmac
 import json
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, StrictBool
 from kit.clock import Clock
 from kit.db import Database
 from kit.errors import AppError
+from kit.ids import IdPrefix, new_id
 from ledger import hook_repository as repository
 from ledger.single_flight import SingleFlight
 from ledger.surface_errors import (
@@ -202,7 +202,7 @@ async def create_hook(conn: asyncpg.Connection, body: HookIn, *, now: datetime) 
     if await repository.count_hooks(conn) >= HOOKS_MAX:
         raise HookInvalidError(f"at most {HOOKS_MAX} hooks may be registered")
     row = await repository.insert_hook(
-        conn, hook_id=f"hook_{uuid.uuid4()}", created_at=now, **settings
+        conn, hook_id=new_id(IdPrefix.HOOK), created_at=now, **settings
     )
     return hook_json(HookRecord.from_row(row))
 

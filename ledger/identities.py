@@ -18,7 +18,6 @@ balances still belong to cannot be deleted (Blnk's foreign key fails with a 500)
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -28,6 +27,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from kit.crypto import EnvelopeCipher
+from kit.ids import IdPrefix, new_id
 from ledger import identity_repository as repository
 from ledger import repository as ledger_repository
 from ledger.apikeys import GENERATED_BY_KEY, current_generated_by
@@ -128,7 +128,7 @@ def identity_json(row: asyncpg.Record) -> dict[str, Any]:
 def _identity_id(given: str | None) -> str:
     """A client's id (its uuid in canonical lower case), or a new one."""
     if not given:
-        return f"idt_{uuid.uuid4()}"
+        return new_id(IdPrefix.IDENTITY)
     if _IDENTITY_ID.match(given) is None:
         raise IdentityValidationError("identity_id must start with idt_ followed by a valid UUID")
     return given.lower()
@@ -204,7 +204,7 @@ async def create_identity(
             f"identity {identity_id} already exists", identity_id=identity_id
         ) from exc
     created = identity_json(row)
-    event = (f"evt_{uuid.uuid4()}", IDENTITY_CREATED_EVENT, identity_id, created)
+    event = (new_id(IdPrefix.EVENT), IDENTITY_CREATED_EVENT, identity_id, created)
     await ledger_repository.insert_outbox(conn, None, [event])
     return created
 

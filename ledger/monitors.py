@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import decimal
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
@@ -266,7 +265,7 @@ class MonitorHook:
                 conn,
                 batch_id,
                 [
-                    (f"evt_{uuid.uuid4()}", kind, entity, payload)
+                    (new_id(IdPrefix.EVENT), kind, entity, payload)
                     for kind, entity, payload in events
                 ],
             )

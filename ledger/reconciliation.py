@@ -29,6 +29,7 @@ from typing import Any, Final
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
+from kit.ids import IdPrefix, new_id
 from ledger import reconciliation_repository as repository
 from ledger.errors import LedgerValidationError
 from ledger.matching import (
@@ -326,7 +327,7 @@ async def create_rule(
     criteria = [c.as_json() for c in _criteria(body)]
     row = await repository.insert_rule(
         conn,
-        rule_id=f"rule_{uuid.uuid4()}",
+        rule_id=new_id(IdPrefix.RULE),
         name=body.name,
         description=body.description,
         criteria=criteria,
@@ -400,7 +401,7 @@ async def start_run(
         raise ReconciliationNotFoundError(
             f"upload {upload_id[:64]} not found", upload_id=upload_id[:64]
         )
-    reconciliation_id = f"recon_{uuid.uuid4()}"
+    reconciliation_id = new_id(IdPrefix.RECONCILIATION)
     await repository.insert_run(
         conn,
         reconciliation_id=reconciliation_id,

@@ -49,6 +49,7 @@ import orjson
 from kit.clock import Clock, SystemClock
 from kit.db import Database
 from kit.errors import AppError, ConflictError, DomainError, NotFoundError, iter_error_classes
+from kit.ids import IdPrefix, new_id
 from kit.settings import Settings
 from ledger import errors as ledger_errors
 from ledger import fx_repository
@@ -710,11 +711,11 @@ class BlnkHttpLedger:
         transaction_id = str(stored.get("transaction_id", ""))
         if leg.inflight:
             command: Command = VoidInflight(
-                transaction_id, f"txn_{uuid.uuid4()}", reference, skip_queue=True
+                transaction_id, new_id(IdPrefix.TRANSACTION), reference, skip_queue=True
             )
         else:
             command = PostTransaction(
-                transaction_id=f"txn_{uuid.uuid4()}",
+                transaction_id=new_id(IdPrefix.TRANSACTION),
                 reference=reference,
                 precise_amount=int(stored.get("precise_amount", leg.precise_amount)),
                 precision=int(stored.get("precision", leg.precision)),

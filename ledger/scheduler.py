@@ -24,7 +24,6 @@ the loop; the hosting actor (`actors/scheduler.py`) calls `tick` every `TICK_INT
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -33,6 +32,7 @@ from typing import Any, Final
 from kit.clock import Clock, SystemClock
 from kit.db import Database
 from kit.errors import DependencyError, DomainError
+from kit.ids import IdPrefix, new_id
 from kit.metrics import counter
 from ledger import scheduler_repository
 from ledger.errors import (
@@ -109,7 +109,7 @@ class TickReport:
 
 
 def _new_ids() -> tuple[str, str]:
-    return f"txn_{uuid.uuid4()}", f"ref_{uuid.uuid4()}"
+    return new_id(IdPrefix.TRANSACTION), new_id(IdPrefix.REFERENCE)
 
 
 def plan(

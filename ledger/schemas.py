@@ -10,7 +10,6 @@ GEN_MALFORMED_REQUEST); a value that breaks a rule is 400 TXN_VALIDATION_ERROR w
 from __future__ import annotations
 
 import hashlib
-import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final, TypeVar
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from kit.errors import DomainError
+from kit.ids import IdPrefix, new_id
 from kit.money import (
     InvalidAmountError as MoneyInvalidAmountError,
 )
@@ -303,7 +303,7 @@ def transaction_command(
             raise TransactionValidationError("Idempotency-Key must be 1-255 characters")
         claim = IdempotencyClaim(idempotency_key, request_hash(raw))
     fields: dict[str, Any] = {
-        "transaction_id": f"txn_{uuid.uuid4()}",
+        "transaction_id": new_id(IdPrefix.TRANSACTION),
         "reference": body.reference,
         "precise_amount": units,
         "precision": precision,
@@ -361,7 +361,7 @@ def bulk_command(body: BulkIn, *, now: datetime) -> PostBulk:
         references.add(command.reference)
         items.append(command)
     return PostBulk(
-        batch_id=f"bulk_{uuid.uuid4()}",
+        batch_id=new_id(IdPrefix.BULK),
         items=tuple(items),
         atomic=body.atomic,
         inflight=body.inflight,
@@ -392,7 +392,7 @@ def inflight_command(
 ) -> CommitInflight | VoidInflight:
     """Build the commit or void of a hold."""
     action = body.status.lower()
-    child_id, child_reference = f"txn_{uuid.uuid4()}", f"ref_{uuid.uuid4()}"
+    child_id, child_reference = new_id(IdPrefix.TRANSACTION), new_id(IdPrefix.REFERENCE)
     if action == "commit":
         precise, amount = _commit_amount(body.amount, body.precise_amount)
         return CommitInflight(
@@ -419,7 +419,7 @@ def refund_command(transaction_id: str, body: RefundIn, *, now: datetime) -> Ref
     """Build a refund."""
     return RefundTransaction(
         original_id=transaction_id,
-        refund_id=f"txn_{uuid.uuid4()}",
+        refund_id=new_id(IdPrefix.TRANSACTION),
         skip_queue=body.skip_queue,
         description=body.description,
         meta_data=dict(body.meta_data or {}),

@@ -7,12 +7,12 @@ records that hold no money yet, reads, and merges metadata. Each function takes 
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import datetime
 from typing import Any, Final
 
 import asyncpg
 
+from kit.ids import IdPrefix, new_id
 from ledger import repository
 from ledger.errors import (
     BalanceNotFoundError,
@@ -50,7 +50,7 @@ async def create_ledger(
     if not name or len(name) > NAME_LENGTH_MAX:
         raise LedgerValidationFailedError("name is required (at most 255 characters)")
     row = await repository.insert_ledger(
-        conn, ledger_id=f"ldg_{uuid.uuid4()}", name=name, meta_data=meta_data, created_at=now
+        conn, ledger_id=new_id(IdPrefix.LEDGER), name=name, meta_data=meta_data, created_at=now
     )
     return ledger_json(row)
 
@@ -106,7 +106,7 @@ async def create_balance(
         async with conn.transaction():
             record = await repository.insert_balance(
                 conn,
-                balance_id=f"bln_{uuid.uuid4()}",
+                balance_id=new_id(IdPrefix.BALANCE),
                 ledger_id=ledger_id,
                 currency=currency,
                 identity_id=identity_id or None,
@@ -117,7 +117,7 @@ async def create_balance(
                 created_at=now,
             )
             # The webhook event commits with the balance, or not at all (transactional outbox).
-            event_id = f"evt_{uuid.uuid4()}"
+            event_id = new_id(IdPrefix.EVENT)
             await repository.insert_outbox(
                 conn, None, [(event_id, "balance.created", record.balance_id, balance_json(record))]
             )

@@ -18,13 +18,13 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any, Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from kit.ids import IdPrefix, new_id
 from kit.money import InvalidAmountError as MoneyInvalidAmountError
 from kit.money import InvalidPrecisionError, format_amount, parse_precision
 from ledger import fx, fx_repository, repository
@@ -111,8 +111,8 @@ def fx_router(deps: LedgerDeps, rates_provider: StaticFileProvider | None = None
             destination_currency=body.destination_currency,
             destination_precision=destination_precision,
             rate=rate,
-            batch_id=f"bulk_{uuid.uuid4()}",
-            destination_transaction_id=f"txn_{uuid.uuid4()}",
+            batch_id=new_id(IdPrefix.BULK),
+            destination_transaction_id=new_id(IdPrefix.TRANSACTION),
         )
         if body.dry_run:
             async with deps.db.connection() as conn:

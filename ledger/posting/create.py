@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import replace
 from typing import Any
 
+from kit.ids import IdPrefix, new_id
 from ledger import wire
 from ledger.distribution import distribute
 from ledger.errors import (
@@ -55,7 +55,7 @@ def execute_immediately(book: Book, command: PostTransaction) -> TransactionReco
             child = post_one(
                 book,
                 command,
-                transaction_id=f"txn_{uuid.uuid4()}",
+                transaction_id=new_id(IdPrefix.TRANSACTION),
                 reference=f"{command.reference}-{number}",
                 amount=amount,
                 source=source,
@@ -143,7 +143,7 @@ def child_or_rejection(
             lambda: post_one(
                 book,
                 command,
-                transaction_id=f"txn_{uuid.uuid4()}",
+                transaction_id=new_id(IdPrefix.TRANSACTION),
                 reference=reference,
                 amount=amount,
                 source=source,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
+from kit.ids import IdPrefix, new_id
 from ledger import wire
 from ledger.errors import (
     BalanceNotFoundError,
@@ -168,7 +168,7 @@ def rejected_child(
     book.take_reference(reference)
     record = make_record(
         command,
-        transaction_id=f"txn_{uuid.uuid4()}",
+        transaction_id=new_id(IdPrefix.TRANSACTION),
         reference=reference,
         amount=amount,
         source=source,
