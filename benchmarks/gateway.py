@@ -299,6 +299,27 @@ async def _load(
     return samples, failures, time.perf_counter() - began
 
 
+def _wait_answering(port: int, path: str, headers: bytes) -> None:
+    """Until `path` answers 200: an application Serve reports ready may not be routed by the
+    HAProxy ingress yet (its configuration is reloaded after), which closes the connection."""
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n".encode()
+        + headers
+        + b"\r\n"
+    )
+    deadline = time.monotonic() + SERVE_START_DEADLINE_S
+    while time.monotonic() < deadline:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+        ):
+            sock.sendall(request)
+            if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{path} did not answer 200 through the Serve ingress")
+
+
 def _wait_listening(port: int) -> None:
     deadline = time.monotonic() + SERVER_START_DEADLINE_S
     while time.monotonic() < deadline:
@@ -489,6 +510,8 @@ def _on_serve(public_pem: bytes, headers: dict[str, bytes]) -> tuple[list[Result
         if not ready.wait(SERVE_START_DEADLINE_S):
             raise RuntimeError("the benchmark's Serve applications did not start")
         targets = {variant: (http_port, f"/{variant}/bench/ping") for variant in VARIANTS}
+        for variant, (port, path) in targets.items():
+            _wait_answering(port, path, headers.get(variant, b""))
         return _measure(targets, headers, SERVE_ROUNDS, SERVE_PACED_S, _replica_cpu_s)
     finally:
         stop.set()
