@@ -299,14 +299,20 @@ async def _load(
     return samples, failures, time.perf_counter() - began
 
 
-def _wait_answering(port: int, path: str, headers: bytes) -> None:
-    """Until `path` answers 200: an application Serve reports ready may not be routed by the
-    HAProxy ingress yet (its configuration is reloaded after), which closes the connection."""
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n".encode()
+def _request(path: str, headers: bytes) -> bytes:
+    """The benchmark's keep-alive GET of `path` with these extra header lines."""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+        + b"User-Agent: dwaybank-bench/1.0\r\n"
         + headers
         + b"\r\n"
     )
+
+
+def _wait_answering(port: int, path: str, headers: bytes) -> None:
+    """Until `path` answers 200: an application Serve reports ready may not be routed by the
+    HAProxy ingress yet (its configuration is reloaded after), which closes the connection."""
+    request = _request(path, headers)
     deadline = time.monotonic() + SERVE_START_DEADLINE_S
     while time.monotonic() < deadline:
         with (
@@ -444,12 +450,7 @@ def _measure(
     cpu_used: dict[str, float] = dict.fromkeys(VARIANTS, 0.0)
     for _ in range(rounds):
         for variant, (port, path) in targets.items():
-            request = (
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
-                + b"User-Agent: dwaybank-bench/1.0\r\n"
-                + headers.get(variant, b"")
-                + b"\r\n"
-            )
+            request = _request(path, headers.get(variant, b""))
             asyncio.run(_load(port, request, WARMUP_S))
             before = cpu_s(variant) if cpu_s else 0.0
             measured, failed, took = asyncio.run(_load(port, request, MEASURE_S))

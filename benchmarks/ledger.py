@@ -406,18 +406,16 @@ def http_results(database_url: str | None) -> list[Result]:
                 f"{errors} errors in all; {cpu}",
             )
         )
-        rate, p50, p95, p99, errors = _wrk(
-            base_url, ids, bulk=BULK_SIZE, seconds=HTTP_BULK_DURATION_S
-        )
+        bulk = _wrk(base_url, ids, bulk=BULK_SIZE, seconds=HTTP_BULK_DURATION_S)
         results.append(
             Result(
                 f"HTTP bulk of {BULK_SIZE} ({HTTP_CONNECTIONS} connections)",
                 "posting",
-                rate * BULK_SIZE,
-                p50,
-                p95,
-                p99,
-                f"{rate:,.0f} requests/s, {errors} errors; latency per request",
+                bulk.rate_per_s * BULK_SIZE,
+                bulk.p50_ms,
+                bulk.p95_ms,
+                bulk.p99_ms,
+                f"{bulk.rate_per_s:,.0f} requests/s, {bulk.errors} errors; latency per request",
             )
         )
     return results

@@ -93,7 +93,8 @@ class RateLimiter(Protocol):
         ...
 
 
-def _ceil_s(seconds: float) -> int:
+def ceil_seconds(seconds: float) -> int:
+    """A positive wait in whole seconds, rounded up (at least 1)."""
     return max(1, math.ceil(seconds - RESET_ROUNDING_S))
 
 
@@ -128,13 +129,13 @@ def limit_decision(request: LimitRequest, decision: RateLimitDecision) -> LimitD
                 window.window_s,
                 window.limit,
                 state.remaining,
-                _ceil_s(state.reset_s) if state.reset_s > 0 else 0,
+                ceil_seconds(state.reset_s) if state.reset_s > 0 else 0,
                 not is_allowed and state.remaining < cost,
             )
             for window, state in zip(request.windows, decision.windows, strict=True)
         ]
     )
-    retry_after_s = 0 if is_allowed else _ceil_s(decision.retry_after_s)
+    retry_after_s = 0 if is_allowed else ceil_seconds(decision.retry_after_s)
     return LimitDecision(is_allowed, states, retry_after_s)
 
 

@@ -33,12 +33,12 @@ from typing import Final, NamedTuple, Protocol
 from gateway.edge import UNKNOWN_ADDRESS, Decision, EdgeState
 from gateway.errors import QuotaExceededError, RateLimiterUnavailableError
 from gateway.limiter import (
-    RESET_ROUNDING_S,
     LimitDecision,
     LimitRequest,
     LocalRateLimiter,
     RateLimiter,
     WindowLimit,
+    ceil_seconds,
     limit_decision,
     limit_policy,
 )
@@ -130,7 +130,7 @@ class _HeaderTemplate:
         for fixed, w in zip(self.windows, windows, strict=True):
             remaining, reset_s, window_s = w.remaining, w.reset_s, w.window_s
             left = b"%d" % remaining
-            reset = b"%d" % max(1, math.ceil(reset_s - RESET_ROUNDING_S)) if reset_s > 0 else b"0"
+            reset = b"%d" % ceil_seconds(reset_s) if reset_s > 0 else b"0"
             headers.append(fixed.limit)
             headers.append((fixed.remaining_name, left))
             items.append(fixed.item_prefix + left + b";t=" + reset)
@@ -160,7 +160,6 @@ class _Plan(NamedTuple):
     template: _HeaderTemplate
     policy: KitRateLimitPolicy
     key_prefix: str  # the rule's name and `|`: a `LimitRequest.key` without its subject
-    is_by_user: bool  # the rule counts a signed-in caller by user, not by address
 
 
 Refusal = tuple[AppError, dict[str, str] | None]  # the error and its extra headers
@@ -189,13 +188,7 @@ class RateLimits:
                 windows = tier_windows(rule, tier)
                 template = templates.setdefault(windows, _HeaderTemplate(windows))
                 request = LimitRequest(rule.name, "", windows)
-                by_tier[tier] = _Plan(
-                    windows,
-                    template,
-                    limit_policy(request),
-                    request.key,
-                    is_by_user=rule.key is LimitKey.USER,
-                )
+                by_tier[tier] = _Plan(windows, template, limit_policy(request), request.key)
         self._local = limiter if isinstance(limiter, LocalRateLimiter) else None
 
     @property
@@ -206,10 +199,8 @@ class RateLimits:
     def _plan(self, edge: EdgeState, rule: RateLimitRule) -> tuple[_Plan, str]:
         """The request's plan (by the caller's tier) and counter subject."""
         principal = edge.principal
-        if principal is None:
-            return self._plans[rule.name][Tier.BASIC], f"ip:{edge.client_ip or UNKNOWN_ADDRESS}"
-        plan = self._plans[rule.name][principal.tier]
-        if plan.is_by_user:
+        plan = self._plans[rule.name][Tier.BASIC if principal is None else principal.tier]
+        if principal is not None and rule.key is LimitKey.USER:
             return plan, f"user:{principal.user_text}"
         return plan, f"ip:{edge.client_ip or UNKNOWN_ADDRESS}"
 

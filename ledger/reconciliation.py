@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -29,7 +28,7 @@ from typing import Any, Final
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
-from kit.ids import IdPrefix, new_id
+from kit.ids import IdPrefix, new_id, uuid4_text
 from ledger import reconciliation_repository as repository
 from ledger.errors import LedgerValidationError
 from ledger.matching import (
@@ -278,7 +277,7 @@ async def store_upload(
     instant: bool = False,
 ) -> str:
     """Store the records under a new upload id."""
-    upload_id = f"{'instant' if instant else 'upload'}_{uuid.uuid4()}"
+    upload_id = f"{'instant' if instant else 'upload'}_{uuid4_text()}"
     await repository.insert_upload(
         conn,
         upload_id=upload_id,

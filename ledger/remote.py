@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,7 +48,7 @@ import orjson
 from kit.clock import Clock, SystemClock
 from kit.db import Database
 from kit.errors import AppError, ConflictError, DomainError, NotFoundError, iter_error_classes
-from kit.ids import IdPrefix, new_id
+from kit.ids import IdPrefix, new_id, uuid4_text
 from kit.settings import Settings
 from ledger import errors as ledger_errors
 from ledger import fx_repository
@@ -327,7 +326,7 @@ class PgCompensationJournal:
         async with self.db.transaction() as conn:
             await fx_repository.insert_compensation(
                 conn,
-                compensation_id=f"cmp_{uuid.uuid4()}",
+                compensation_id=f"cmp_{uuid4_text()}",
                 operation_id=operation_id[:255],
                 original_reference=str(original.get("reference", ""))[:255],
                 original_transaction_id=str(original.get("transaction_id", "")),
