@@ -308,6 +308,7 @@ async def _load(
                 try:
                     head = await reader.readuntil(b"\r\n\r\n")
                 except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+                    # No byte of an answer came: the server closed (or reset) the idle line.
                     is_closed_between = not getattr(exc, "partial", b"")
                     if not is_closed_between or reconnects >= RECONNECTS_MAX:
                         raise
@@ -494,7 +495,7 @@ def _measure(
             reconnects[variant] += load.reconnects
         if not pace_per_s:  # fixed after the first round, so every paced sample has one rate
             slowest_per_s = min(len(samples[v]) / elapsed[v] for v in VARIANTS)
-            pace_per_s = min(PACED_RATE_PER_S, round(PACED_SHARE * slowest_per_s))
+            pace_per_s = min(PACED_RATE_PER_S, max(1, round(PACED_SHARE * slowest_per_s)))
         for variant, (port, path) in targets.items():
             request = _request(path, headers.get(variant, b""))
             load = asyncio.run(_load(port, request, paced_s / rounds, rate_per_s=pace_per_s))
