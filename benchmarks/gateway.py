@@ -480,6 +480,7 @@ def _measure(
     elapsed: dict[str, float] = dict.fromkeys(VARIANTS, 0.0)
     failures: dict[str, int] = dict.fromkeys(VARIANTS, 0)
     reconnects: dict[str, int] = dict.fromkeys(VARIANTS, 0)
+    round_rates: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
     cpu_used: dict[str, float] = dict.fromkeys(VARIANTS, 0.0)
     pace_per_s = 0.0
     for _ in range(rounds):
@@ -493,6 +494,7 @@ def _measure(
             elapsed[variant] += load.elapsed_s
             failures[variant] += load.failures
             reconnects[variant] += load.reconnects
+            round_rates[variant].append(len(load.samples) / load.elapsed_s)
         if not pace_per_s:  # fixed after the first round, so every paced sample has one rate
             slowest_per_s = min(len(samples[v]) / elapsed[v] for v in VARIANTS)
             pace_per_s = min(PACED_RATE_PER_S, max(1, round(PACED_SHARE * slowest_per_s)))
@@ -508,6 +510,9 @@ def _measure(
         notes = [f"{failures[variant]} non-200"] if failures[variant] else []
         if reconnects[variant]:
             notes.append(f"{reconnects[variant]} reconnects")
+        if variant != "bare":  # the spread within this run, against bare in the same round
+            pairs = zip(round_rates[variant], round_rates["bare"], strict=True)
+            notes.append("loss by round " + " / ".join(f"{1 - r / b:.0%}" for r, b in pairs))
         if cpu_s is not None and samples[variant]:
             notes.append(f"replica CPU {cpu_used[variant] / len(samples[variant]) * 1e6:.0f} us")
         rate = len(samples[variant]) / elapsed[variant]
