@@ -496,7 +496,7 @@ def _measure(
             reconnects[variant] += load.reconnects
             round_rates[variant].append(len(load.samples) / load.elapsed_s)
         if not pace_per_s:  # fixed after the first round, so every paced sample has one rate
-            slowest_per_s = min(len(samples[v]) / elapsed[v] for v in VARIANTS)
+            slowest_per_s = min(rates[0] for rates in round_rates.values())
             pace_per_s = min(PACED_RATE_PER_S, max(1, round(PACED_SHARE * slowest_per_s)))
         for variant, (port, path) in targets.items():
             request = _request(path, headers.get(variant, b""))
