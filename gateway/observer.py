@@ -15,11 +15,10 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from prometheus_client import Counter, Histogram
 from starlette.types import Scope
 
 from gateway.edge import ClientAddressResolver, EdgeState, read_edge_state
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import GatewayMetrics, RequestSeries
 from gateway.policy import AuditPolicy
 from gateway.routes import RouteTable
 from kit.telemetry import LineBatcher
@@ -57,7 +56,7 @@ class Observer:
             if audit.is_enabled
             else None
         )
-        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._series: dict[tuple[str, str, int], RequestSeries] = {}
 
     def begin(self, scope: Scope) -> EdgeState:
         """The request's route and edge state, read once."""
@@ -71,14 +70,10 @@ class Observer:
         key = (template, method, status)
         series = self._series.get(key)
         if series is None:
-            series = (
-                self._metrics.requests.labels(self._service, template, method, str(status)),
-                self._metrics.duration.labels(self._service, template, method),
-            )
+            series = self._metrics.requests.series(self._service, template, method, status)
             if len(self._series) < _SERIES_CACHE_MAX:
                 self._series[key] = series
-        series[0].inc()
-        series[1].observe(elapsed_s)
+        self._metrics.requests.record(series, elapsed_s)
         audit = self._audit
         if audit is not None:
             principal = edge.principal

@@ -8,7 +8,7 @@ return the existing object when the name is already registered with the same lab
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, TypeVar
 
 from prometheus_client import (
@@ -20,6 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 from kit.errors import InvariantError
 
@@ -29,7 +30,9 @@ LATENCY_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 
 
 _lock = threading.Lock()
 _made: dict[str, MetricWrapperBase] = {}
+_collectors: dict[str, Collector] = {}
 _M = TypeVar("_M", bound=MetricWrapperBase)
+_C = TypeVar("_C", bound=Collector)
 
 
 def counter(name: str, documentation: str, labelnames: Sequence[str] = ()) -> Counter:
@@ -67,6 +70,22 @@ def histogram(
             )
             _made[name] = existing
     return _checked(existing, Histogram, name, labelnames)
+
+
+def collector(name: str, kind: type[_C], make: Callable[[], _C]) -> _C:
+    """The custom collector registered as `name`, made by `make` and registered on first use
+    (for metrics recorded without prometheus_client's per-call machinery)."""
+    with _lock:
+        existing = _collectors.get(name)
+        if existing is None:
+            existing = make()
+            REGISTRY.register(existing)
+            _collectors[name] = existing
+    if not isinstance(existing, kind):
+        raise InvariantError(
+            "a collector name is registered twice with different kinds", metric=name
+        )
+    return existing
 
 
 def _checked(metric: MetricWrapperBase, kind: type[_M], name: str, labelnames: Sequence[str]) -> _M:

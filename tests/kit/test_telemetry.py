@@ -121,6 +121,29 @@ class TestLineBatcher:
         assert first == direct
         assert first["api_key"] == REDACTED
 
+    @pytest.mark.parametrize("request_id", ["req-vouch-0001", None])
+    async def test_vouched_lines_are_the_formatters_lines(
+        self, json_logger: tuple[logging.Logger, io.StringIO], request_id: str | None
+    ) -> None:
+        """A caller that vouches for its fields (`is_redacted`) gets the formatter's very
+        bytes, with or without a request id, keys in the same order."""
+        logger, stream = json_logger
+        fields = {"service": "api", "status": 200, "latency_ms": 0.25, "decision": "allow"}
+        batcher = LineBatcher(logger, "request", is_redacted=True, delay_s=60)
+        token = bind_request_id(request_id)
+        try:
+            batcher.add(dict(fields))
+            logger.info("request", extra=dict(fields))
+        finally:
+            reset_request_id(token)
+        direct = stream.getvalue()
+        batcher.flush()
+        batched = stream.getvalue().removeprefix(direct)
+        assert batched.endswith("\n")
+        assert list(json.loads(batched)) == list(json.loads(direct))  # same keys, same order
+        assert batched.split('"level"')[1] == direct.split('"level"')[1]  # all but the time
+        assert ("request_id" in json.loads(batched)) is (request_id is not None)
+
     async def test_a_full_batch_is_written_at_once(
         self, json_logger: tuple[logging.Logger, io.StringIO]
     ) -> None:
