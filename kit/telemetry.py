@@ -240,6 +240,11 @@ class LineBatcher:
         if len(pending) >= self._lines_max:
             self.flush()
             return
+        timer_loop = self._timer_loop
+        if timer_loop is not None and timer_loop.is_running():
+            # The batch's timer is armed on a running loop (the one adding, as one loop owns a
+            # batcher): nothing to do. `get_running_loop` would make a system call (getpid).
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop to wait on: write it now
