@@ -19,18 +19,12 @@ from kit.ids import uuid4_text
 
 HEADER: Final = "x-request-id"
 _HEADER_BYTES: Final = HEADER.encode("latin-1")
-_VALID: Final = re.compile(r"^[A-Za-z0-9._:\-]{8,128}$")
-
-
-def accept_request_id(value: str | None) -> str:
-    """`value` when it is a safe id (8-128 of `[A-Za-z0-9._:-]`), else a fresh id."""
-    if value is not None and _VALID.fullmatch(value):
-        return value
-    return uuid4_text()
+_VALID: Final = re.compile(rb"[A-Za-z0-9._:\-]{8,128}")  # checked on the header's bytes
 
 
 class RequestIds:
-    """Reads or mints the request id and puts it on the response."""
+    """Reads or mints the request id and puts it on the response: an incoming `X-Request-ID`
+    is kept when it is 8-128 of `[A-Za-z0-9._:-]` (checked on its bytes), else replaced."""
 
     def __init__(self, *, echo: bool = True) -> None:
         self.echo = echo
@@ -39,14 +33,22 @@ class RequestIds:
         """The request's id (text and header bytes); the request's headers and state carry it
         from here on, so handlers reading the header see the id the logs carry."""
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        incoming = next((v for n, v in headers if n == _HEADER_BYTES), None)
-        request_id = accept_request_id(None if incoming is None else incoming.decode("latin-1"))
-        encoded = request_id.encode("latin-1")
-        if incoming is None:
-            scope["headers"] = [*headers, (_HEADER_BYTES, encoded)]
-        elif incoming != encoded:
-            scope["headers"] = [(n, v) for n, v in headers if n != _HEADER_BYTES]
-            scope["headers"].append((_HEADER_BYTES, encoded))
+        incoming: bytes | None = None
+        for name, value in headers:
+            if name == _HEADER_BYTES:
+                incoming = value
+                break
+        if incoming is not None and _VALID.fullmatch(incoming):  # the usual case under Serve
+            encoded = incoming
+            request_id = incoming.decode("ascii")
+        else:
+            request_id = uuid4_text()
+            encoded = request_id.encode("ascii")
+            if incoming is None:
+                scope["headers"] = [*headers, (_HEADER_BYTES, encoded)]
+            else:
+                scope["headers"] = [(n, v) for n, v in headers if n != _HEADER_BYTES]
+                scope["headers"].append((_HEADER_BYTES, encoded))
         scope.setdefault("state", {})["request_id"] = request_id
         return request_id, encoded
 

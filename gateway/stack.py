@@ -113,7 +113,7 @@ class EdgeMiddleware:
                     self._cors.decorate(headers, names, cors_origin[0])
                 self._security.decorate(headers, names, is_docs=edge.route.is_docs)
                 self._ids.decorate(headers, names, encoded_id)
-                message = {**message, "headers": headers}
+                message["headers"] = headers  # in place, as Starlette's own middlewares do
             await send(message)
 
         try:

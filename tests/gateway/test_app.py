@@ -208,6 +208,13 @@ class TestRequestIds:
         assert response.headers["x-request-id"] != bad
         assert len(response.headers["x-request-id"]) == 36
 
+    async def test_non_ascii_incoming_id_is_replaced(self, client: httpx.AsyncClient) -> None:
+        """An id with a byte outside ASCII (a latin-1 letter) is replaced, not decoded."""
+        bad = "abcdefgh\xe9ij".encode("latin-1")
+        response = await client.get("/health/live", headers={b"X-Request-ID": bad})
+        [echoed] = response.headers.get_list("x-request-id")
+        assert (len(echoed), echoed == bad.decode("latin-1")) == (36, False)
+
     async def test_missing_id_is_created(self, client: httpx.AsyncClient) -> None:
         """Without a header every response still carries an id, different each time."""
         first = await client.get("/health/live")
