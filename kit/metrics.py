@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Final, TypeVar
+from typing import Final, TypeVar, cast
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -81,11 +81,16 @@ def collector(name: str, kind: type[_C], make: Callable[[], _C]) -> _C:
             existing = make()
             REGISTRY.register(existing)
             _collectors[name] = existing
-    if not isinstance(existing, kind):
+    if isinstance(existing, kind):
+        return existing
+    # The same class from a module imported again (a reload) is the same kind: the registered
+    # instance keeps the series counted so far.
+    made = type(existing)
+    if (made.__module__, made.__qualname__) != (kind.__module__, kind.__qualname__):
         raise InvariantError(
             "a collector name is registered twice with different kinds", metric=name
         )
-    return existing
+    return cast(_C, existing)
 
 
 def _checked(metric: MetricWrapperBase, kind: type[_M], name: str, labelnames: Sequence[str]) -> _M:

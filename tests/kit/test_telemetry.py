@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 from typing import Final
 
 import pytest
+from prometheus_client.registry import Collector
 
 from kit.errors import InvariantError
-from kit.metrics import counter, gauge, histogram, render_latest
+from kit.metrics import collector, counter, gauge, histogram, render_latest
 from kit.telemetry import (
     REDACTED,
     JsonFormatter,
@@ -259,6 +260,22 @@ class TestMetrics:
         counter("t_shape_total", "d", ["a"])
         with pytest.raises(InvariantError):
             counter("t_shape_total", "d", ["b"])
+
+    def test_a_collector_is_registered_once(self) -> None:
+        """The same name returns the first collector, also for its class imported anew (a
+        module reload); another kind under that name is a bug."""
+
+        def kind(name: str) -> type[Collector]:
+            made = type(name, (Collector,), {"collect": lambda self: iter(()), "describe": tuple})
+            made.__module__ = __name__
+            return made
+
+        cells, cells_again, other = kind("Cells"), kind("Cells"), kind("Other")
+        first = collector("t_collector", cells, cells)
+        assert cells_again is not cells
+        assert collector("t_collector", cells_again, cells_again) is first
+        with pytest.raises(InvariantError):
+            collector("t_collector", other, other)
 
     def test_render_includes_values(self) -> None:
         """The exposition text contains what was counted."""
