@@ -98,22 +98,28 @@ def json_line(
     request_id: str | None,
     unredacted: dict[str, Any] | None = None,
     is_redacted: bool = False,
-) -> str:
-    """One log line as `JsonFormatter` writes it: time, level, logger, message, the request id
-    (when there is one), the fields (redacted unless the caller has: `is_redacted`), then
-    `unredacted` ones (a traceback, kept whole)."""
-    payload: dict[str, Any] = {
-        "ts": timestamp_text(created),
-        "level": level,
-        "logger": logger,
-        "message": message,
-    }
-    if request_id is not None:
-        payload["request_id"] = request_id
-    payload.update(fields if is_redacted else redact(fields))
+) -> bytes:
+    """One log line (UTF-8, no terminator) as `JsonFormatter` writes it: time, level, logger,
+    message, the request id (when there is one), the fields (redacted unless the caller has:
+    `is_redacted`), then `unredacted` ones (a traceback, kept whole). Built as one dict display
+    (this runs for every audit line)."""
+    clean = fields if is_redacted else redact(fields)
+    ts = timestamp_text(created)
+    payload: dict[str, Any] = (
+        {"ts": ts, "level": level, "logger": logger, "message": message, **clean}
+        if request_id is None
+        else {
+            "ts": ts,
+            "level": level,
+            "logger": logger,
+            "message": message,
+            "request_id": request_id,
+            **clean,
+        }
+    )
     if unredacted:
         payload.update(unredacted)
-    return orjson.dumps(payload, default=str).decode()
+    return orjson.dumps(payload, default=str)
 
 
 class JsonFormatter(logging.Formatter):
@@ -139,7 +145,7 @@ class JsonFormatter(logging.Formatter):
             extras,
             request_id=REQUEST_ID.get(),
             unredacted=failure,
-        )
+        ).decode()
 
 
 def plain_json_handler(logger: logging.Logger) -> logging.StreamHandler[Any] | None:
@@ -269,42 +275,20 @@ class LineBatcher:
         logger, message = self._logger, self._message
         handler = plain_json_handler(logger)
         if handler is not None:
-            if self.is_redacted:
-                # `json_line`'s output, built in one pass: the fixed fields in its order, then
-                # the line's own (no masking pass: the caller vouched), as bytes joined once.
-                name = logger.name
-                lines = [
-                    orjson.dumps(
-                        {
-                            "ts": timestamp_text(created),
-                            "level": "INFO",
-                            "logger": name,
-                            "message": message,
-                            "request_id": request_id,
-                            **fields,
-                        }
-                        if request_id is not None
-                        else {
-                            "ts": timestamp_text(created),
-                            "level": "INFO",
-                            "logger": name,
-                            "message": message,
-                            **fields,
-                        },
-                        default=str,
-                    )
-                    for created, request_id, fields in pending
-                ]
-                terminator = handler.terminator.encode()
-                text = (terminator.join(lines) + terminator).decode()
-            else:
-                text = "".join(
-                    [
-                        json_line(created, "INFO", logger.name, message, fields, request_id=rid)
-                        + handler.terminator
-                        for created, rid, fields in pending
-                    ]
+            name, terminator = logger.name, handler.terminator.encode()
+            lines = [
+                json_line(
+                    created,
+                    "INFO",
+                    name,
+                    message,
+                    fields,
+                    request_id=request_id,
+                    is_redacted=self.is_redacted,
                 )
+                for created, request_id, fields in pending
+            ]
+            text = (terminator.join(lines) + terminator).decode()  # one decode per batch
             handler.acquire()
             try:
                 handler.stream.write(text)
