@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 
@@ -24,6 +24,12 @@ from ledger.models import (
     TransactionStatus,
 )
 from ledger.posting import IdempotencyRow
+
+# The batch's long id and amount lists travel as one comma-separated text each, split by
+# `string_to_array`: asyncpg checks every element of a text[] argument against two abstract base
+# classes in Python (two calls each), ~10,000 calls for a batch of 512 transfers. Balance ids
+# and decimal amounts never contain the separator.
+LIST_SEPARATOR: Final = ","
 
 _TRANSACTION_COLUMNS = (
     "transaction_id, parent_transaction, source, destination, reference, precise_amount,"
@@ -213,15 +219,16 @@ async def lock_balances(
     The amounts travel as decimal text: a batch reads four per balance, and `int()` of text is
     several times cheaper than decoding a NUMERIC into a `Decimal` and converting that. (`trunc`
     drops a zero fraction a row written by hand may carry, `1.0`; the CHECKs allow no other.)"""
-    wanted = sorted(set(ids))
+    # An id with the separator in it names no balance (the column's CHECK allows none).
+    wanted = sorted({i for i in ids if LIST_SEPARATOR not in i})
     if not wanted:
         return {}
     rows = await conn.fetch(
         "SELECT balance_id, currency, trunc(credit_balance)::text, trunc(debit_balance)::text,"  # noqa: S608 - constant
         " trunc(inflight_credit_balance)::text, trunc(inflight_debit_balance)::text"
-        " FROM ledger.balances WHERE balance_id = ANY($1::text[])"
+        " FROM ledger.balances WHERE balance_id = ANY(string_to_array($1, ','))"
         " ORDER BY balance_id" + (" FOR UPDATE" if lock else ""),
-        wanted,
+        LIST_SEPARATOR.join(wanted),
     )
     return {
         balance_id: (currency, Figures(int(credit), int(debit), int(held_in), int(held_out)))
@@ -375,12 +382,14 @@ async def apply_balance_changes(
     if not touched:
         return
     figures = [changes[balance_id] for balance_id in touched]
+    join = LIST_SEPARATOR.join
     await conn.execute(
         "WITH c AS ("
         " INSERT INTO ledger.balance_changes"
         " (batch_id, balance_id, credit, debit, inflight_credit, inflight_debit)"
         " SELECT $1, id, cr::numeric, dr::numeric, icr::numeric, idr::numeric"
-        " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])"
+        " FROM unnest(string_to_array($2, ','), string_to_array($3, ','),"
+        " string_to_array($4, ','), string_to_array($5, ','), string_to_array($6, ','))"
         " AS u(id, cr, dr, icr, idr)"
         " RETURNING balance_id, credit, debit, inflight_credit, inflight_debit)"
         " UPDATE ledger.balances b SET"
@@ -393,11 +402,11 @@ async def apply_balance_changes(
         " version = b.version + 1"
         " FROM c WHERE b.balance_id = c.balance_id",
         batch_id,
-        touched,
-        [str(f.credit) for f in figures],
-        [str(f.debit) for f in figures],
-        [str(f.inflight_credit) for f in figures],
-        [str(f.inflight_debit) for f in figures],
+        join(touched),
+        join([str(f.credit) for f in figures]),
+        join([str(f.debit) for f in figures]),
+        join([str(f.inflight_credit) for f in figures]),
+        join([str(f.inflight_debit) for f in figures]),
     )
 
 
