@@ -8,6 +8,8 @@ domain error to render.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import operator
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -67,6 +69,73 @@ def _pickled_by_fields(cls: type[_Model]) -> type[_Model]:
     return cls
 
 
+_DEFAULT_FROM_FACTORY: Final = object()  # a field left to its default_factory
+
+
+def _built_fast(cls: type[_Model]) -> type[_Model]:
+    """Give a frozen slots dataclass an `__init__` that stores its fields ~4 times faster.
+
+    A frozen dataclass's own `__init__` stores every field through `object.__setattr__` (the
+    class's `__setattr__` refuses), ~120 ns a field: 3-4 us for a transaction record or a command,
+    paid for every posting the engine writes and for every command and outcome unpickled on
+    either side of a shard. A plain slots class with the same fields in the same order (its
+    twin) has the same memory layout and takes ordinary attribute stores (~15 ns). This
+    `__init__`, generated like dataclasses' own (same parameters, defaults and factories), makes
+    the new instance a twin for its stores and then makes it the frozen class again: it is never
+    seen half-built or mutable, and afterwards it is exactly what the frozen `__init__` builds
+    (a test compares the two, field by field and by equality, for every command and record)."""
+    params = fields(cls)  # type: ignore[arg-type]  # always a dataclass here
+    if not cls.__dataclass_params__.frozen or hasattr(cls, "__post_init__"):  # type: ignore[attr-defined]
+        raise TypeError(f"{cls.__name__}: only a frozen dataclass without __post_init__")
+    twin = dataclasses.make_dataclass(
+        f"{cls.__name__}Fields",
+        [(f.name, f.type) for f in params],
+        init=False,
+        repr=False,
+        eq=False,
+        slots=True,
+    )
+    if twin.__slots__ != cls.__slots__ or twin.__base__ is not cls.__base__:  # type: ignore[attr-defined]
+        raise TypeError(f"{cls.__name__}: its twin would not share its layout")
+    namespace: dict[str, Any] = {
+        "_set": object.__setattr__,
+        "_twin": twin,
+        "_cls": cls,
+        "_FACTORY": _DEFAULT_FROM_FACTORY,
+    }
+    arguments, stores = [], []
+    for f in params:
+        if f.default is not dataclasses.MISSING:
+            namespace[f"_default_{f.name}"] = f.default
+            arguments.append(f"{f.name}=_default_{f.name}")
+            stores.append(f"self.{f.name} = {f.name}")
+        elif f.default_factory is not dataclasses.MISSING:
+            namespace[f"_factory_{f.name}"] = f.default_factory
+            arguments.append(f"{f.name}=_FACTORY")
+            stores.append(
+                f"self.{f.name} = _factory_{f.name}() if {f.name} is _FACTORY else {f.name}"
+            )
+        else:
+            arguments.append(f.name)
+            stores.append(f"self.{f.name} = {f.name}")
+    source = "\n    ".join(
+        [
+            f"def __init__(self, {', '.join(arguments)}):",
+            "_set(self, '__class__', _twin)",
+            "try:",
+            *(f"    {line}" for line in stores),
+            "finally:",
+            "    _set(self, '__class__', _cls)",
+        ]
+    )
+    exec(source, namespace)  # noqa: S102 - generated from the class's own field names
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__signature__ = inspect.signature(cls.__init__)
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
+
+
 @_pickled_by_fields
 @dataclass(slots=True)
 class Figures:
@@ -109,6 +178,7 @@ class Figures:
 
 
 @_pickled_by_fields
+@_built_fast
 @dataclass(frozen=True, slots=True)
 class BalanceRecord:
     """A balance as stored."""
@@ -128,6 +198,7 @@ class BalanceRecord:
 
 
 @_pickled_by_fields
+@_built_fast
 @dataclass(frozen=True, slots=True)
 class Leg:
     """One side of a split: a balance and its share."""
@@ -140,6 +211,7 @@ class Leg:
 
 
 @_pickled_by_fields
+@_built_fast
 @dataclass(frozen=True, slots=True)
 class TransactionRecord:
     """A transaction as stored (and as Blnk serialises it)."""
@@ -183,6 +255,7 @@ class TransactionRecord:
 
 
 @_pickled_by_fields
+@_built_fast
 @dataclass(frozen=True, slots=True)
 class IdempotencyClaim:
     """An Idempotency-Key header and the hash of the request it came with."""
@@ -192,6 +265,7 @@ class IdempotencyClaim:
 
 
 @_pickled_by_fields
+@_built_fast
 @dataclass(frozen=True, slots=True)
 class PostTransaction:
     """Create a transaction (one or many legs); ids and amounts already validated."""
@@ -235,6 +309,7 @@ class PostTransaction:
 
 
 @_pickled_by_fields
+@_built_fast
 @dataclass(frozen=True, slots=True)
 class CommitInflight:
     """Commit all or part of a hold (PUT /transactions/inflight/{id} status=commit)."""
@@ -249,6 +324,7 @@ class CommitInflight:
 
 
 @_pickled_by_fields
+@_built_fast
 @dataclass(frozen=True, slots=True)
 class VoidInflight:
     """Release what a hold has left (status=void)."""
@@ -261,6 +337,7 @@ class VoidInflight:
 
 
 @_pickled_by_fields
+@_built_fast
 @dataclass(frozen=True, slots=True)
 class RefundTransaction:
     """Post the reverse of an applied transaction."""
@@ -280,6 +357,7 @@ ASYNC_BULK_ATTEMPTS_MAX: Final = 5  # scheduler runs of one request before it is
 
 
 @_pickled_by_fields
+@_built_fast
 @dataclass(frozen=True, slots=True)
 class PostBulk:
     """Many transactions in one request; atomic means all or none.
@@ -298,6 +376,7 @@ class PostBulk:
 
 
 @_pickled_by_fields
+@_built_fast
 @dataclass(frozen=True, slots=True)
 class RunScheduled:
     """Execute a SCHEDULED transaction whose time has come."""
@@ -312,6 +391,7 @@ Command = (
 
 
 @_pickled_by_fields
+@_built_fast
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """The engine's answer to one command: a transaction (with extra members), a body, or an
