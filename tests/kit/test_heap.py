@@ -33,7 +33,9 @@ def _cycle() -> weakref.ref[_Node]:
 def test_startup_objects_leave_the_collectors_sight() -> None:
     kept = _Node()
     frozen = freeze_startup_heap()
-    assert frozen == gc.get_freeze_count() > 0
+    # Not equal: a frozen object that another thread (a test server's) frees meanwhile leaves
+    # the count, so it can only have fallen since.
+    assert 0 < gc.get_freeze_count() <= frozen
     assert not any(o is kept for o in gc.get_objects())  # frozen objects are not tracked
 
 
