@@ -9,6 +9,10 @@ refusal before the router (413, 403, 401, 429) has exactly the shape of one rais
 An error class may refine its problem document with two optional attributes: `problem_type` (a
 registered type URI instead of ours, such as the RateLimit draft's quota-exceeded) and
 `problem_members` (extension members at the top level, such as `violated-policies`).
+
+On `/ledger` an error's `body_variant` may name one of Blnk's older bodies (`BlnkBody`: the
+message or the filter problems under `"errors"`, or the hook routes' top-level
+`code`/`message`/`details`); each keeps `error_detail`, which both Blnk SDKs read first.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from kit.errors import (
     ValidationError,
 )
 from kit.telemetry import REQUEST_ID
+from ledger.errors import BlnkBody
 
 logger = logging.getLogger(__name__)
 
@@ -102,12 +107,36 @@ def problem_body(error: AppError, *, instance: str) -> dict[str, Any]:
     return body
 
 
+# Blnk's codes from before its catalog, which its hook routes still answer at the top level.
+_HOOK_LEGACY_CODES: Final[dict[str, str]] = {
+    BlnkBody.HOOK: "INVALID_INPUT",
+    BlnkBody.HOOK_LOOKUP: "NOT_FOUND",
+}
+
+
 def blnk_body(error: AppError) -> dict[str, Any]:
-    """Blnk's error body: `error` plus `error_detail{code,message,details}`."""
-    detail: dict[str, Any] = {"code": error.code, "message": error.public_message}
-    if error.public_details:
-        detail["details"] = error.public_details
-    return {"error": error.public_message, "error_detail": detail}
+    """Blnk's error body: `error` plus `error_detail{code,message,details}`, or the older
+    variant that the error's `body_variant` names (`api/errors.go`: `writeError` with a legacy
+    key or value, `respondBareAPIError`)."""
+    message, details = error.public_message, error.public_details
+    detail: dict[str, Any] = {"code": error.code, "message": message}
+    variant = error.body_variant
+    if variant in _HOOK_LEGACY_CODES:
+        # Blnk passes the handler's Go error as details, so both copies are always present.
+        detail["details"] = details
+        return {
+            "code": _HOOK_LEGACY_CODES[str(variant)],
+            "message": message,
+            "details": details,
+            "error_detail": detail,
+        }
+    if variant == BlnkBody.PARSE_ERRORS:
+        problems = details.get("errors", [])
+        detail["details"] = problems
+        return {"errors": problems, "error_detail": detail}
+    if details:
+        detail["details"] = details
+    return {"errors" if variant == BlnkBody.ERRORS else "error": message, "error_detail": detail}
 
 
 def render_error(

@@ -24,6 +24,11 @@ Every exception takes the same constructor, `(message=None, **details)`, and pic
 subclass these with their own `code` (SCREAMING_SNAKE with a domain prefix) and `status`;
 nothing else in the tree needs changing. `public_message` is what a client may read: for an
 `InvariantError` it is generic, the detail stays in the logs.
+
+`body_variant` names a historical body shape that a compatibility ingress keeps for some of its
+paths (on `/ledger`, a `ledger.errors.BlnkBody`); None is the ingress's standard shape. A class
+sets it for every instance, or the code that raises an error sets it on the instance; either
+way it survives pickling and `with_details`.
 """
 
 from __future__ import annotations
@@ -32,9 +37,13 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, NoReturn, Self
 
 
-def _restore(cls: type[AppError], message: str, details: dict[str, Any]) -> AppError:
+def _restore(
+    cls: type[AppError], message: str, details: dict[str, Any], body_variant: str | None = None
+) -> AppError:
     error = cls.__new__(cls)
     error._set(message, details)
+    if body_variant is not None:
+        error.body_variant = body_variant
     return error
 
 
@@ -48,6 +57,7 @@ class AppError(Exception):
 
     message: str
     details: dict[str, Any]
+    body_variant: str | None = None
 
     def __init__(self, message: str | None = None, **details: Any) -> None:
         self._set(message or self.default_message, details)
@@ -58,7 +68,8 @@ class AppError(Exception):
         self.details = dict(details)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_restore, (type(self), self.message, self.details))
+        own_variant = vars(self).get("body_variant")
+        return (_restore, (type(self), self.message, self.details, own_variant))
 
     def __str__(self) -> str:
         return self.message
@@ -78,7 +89,10 @@ class AppError(Exception):
 
     def with_details(self, **details: Any) -> Self:
         """Return a copy with more details (the original is left untouched)."""
-        return type(self)(self.message, **{**self.details, **details})
+        copy = type(self)(self.message, **{**self.details, **details})
+        if "body_variant" in vars(self):
+            copy.body_variant = self.body_variant
+        return copy
 
 
 class DomainError(AppError):

@@ -1,11 +1,30 @@
 """The ledger's errors, with Blnk's codes and statuses (internal/apierror/codes.go).
 
-Each renders as Blnk's body `{"error", "error_detail": {code, message, details}}` on `/ledger`.
+Each renders as Blnk's body `{"error", "error_detail": {code, message, details}}` on `/ledger`,
+except where Blnk kept an older shape (`api/errors.go`), which an error's `body_variant` names:
+
+- `BlnkBody.ERRORS`: the message under `"errors"` in place of `"error"`. Blnk's request
+  validation of ledgers (create, rename: the body too), balances and balance monitors (create),
+  and transactions (single and bulk items: TXN_VALIDATION_ERROR).
+- `BlnkBody.PARSE_ERRORS`: the list of `{"Param", "Message"}` under `"errors"`, and as
+  `error_detail.details` too: query-string filters that do not parse (`FilterParseError`).
+- `BlnkBody.HOOK` and `BlnkBody.HOOK_LOOKUP`: `{"code", "message", "details", "error_detail"}`,
+  where the top-level `code` is Blnk's pre-catalog code (`INVALID_INPUT`, or `NOT_FOUND` on
+  GET /hooks/{id}) and `details` is always present. A hook handler answers it for every
+  failure past its master-key check; that check keeps the standard body.
+
+Both Blnk SDKs read `error_detail` first, so every variant parses to the same code and message.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import Any
+
 from kit.errors import (
+    AppError,
     ConflictError,
     DependencyError,
     DomainError,
@@ -13,6 +32,27 @@ from kit.errors import (
     NotFoundError,
     UnauthorizedError,
 )
+
+
+class BlnkBody(StrEnum):
+    """Blnk's older error bodies, which some of its paths still answer (see the module note)."""
+
+    ERRORS = "errors"
+    PARSE_ERRORS = "parse_errors"
+    HOOK = "hook"
+    HOOK_LOOKUP = "hook_lookup"
+
+
+@contextmanager
+def answered_as(variant: BlnkBody, *kinds: type[AppError]) -> Iterator[None]:
+    """Errors of `kinds` (any `AppError` when none are named) raised inside take Blnk's
+    `variant` body, unless they already name one of their own."""
+    try:
+        yield
+    except AppError as exc:
+        if exc.body_variant is None and (not kinds or isinstance(exc, kinds)):
+            exc.body_variant = variant
+        raise
 
 
 class MalformedRequestError(DomainError):
@@ -30,14 +70,31 @@ class LedgerValidationError(DomainError):
     status = 400
 
 
+class FilterParseError(LedgerValidationError):
+    """Query-string filters that do not parse; `details["errors"]` lists `{"Param", "Message"}`
+    per parameter, the items of Blnk's `filter.ParseError` (its Go field names as keys)."""
+
+    default_message = "invalid filter parameters"
+    body_variant = BlnkBody.PARSE_ERRORS
+
+    @classmethod
+    def of(cls, problems: list[tuple[str, str]]) -> FilterParseError:
+        """The error for `(parameter, message)` pairs."""
+        items: list[dict[str, Any]] = [
+            {"Param": param, "Message": message} for param, message in problems
+        ]
+        return cls(errors=items)
+
+
 # ---------------------------------------------------------------- transactions
 
 
 class TransactionValidationError(DomainError):
-    """A transaction request breaks a rule (Blnk: TXN_VALIDATION_ERROR)."""
+    """A transaction request breaks a rule (Blnk: TXN_VALIDATION_ERROR, under `"errors"`)."""
 
     code = "TXN_VALIDATION_ERROR"
     status = 400
+    body_variant = BlnkBody.ERRORS
 
 
 class InvalidAmountError(DomainError):
@@ -182,6 +239,13 @@ class BalanceValidationError(DomainError):
     status = 400
 
 
+class BalanceRequestInvalidError(BalanceValidationError):
+    """A new balance's fields break a rule of Blnk's request validation (`ValidateCreateBalance`:
+    ledger_id, currency, allocation strategy, indicator, lineage), answered under `"errors"`."""
+
+    body_variant = BlnkBody.ERRORS
+
+
 class BalanceHistoryNotFoundError(NotFoundError):
     """The balance had no history at the asked time."""
 
@@ -215,10 +279,11 @@ class LedgerNotFoundError(NotFoundError):
 
 
 class LedgerValidationFailedError(DomainError):
-    """A ledger request breaks a rule."""
+    """A ledger request breaks a rule (answered under `"errors"`, as Blnk's are)."""
 
     code = "LGR_VALIDATION_ERROR"
     status = 400
+    body_variant = BlnkBody.ERRORS
 
 
 # ---------------------------------------------------------------- the rest

@@ -17,10 +17,11 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ledger.errors import LedgerValidationError
+from ledger.errors import FilterParseError, LedgerValidationError
 
 LIMIT_MAX: Final = 100  # Blnk's FilterRequest bound
 IN_VALUES_MAX: Final = 500
+QUERY_VALUE_LENGTH_MAX: Final = 1000  # Blnk's bound on one query-string filter value (chars)
 OFFSET_MAX: Final = 1_000_000
 _META_KEY = re.compile(r"^meta_data\.([A-Za-z0-9_\-]{1,64})$")
 
@@ -231,21 +232,48 @@ def add_condition(
         raise LedgerValidationError(f"unknown filter operator {operator!r}")
 
 
+_QUERY_OPERATORS: Final = {*_OPERATORS, "in", "between", "like", "ilike", "isnull", "isnotnull"}
+
+
+def _parse_problem(op: str, value: str) -> str | None:
+    """What stops one `field_op=value` parameter from parsing (Blnk's `filter.ParseFromQuery`
+    checks), or None. The field, the operator's fit and the value's type are checked later."""
+    if len(value) > QUERY_VALUE_LENGTH_MAX:
+        return f"value exceeds maximum length ({QUERY_VALUE_LENGTH_MAX} chars)"
+    if op == "between" and len(value.split("|")) != 2:
+        return "between operator requires exactly 2 pipe-separated values (value1|value2)"
+    if op == "in" and len(value.split(",")) > IN_VALUES_MAX:
+        return f"IN operator exceeds maximum values ({IN_VALUES_MAX})"
+    return None
+
+
 def from_query_params(
     collection: Collection, params: Mapping[str, str], *, skip: set[str]
 ) -> Query:
-    """`field_op=value` parameters (and plain `field=value`, meaning eq) to conditions."""
-    query = Query()
+    """`field_op=value` parameters (and plain `field=value`, meaning eq) to conditions.
+
+    Raises:
+        FilterParseError: parameters that do not parse, every one of them listed (as Blnk's).
+        LedgerValidationError: an unknown field, or a value that does not fit its field.
+    """
+    parsed: list[tuple[str, str, str]] = []
+    problems: list[tuple[str, str]] = []
     for key, value in params.items():
         if key in skip:
             continue
         name, _, op = key.rpartition("_")
-        if name and (
-            op in _OPERATORS or op in {"in", "between", "like", "ilike", "isnull", "isnotnull"}
-        ):
-            add_condition(query, collection, name, op, value)
+        if not name or op not in _QUERY_OPERATORS:
+            name, op = key, "eq"
+        problem = _parse_problem(op, value)
+        if problem is None:
+            parsed.append((name, op, value))
         else:
-            add_condition(query, collection, key, "eq", value)
+            problems.append((key, problem))
+    if problems:
+        raise FilterParseError.of(problems)
+    query = Query()
+    for name, op, value in parsed:
+        add_condition(query, collection, name, op, value)
     return query
 
 

@@ -16,6 +16,7 @@ from kit.ids import IdPrefix, new_id
 from ledger import repository
 from ledger.errors import (
     BalanceNotFoundError,
+    BalanceRequestInvalidError,
     BalanceValidationError,
     LedgerNotFoundError,
     LedgerValidationFailedError,
@@ -87,19 +88,19 @@ async def create_balance(
 ) -> BalanceRecord:
     """POST /balances."""
     if not ledger_id:
-        raise BalanceValidationError("ledger_id is required")
+        raise BalanceRequestInvalidError("ledger_id is required")
     if not currency or not _CURRENCY.match(currency):
-        raise BalanceValidationError("currency is required (1-32 letters, digits, _ . : -)")
+        raise BalanceRequestInvalidError("currency is required (1-32 letters, digits, _ . : -)")
     strategy = (allocation_strategy or "FIFO").upper()
     if strategy not in ALLOCATION_STRATEGIES:
-        raise BalanceValidationError("allocation_strategy must be FIFO, LIFO or PROPORTIONAL")
+        raise BalanceRequestInvalidError("allocation_strategy must be FIFO, LIFO or PROPORTIONAL")
     if indicator:
         if ledger_id != GENERAL_LEDGER_ID:
-            raise BalanceValidationError("an indicator is allowed only in the general ledger")
+            raise BalanceRequestInvalidError("an indicator is allowed only in the general ledger")
         if not _INDICATOR.match(indicator):
-            raise BalanceValidationError("an indicator starts with @ and has no spaces")
+            raise BalanceRequestInvalidError("an indicator starts with @ and has no spaces")
     if track_fund_lineage and not identity_id:
-        raise BalanceValidationError("track_fund_lineage needs an identity_id")
+        raise BalanceRequestInvalidError("track_fund_lineage needs an identity_id")
     if not await repository.ledger_exists(conn, ledger_id):
         raise BalanceValidationError(f"ledger {ledger_id} does not exist", ledger_id=ledger_id)
     try:

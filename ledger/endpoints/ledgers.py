@@ -10,7 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ledger import service
 from ledger.endpoints.common import LedgerDeps, error_responses, json_response, page, read_json
-from ledger.errors import LedgerNotFoundError, LedgerValidationFailedError, MalformedRequestError
+from ledger.errors import (
+    BlnkBody,
+    LedgerNotFoundError,
+    LedgerValidationFailedError,
+    MalformedRequestError,
+    answered_as,
+)
 from ledger.filters import COLLECTIONS, FilterRequest, from_query_params
 from ledger.schemas import validate_body
 
@@ -26,6 +32,12 @@ class LedgerIn(BaseModel):
     meta_data: dict[str, Any] = Field(default_factory=dict)
 
 
+async def _ledger_body(request: Request) -> LedgerIn:
+    # Blnk answers a ledger body that does not bind under "errors" too, unlike other bodies.
+    with answered_as(BlnkBody.ERRORS, MalformedRequestError):
+        return validate_body(LedgerIn, await read_json(request))
+
+
 def ledgers_router(deps: LedgerDeps) -> APIRouter:
     """Ledger routes."""
     router = APIRouter(tags=["ledgers"])
@@ -35,7 +47,7 @@ def ledgers_router(deps: LedgerDeps) -> APIRouter:
 
     @router.post("/ledgers", status_code=201, responses=errors, summary="Create a ledger")
     async def create(request: Request) -> Response:
-        body = validate_body(LedgerIn, await read_json(request))
+        body = await _ledger_body(request)
         async with deps.db.transaction() as conn:
             created = await service.create_ledger(
                 conn, name=body.name, meta_data=body.meta_data, now=deps.clock.now()
@@ -49,7 +61,7 @@ def ledgers_router(deps: LedgerDeps) -> APIRouter:
 
     @router.put("/ledgers/{ledger_id}", responses=errors, summary="Rename a ledger")
     async def update(ledger_id: str, request: Request) -> Response:
-        body = validate_body(LedgerIn, await read_json(request))
+        body = await _ledger_body(request)
         async with deps.db.transaction() as conn:
             return json_response(await service.rename_ledger(conn, ledger_id, body.name))
 

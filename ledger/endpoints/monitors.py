@@ -9,7 +9,13 @@ from fastapi.responses import Response
 
 from ledger import monitors, monitors_repository
 from ledger.endpoints.common import LedgerDeps, json_response, read_json
-from ledger.errors import BalanceNotFoundError, LedgerValidationError, MonitorNotFoundError
+from ledger.errors import (
+    BalanceNotFoundError,
+    BlnkBody,
+    LedgerValidationError,
+    MonitorNotFoundError,
+    answered_as,
+)
 from ledger.monitors import MonitorCache, monitor_json, process_monitor_cache
 
 # Blnk lists every monitor in one answer; this bounds it (newest first).
@@ -29,7 +35,10 @@ def balance_monitors_router(deps: LedgerDeps, cache: MonitorCache | None = None)
         "/balance-monitors", status_code=201, responses=errors, summary="Create a balance monitor"
     )
     async def create(request: Request) -> Response:
-        body = monitors.parse_request(await read_json(request))
+        raw = await read_json(request)
+        # Blnk answers a new monitor's validation under "errors" (an update's is standard).
+        with answered_as(BlnkBody.ERRORS, LedgerValidationError):
+            body = monitors.parse_request(raw)
         async with deps.db.transaction() as conn:
             monitor = await monitors.create_monitor(conn, body, now=deps.clock.now(), cache=cache)
         return json_response(monitor_json(monitor), 201)

@@ -46,6 +46,15 @@ class TestPickling:
         assert restored.details == {"balance_id": "bln_1", "amount": 10}
         assert str(restored) == "something happened"
 
+    def test_body_variant_set_on_an_instance_survives(self) -> None:
+        """A body variant chosen where an error is raised survives pickling and `with_details`;
+        an error without one still has none after the round trip."""
+        error = ConflictError("taken")
+        error.body_variant = "errors"
+        assert pickle.loads(pickle.dumps(error)).body_variant == "errors"
+        assert error.with_details(index=1).body_variant == "errors"
+        assert pickle.loads(pickle.dumps(ConflictError())).body_variant is None
+
     def test_the_tree_is_discovered(self) -> None:
         """The discovery walks the whole tree, so the parametrised test covers new classes."""
         names = {cls.__name__ for cls in ALL_ERRORS}

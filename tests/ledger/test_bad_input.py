@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from blnk_sdk.errors import parse_blnk_api_error_body
 
 pytestmark = pytest.mark.db
 
@@ -111,14 +112,15 @@ class TestBadInput:
         _untouched(http, balance_id, body["reference"])
 
     def test_too_many_significant_digits(self, http: httpx.Client) -> None:
-        """An amount with more than 15 significant digits is 400 TXN_VALIDATION_ERROR."""
+        """An amount with more than 15 significant digits is 400 TXN_VALIDATION_ERROR, its message
+        under Blnk's older key `errors`."""
         balance_id = _balance(http)
         body = _body(balance_id, amount="1234567890.1234567")
         body.pop("precise_amount")
         response = http.post("/transactions", json=body)
         assert response.status_code == 400
         assert response.json()["error_detail"]["code"] == "TXN_VALIDATION_ERROR"
-        assert "significant digits" in response.json()["error"]
+        assert "significant digits" in response.json()["errors"]
         _untouched(http, balance_id, body["reference"])
 
     @pytest.mark.parametrize(
@@ -141,6 +143,127 @@ class TestBadInput:
         response = http.post("/transactions", json=body)
         assert response.status_code == 400, response.text
         _untouched(http, balance_id)
+
+
+def _refusal(response: httpx.Response, status: int, code: str, *, key: str) -> dict[str, Any]:
+    """A Blnk error body whose message is under `key` ("error", or the older "errors") and not
+    the other one; Blnk's Python SDK reads the same code and message from it."""
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    other = "errors" if key == "error" else "error"
+    assert set(body) == {key, "error_detail"}, body
+    assert other not in body
+    detail = body["error_detail"]
+    assert detail["code"] == code
+    if isinstance(body[key], str):
+        assert body[key] == detail["message"]
+    parsed = parse_blnk_api_error_body(body)
+    assert (parsed.code, parsed.message) == (code, detail["message"])
+    return body
+
+
+class TestBlnkErrorBodies:
+    """Blnk's validation paths answer their message under the older key `errors`
+    (`withLegacyKey("errors")` in api/ledger.go, balance.go, transactions.go); every other
+    refusal keeps `error`."""
+
+    def test_ledger_validation(self, http: httpx.Client) -> None:
+        """A ledger without a name, created or renamed, is refused under `errors`."""
+        _refusal(
+            http.post("/ledgers", json={"name": ""}), 400, "LGR_VALIDATION_ERROR", key="errors"
+        )
+        ledger_id = http.post("/ledgers", json={"name": "named"}).json()["ledger_id"]
+        renamed = http.put(f"/ledgers/{ledger_id}", json={"name": ""})
+        _refusal(renamed, 400, "LGR_VALIDATION_ERROR", key="errors")
+
+    def test_ledger_body_that_does_not_bind(self, http: httpx.Client) -> None:
+        """A ledger body that is not JSON, or has a wrong type, is refused under `errors` too."""
+        not_json = http.post(
+            "/ledgers", content=b'{"name": ', headers={"Content-Type": "application/json"}
+        )
+        _refusal(not_json, 400, "GEN_MALFORMED_REQUEST", key="errors")
+        _refusal(
+            http.post("/ledgers", json={"name": ["x"]}), 400, "GEN_MALFORMED_REQUEST", key="errors"
+        )
+
+    def test_balance_validation(self, http: httpx.Client) -> None:
+        """A balance that breaks a create rule (lineage without identity, no currency) is refused
+        under `errors`; a body that is not JSON keeps `error`, as in Blnk."""
+        lineage = {"ledger_id": "general_ledger_id", "currency": "USD", "track_fund_lineage": True}
+        body = _refusal(
+            http.post("/balances", json=lineage), 400, "BAL_VALIDATION_ERROR", key="errors"
+        )
+        assert "identity_id" in body["errors"]
+        no_currency = {"ledger_id": "general_ledger_id"}
+        _refusal(
+            http.post("/balances", json=no_currency), 400, "BAL_VALIDATION_ERROR", key="errors"
+        )
+        not_json = http.post(
+            "/balances", content=b"[", headers={"Content-Type": "application/json"}
+        )
+        _refusal(not_json, 400, "GEN_MALFORMED_REQUEST", key="error")
+
+    def test_monitor_validation(self, http: httpx.Client) -> None:
+        """A balance monitor that breaks a create rule is refused under `errors`."""
+        response = http.post("/balance-monitors", json={"condition": {"field": "balance"}})
+        _refusal(response, 400, "GEN_VALIDATION_ERROR", key="errors")
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            {"source": "same"},
+            {"amount": 1.5},
+            {"currency": ""},
+            {"source": None},
+        ],
+    )
+    def test_transaction_validation(self, http: httpx.Client, change: dict[str, Any]) -> None:
+        """A transaction that breaks a request rule is 400 TXN_VALIDATION_ERROR under `errors`."""
+        balance_id = _balance(http)
+        if change.get("source") == "same":
+            change = {"source": balance_id}
+        response = http.post("/transactions", json=_body(balance_id, **change))
+        _refusal(response, 400, "TXN_VALIDATION_ERROR", key="errors")
+        _untouched(http, balance_id)
+
+    def test_bulk_item_validation(self, http: httpx.Client) -> None:
+        """An invalid item of a bulk request is TXN_VALIDATION_ERROR under `errors`, with its index."""
+        balance_id = _balance(http)
+        items = [_body(balance_id), _body(balance_id, source=balance_id)]
+        response = http.post("/transactions/bulk", json={"transactions": items, "atomic": True})
+        body = _refusal(response, 400, "TXN_VALIDATION_ERROR", key="errors")
+        assert body["error_detail"]["details"]["index"] == 1
+        _untouched(http, balance_id)
+
+    def test_filter_parse_errors(self, http: httpx.Client) -> None:
+        """Query filters that do not parse list every bad parameter under `errors`, and again
+        as `error_detail.details` (Blnk's `filter.ParseError` items)."""
+        response = http.get(
+            "/balances", params={"created_at_between": "2024-01-01", "currency_eq": "x" * 1001}
+        )
+        body = _refusal(response, 400, "GEN_VALIDATION_ERROR", key="errors")
+        assert body["error_detail"]["message"] == "invalid filter parameters"
+        assert sorted(item["Param"] for item in body["errors"]) == [
+            "created_at_between",
+            "currency_eq",
+        ]
+        assert all(set(item) == {"Param", "Message"} for item in body["errors"])
+        assert body["error_detail"]["details"] == body["errors"]
+
+    def test_other_refusals_keep_error(self, http: httpx.Client) -> None:
+        """Unknown transactions and balances, a transaction body that does not parse and a
+        filter on an unknown field keep the standard `error` key."""
+        _refusal(http.get(f"/transactions/txn_{uuid.uuid4()}"), 404, "TXN_NOT_FOUND", key="error")
+        _refusal(http.get(f"/balances/bln_{uuid.uuid4()}"), 404, "BAL_NOT_FOUND", key="error")
+        not_json = http.post(
+            "/transactions",
+            content=b'{"precise_amount": 1,',
+            headers={"Content-Type": "application/json"},
+        )
+        body = _refusal(not_json, 400, "GEN_MALFORMED_REQUEST", key="error")
+        assert body["error"] == "Invalid input"
+        unknown = http.get("/balances", params={"colour_eq": "red"})
+        _refusal(unknown, 400, "GEN_VALIDATION_ERROR", key="error")
 
 
 class TestIdempotencyKey:

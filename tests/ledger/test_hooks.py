@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from blnk_sdk.errors import parse_blnk_api_error_body
 
 from tests.ledger.servers import MASTER_KEY
 
@@ -351,3 +352,93 @@ class TestPostTransactionHooks:
         assert len(receiver.calls_to(url, 2)) == 2
         assert _wait_for_run(hooks, hook["id"])["last_success"] is False
         assert hooks.transactions.get_by_reference(reference).status == 200
+
+
+def _hook_refusal(response: httpx.Response, status: int, legacy_code: str, code: str) -> Any:
+    """Blnk's hook body: code, message and details at the top level, beside error_detail; no
+    `error` key. Blnk's Python SDK still reads the code and message from it."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"code", "message", "details", "error_detail"}
+    assert body["code"] == legacy_code
+    assert isinstance(body["message"], str)
+    assert isinstance(body["details"], dict)
+    assert body["error_detail"] == {
+        "code": code,
+        "message": body["message"],
+        "details": body["details"],
+    }
+    parsed = parse_blnk_api_error_body(body)
+    assert (parsed.code, parsed.message) == (code, body["message"])
+    return body
+
+
+class TestHookErrorBodies:
+    """Past the master-key check every hook refusal has Blnk's hook body (`respondBareAPIError`),
+    whose top-level code is Blnk's older one: NOT_FOUND on GET /hooks/{id}, else INVALID_INPUT."""
+
+    def test_unknown_hook_get(self, secure_ledger_url: str) -> None:
+        """GET of an unknown hook is 404 with top-level code NOT_FOUND and HOOK_NOT_FOUND."""
+        response = httpx.get(
+            f"{secure_ledger_url}/hooks/hook_{uuid.uuid4()}", headers={"X-Blnk-Key": MASTER_KEY}
+        )
+        _hook_refusal(response, 404, "NOT_FOUND", "HOOK_NOT_FOUND")
+
+    def test_sdk_reads_the_hook_body(self, hooks: Any) -> None:
+        """Blnk's Python SDK reads HOOK_NOT_FOUND and the message from the hook body it returns."""
+        response = hooks.hooks.get(f"hook_{uuid.uuid4()}")
+        assert response.status == 404
+        assert response.error.code == "HOOK_NOT_FOUND"
+        assert response.data["code"] == "NOT_FOUND"
+        assert response.data["message"] == response.error.message
+        assert "error" not in response.data
+
+    def test_unknown_hook_update_and_delete(self, secure_ledger_url: str) -> None:
+        """PUT and DELETE of an unknown hook are 404 HOOK_NOT_FOUND under top-level INVALID_INPUT."""
+        url = f"{secure_ledger_url}/hooks/hook_{uuid.uuid4()}"
+        body = {"name": "x", "url": "http://example.com/h", "type": "PRE_TRANSACTION"}
+        headers = {"X-Blnk-Key": MASTER_KEY}
+        _hook_refusal(
+            httpx.put(url, json=body, headers=headers), 404, "INVALID_INPUT", "HOOK_NOT_FOUND"
+        )
+        _hook_refusal(httpx.delete(url, headers=headers), 404, "INVALID_INPUT", "HOOK_NOT_FOUND")
+
+    def test_invalid_hook(self, hooks: Any, secure_ledger_url: str) -> None:
+        """An invalid hook, a body that is not JSON and an unknown list type are 400 HOOK_INVALID
+        under top-level INVALID_INPUT, with `details` present even when empty."""
+        headers = {"X-Blnk-Key": MASTER_KEY}
+        bad_url = httpx.post(
+            f"{secure_ledger_url}/hooks",
+            json={"name": "x", "url": "ftp://example.com/h", "type": "PRE_TRANSACTION"},
+            headers=headers,
+        )
+        assert _hook_refusal(bad_url, 400, "INVALID_INPUT", "HOOK_INVALID")["details"] == {}
+        not_json = httpx.post(
+            f"{secure_ledger_url}/hooks",
+            content=b'{"name": ',
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        _hook_refusal(not_json, 400, "INVALID_INPUT", "HOOK_INVALID")
+        bad_type = httpx.get(f"{secure_ledger_url}/hooks?type=SOMETIMES", headers=headers)
+        _hook_refusal(bad_type, 400, "INVALID_INPUT", "HOOK_INVALID")
+        assert hooks.hooks.list().data == []
+
+    def test_key_checks_keep_the_standard_body(
+        self, ledger_url: str, secure_ledger_url: str
+    ) -> None:
+        """The secure-mode key check (401) and the master-key check (403) answer Blnk's standard
+        body, as Blnk's middleware and hook handlers do."""
+        missing = httpx.get(f"{secure_ledger_url}/hooks/hook_{uuid.uuid4()}")
+        assert missing.status_code == 401
+        assert missing.json()["error_detail"]["code"] == "AUTH_MISSING_API_KEY"
+        assert isinstance(missing.json()["error"], str)
+        assert "code" not in missing.json()
+        open_mode = httpx.get(f"{ledger_url}/hooks/hook_{uuid.uuid4()}")
+        assert open_mode.status_code == 403
+        assert open_mode.json() == {
+            "error": "hook management requires master key",
+            "error_detail": {
+                "code": "AUTH_MASTER_KEY_REQUIRED",
+                "message": "hook management requires master key",
+            },
+        }

@@ -138,6 +138,32 @@ class TestBalances:
         assert before.data["balance"]["balance"] == 0
 
 
+class TestErrorBodies:
+    """The SDK reads Blnk's code and message from each of Blnk's error bodies, and hands the raw
+    body over as `data`: the standard `error`, or the older `errors` of a validation path."""
+
+    def test_balance_validation_is_under_errors(self, blnk: Any) -> None:
+        """Lineage without an identity is 400 BAL_VALIDATION_ERROR, its message under `errors`."""
+        response = blnk.ledger_balances.create(
+            {"ledger_id": _ledger(blnk), "currency": "USD", "track_fund_lineage": True}
+        )
+        assert response.status == 400
+        assert response.error.code == "BAL_VALIDATION_ERROR"
+        assert response.data["errors"] == response.error.message == response.message
+        assert "error" not in response.data
+
+    def test_not_found_keeps_error(self, blnk: Any) -> None:
+        """Unknown transactions and balances keep the standard `error` key."""
+        for response, code in (
+            (blnk.transactions.get(f"txn_{uuid.uuid4()}"), "TXN_NOT_FOUND"),
+            (blnk.ledger_balances.get(f"bln_{uuid.uuid4()}"), "BAL_NOT_FOUND"),
+        ):
+            assert response.status == 404
+            assert response.error.code == code
+            assert response.data["error"] == response.error.message
+            assert "errors" not in response.data
+
+
 class TestTransactions:
     def test_immediate_transfer_moves_money(self, blnk: Any) -> None:
         """skip_queue applies at once: the source is debited and the destination credited."""

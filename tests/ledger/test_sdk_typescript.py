@@ -98,15 +98,21 @@ def _ok(run: dict[str, Any], name: str, status: int = 200) -> Any:
     return step["data"]
 
 
-def _refused(run: dict[str, Any], name: str, status: int, code: str) -> dict[str, Any]:
-    """A refusal as the SDK parses it: the status, Blnk's code, and the raw Blnk error body."""
+def _refused(
+    run: dict[str, Any], name: str, status: int, code: str, *, body_key: str = "error"
+) -> dict[str, Any]:
+    """A refusal as the SDK parses it: the status, Blnk's code, and the raw Blnk error body,
+    whose message is under `body_key`: "error", Blnk's older "errors" on its validation paths,
+    or "message" beside a top-level "code" on its hook routes."""
     step = _step(run, name)
     assert step["status"] == status, (name, step)
     error: dict[str, Any] = step["error"]
     assert error["code"] == code, (name, step)
     assert step["message"] == error["message"]
     body = step["data"]
-    assert isinstance(body["error"], str)
+    assert body[body_key] == error["message"], (name, body)
+    others = {"error", "errors", "message"} - {body_key}
+    assert not others & set(body), (name, body)
     assert body["error_detail"]["code"] == code
     assert body["error_detail"]["message"] == error["message"]
     return error
@@ -175,7 +181,13 @@ class TestBalances:
         assert _ok(run, "balances.create_lifo", 201)["allocation_strategy"] == "LIFO"
         tracked = _ok(run, "balances.create_with_lineage", 201)
         assert (tracked["track_fund_lineage"], tracked["identity_id"]) == (True, ids["identity"])
-        _refused(run, "balances.create_lineage_without_identity", 400, "BAL_VALIDATION_ERROR")
+        _refused(
+            run,
+            "balances.create_lineage_without_identity",
+            400,
+            "BAL_VALIDATION_ERROR",
+            body_key="errors",
+        )
         _refused(run, "balances.get_unknown", 404, "BAL_NOT_FOUND")
 
     def test_identity_snapshot_lineage(self, run: dict[str, Any]) -> None:
@@ -602,13 +614,16 @@ class TestHooks:
         )
         assert replaced["created_at"] == created["created_at"]
         assert _ok(run, "hooks.delete") == {"message": "hook deleted successfully"}
-        _refused(run, "hooks.get_deleted", 404, "HOOK_NOT_FOUND")
+        _refused(run, "hooks.get_deleted", 404, "HOOK_NOT_FOUND", body_key="message")
+        assert _step(run, "hooks.get_deleted")["data"]["code"] == "NOT_FOUND"
         remaining = {h["id"] for h in _ok(run, "hooks.list_after")}
         assert not remaining & {ids["hook"], ids["hook_post"]}
 
     def test_refusals(self, run: dict[str, Any]) -> None:
-        """A non-http URL is 400 HOOK_INVALID; no key on the secure server is 401."""
-        _refused(run, "hooks.create_invalid", 400, "HOOK_INVALID")
+        """A non-http URL is 400 HOOK_INVALID in Blnk's hook body; no key on the secure server is
+        401 in the standard body."""
+        _refused(run, "hooks.create_invalid", 400, "HOOK_INVALID", body_key="message")
+        assert _step(run, "hooks.create_invalid")["data"]["code"] == "INVALID_INPUT"
         _refused(run, "hooks.without_master", 401, "AUTH_MISSING_API_KEY")
 
 
