@@ -55,6 +55,10 @@ class InvalidPrecisionError(ValidationError):
     status = 400
 
 
+class FractionalPrecisionError(InvalidPrecisionError):
+    """A precision with a fractional part (0.5): the case some APIs answer apart."""
+
+
 def decimal_from_float(value: float) -> Decimal:
     """Turn a client float into the decimal its shortest text spells (Go's `'f', -1`)."""
     if not math.isfinite(value):
@@ -95,7 +99,7 @@ def parse_precision(value: Decimal | int | float | str | None) -> int:
     else:
         exact = parse_decimal(value)
         if exact != exact.to_integral_value(context=_EXACT):
-            raise InvalidPrecisionError("precision must be a whole number", precision=str(value))
+            raise FractionalPrecisionError("precision must be a whole number", precision=str(value))
         number = int(exact)
     if number == 0:
         return PRECISION_DEFAULT

@@ -21,14 +21,15 @@ from pydantic import ValidationError as PydanticValidationError
 from kit.errors import DomainError
 from kit.ids import IdPrefix, new_id
 from kit.money import (
-    InvalidAmountError as MoneyInvalidAmountError,
-)
-from kit.money import (
+    FractionalPrecisionError,
     InvalidPrecisionError,
     parse_decimal,
     parse_minor_units,
     parse_precision,
     to_minor_units,
+)
+from kit.money import (
+    InvalidAmountError as MoneyInvalidAmountError,
 )
 from ledger.errors import (
     BulkEmptyError,
@@ -199,10 +200,14 @@ class RefundIn(_Body):
 
 
 def _precision(value: NumberOrText | None) -> int:
+    """A transaction's precision. As Blnk: a fractional one is TXN_PRECISION_NOT_INTEGER, a
+    negative (or, here, too large) one TXN_VALIDATION_ERROR."""
     try:
         return parse_precision(value)
-    except InvalidPrecisionError as exc:
+    except FractionalPrecisionError as exc:
         raise PrecisionNotIntegerError(exc.message, precision=str(value)) from exc
+    except InvalidPrecisionError as exc:
+        raise TransactionValidationError(exc.message, precision=str(value)) from exc
     except MoneyInvalidAmountError as exc:
         raise PrecisionNotIntegerError("precision must be a whole number") from exc
 
@@ -217,10 +222,11 @@ def _minor_units(amount: NumberOrText | None, precise: int | str | None, precisi
             raise TransactionValidationError("send exactly one of amount and precise_amount")
     except MoneyInvalidAmountError as exc:
         raise TransactionValidationError(exc.message) from exc
+    # Blnk's request validation: TXN_VALIDATION_ERROR (under "errors"), not TXN_INVALID_AMOUNT.
     if units < 0:
-        raise InvalidAmountError("amount must not be negative")
+        raise TransactionValidationError("amount must not be negative")
     if units == 0:
-        raise InvalidAmountError("amount must be greater than zero")
+        raise TransactionValidationError("amount must be greater than zero")
     return units
 
 

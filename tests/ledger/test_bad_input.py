@@ -124,6 +124,27 @@ class TestBadInput:
         _untouched(http, balance_id, body["reference"])
 
     @pytest.mark.parametrize(
+        ("change", "message"),
+        [
+            ({"precise_amount": -5}, "must not be negative"),
+            ({"precise_amount": 0}, "greater than zero"),
+            ({"precision": -100}, "precision must be between"),
+        ],
+    )
+    def test_request_rules_are_validation_errors(
+        self, http: httpx.Client, change: dict[str, Any], message: str
+    ) -> None:
+        """A negative or zero amount and a negative precision break Blnk's request validation:
+        400 TXN_VALIDATION_ERROR under `errors` (a fractional precision alone has its own code)."""
+        balance_id = _balance(http)
+        body = {**_body(balance_id), **change}
+        response = http.post("/transactions", json=body)
+        assert response.status_code == 400
+        assert response.json()["error_detail"]["code"] == "TXN_VALIDATION_ERROR"
+        assert message in response.json()["errors"]
+        _untouched(http, balance_id, body["reference"])
+
+    @pytest.mark.parametrize(
         "change",
         [
             {"precise_amount": -5},
