@@ -281,7 +281,7 @@ class LedgerNotFoundError(NotFoundError):
 class LedgerValidationFailedError(DomainError):
     """A ledger request breaks a rule (answered under `"errors"`, as Blnk's are)."""
 
-    code = "LGR_VALIDATION_ERROR"
+    code = "GEN_VALIDATION_ERROR"  # Blnk has no ledger-specific validation code
     status = 400
     body_variant = BlnkBody.ERRORS
 

@@ -191,11 +191,11 @@ class TestBlnkErrorBodies:
     def test_ledger_validation(self, http: httpx.Client) -> None:
         """A ledger without a name, created or renamed, is refused under `errors`."""
         _refusal(
-            http.post("/ledgers", json={"name": ""}), 400, "LGR_VALIDATION_ERROR", key="errors"
+            http.post("/ledgers", json={"name": ""}), 400, "GEN_VALIDATION_ERROR", key="errors"
         )
         ledger_id = http.post("/ledgers", json={"name": "named"}).json()["ledger_id"]
         renamed = http.put(f"/ledgers/{ledger_id}", json={"name": ""})
-        _refusal(renamed, 400, "LGR_VALIDATION_ERROR", key="errors")
+        _refusal(renamed, 400, "GEN_VALIDATION_ERROR", key="errors")
 
     def test_ledger_body_that_does_not_bind(self, http: httpx.Client) -> None:
         """A ledger body that is not JSON, or has a wrong type, is refused under `errors` too."""
