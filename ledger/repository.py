@@ -31,6 +31,33 @@ from ledger.posting import IdempotencyRow
 # and decimal amounts never contain the separator.
 LIST_SEPARATOR: Final = ","
 
+
+def _split(parameter: str) -> str:
+    """SQL that turns a `LIST_SEPARATOR`-joined text parameter back into a text[]."""
+    return f"string_to_array({parameter}, '{LIST_SEPARATOR}')"
+
+
+# The batch's summed changes, recorded and applied in one statement (`apply_balance_changes`).
+_APPLY_CHANGES_SQL: Final = (
+    "WITH c AS ("  # noqa: S608 - built once from constants
+    " INSERT INTO ledger.balance_changes"
+    " (batch_id, balance_id, credit, debit, inflight_credit, inflight_debit)"
+    " SELECT $1, id, cr::numeric, dr::numeric, icr::numeric, idr::numeric"
+    f" FROM unnest({', '.join(_split(f'${n}') for n in range(2, 7))})"
+    " AS u(id, cr, dr, icr, idr)"
+    " RETURNING balance_id, credit, debit, inflight_credit, inflight_debit)"
+    " UPDATE ledger.balances b SET"
+    " credit_balance = b.credit_balance + c.credit,"
+    " debit_balance = b.debit_balance + c.debit,"
+    " balance = b.balance + c.credit - c.debit,"
+    " inflight_credit_balance = b.inflight_credit_balance + c.inflight_credit,"
+    " inflight_debit_balance = b.inflight_debit_balance + c.inflight_debit,"
+    " inflight_balance = b.inflight_balance + c.inflight_credit - c.inflight_debit,"
+    " version = b.version + 1"
+    " FROM c WHERE b.balance_id = c.balance_id"
+)
+
+
 _TRANSACTION_COLUMNS = (
     "transaction_id, parent_transaction, source, destination, reference, precise_amount,"
     " precision, currency, description, status, hash, allow_overdraft, overdraft_limit,"
@@ -226,7 +253,7 @@ async def lock_balances(
     rows = await conn.fetch(
         "SELECT balance_id, currency, trunc(credit_balance)::text, trunc(debit_balance)::text,"  # noqa: S608 - constant
         " trunc(inflight_credit_balance)::text, trunc(inflight_debit_balance)::text"
-        " FROM ledger.balances WHERE balance_id = ANY(string_to_array($1, ','))"
+        f" FROM ledger.balances WHERE balance_id = ANY({_split('$1')})"
         " ORDER BY balance_id" + (" FOR UPDATE" if lock else ""),
         LIST_SEPARATOR.join(wanted),
     )
@@ -384,23 +411,7 @@ async def apply_balance_changes(
     figures = [changes[balance_id] for balance_id in touched]
     join = LIST_SEPARATOR.join
     await conn.execute(
-        "WITH c AS ("
-        " INSERT INTO ledger.balance_changes"
-        " (batch_id, balance_id, credit, debit, inflight_credit, inflight_debit)"
-        " SELECT $1, id, cr::numeric, dr::numeric, icr::numeric, idr::numeric"
-        " FROM unnest(string_to_array($2, ','), string_to_array($3, ','),"
-        " string_to_array($4, ','), string_to_array($5, ','), string_to_array($6, ','))"
-        " AS u(id, cr, dr, icr, idr)"
-        " RETURNING balance_id, credit, debit, inflight_credit, inflight_debit)"
-        " UPDATE ledger.balances b SET"
-        " credit_balance = b.credit_balance + c.credit,"
-        " debit_balance = b.debit_balance + c.debit,"
-        " balance = b.balance + c.credit - c.debit,"
-        " inflight_credit_balance = b.inflight_credit_balance + c.inflight_credit,"
-        " inflight_debit_balance = b.inflight_debit_balance + c.inflight_debit,"
-        " inflight_balance = b.inflight_balance + c.inflight_credit - c.inflight_debit,"
-        " version = b.version + 1"
-        " FROM c WHERE b.balance_id = c.balance_id",
+        _APPLY_CHANGES_SQL,
         batch_id,
         join(touched),
         join([str(f.credit) for f in figures]),
