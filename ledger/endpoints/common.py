@@ -114,7 +114,15 @@ class BlnkErrorDetail(BaseModel):
 
 
 class BlnkErrorBody(BaseModel):
-    """Blnk's error body."""
+    """Blnk's error body: `error` (the message) and `error_detail`. Where Blnk kept older bodies
+    (`ledger.errors.BlnkBody`), `errors` replaces `error` (request validation of ledgers,
+    balances, monitors and transactions: the message; query filters that do not parse: a list
+    of `{"Param", "Message"}`), and the hook routes answer `code`, `message` and `details` at
+    the top level instead. `error_detail` is in every one."""
 
-    error: str
+    error: str | None = None
+    errors: str | list[dict[str, str]] | None = None
+    code: str | None = None
+    message: str | None = None
+    details: Any = None
     error_detail: BlnkErrorDetail

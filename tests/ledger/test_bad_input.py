@@ -332,3 +332,16 @@ class TestRecover:
     def test_bad_threshold_is_400(self, http: httpx.Client) -> None:
         """A threshold that is not a duration is refused."""
         assert http.post("/transactions/recover?threshold=soon").status_code == 400
+
+
+def test_openapi_documents_every_blnk_error_body(http: httpx.Client) -> None:
+    """The ledger's OpenAPI error model lists the older bodies' members beside `error`, and only
+    `error_detail` is required (it is the one member every variant has)."""
+    schema = http.get("/openapi.json").json()
+    model = schema["components"]["schemas"]["BlnkErrorBody"]
+    assert model["required"] == ["error_detail"]
+    assert {"error", "errors", "code", "message", "details", "error_detail"} <= set(
+        model["properties"]
+    )
+    refused = schema["paths"]["/hooks/{hook_id}"]["get"]["responses"]["404"]
+    assert refused["content"]["application/json"]["schema"]["$ref"].endswith("/BlnkErrorBody")
