@@ -37,6 +37,14 @@ def _split(parameter: str) -> str:
     return f"string_to_array({parameter}, '{LIST_SEPARATOR}')"
 
 
+# A batch's balances by id, in id order (`lock_balances`), read or locked.
+_READ_BALANCES_SQL: Final = (
+    "SELECT balance_id, currency, trunc(credit_balance)::text, trunc(debit_balance)::text,"  # noqa: S608 - built once from constants
+    " trunc(inflight_credit_balance)::text, trunc(inflight_debit_balance)::text"
+    f" FROM ledger.balances WHERE balance_id = ANY({_split('$1')}) ORDER BY balance_id"
+)
+_LOCK_BALANCES_SQL: Final = _READ_BALANCES_SQL + " FOR UPDATE"
+
 # The batch's summed changes, recorded and applied in one statement (`apply_balance_changes`).
 _APPLY_CHANGES_SQL: Final = (
     "WITH c AS ("  # noqa: S608 - built once from constants
@@ -251,11 +259,7 @@ async def lock_balances(
     if not wanted:
         return {}
     rows = await conn.fetch(
-        "SELECT balance_id, currency, trunc(credit_balance)::text, trunc(debit_balance)::text,"  # noqa: S608 - constant
-        " trunc(inflight_credit_balance)::text, trunc(inflight_debit_balance)::text"
-        f" FROM ledger.balances WHERE balance_id = ANY({_split('$1')})"
-        " ORDER BY balance_id" + (" FOR UPDATE" if lock else ""),
-        LIST_SEPARATOR.join(wanted),
+        _LOCK_BALANCES_SQL if lock else _READ_BALANCES_SQL, LIST_SEPARATOR.join(wanted)
     )
     return {
         balance_id: (currency, Figures(int(credit), int(debit), int(held_in), int(held_out)))
