@@ -626,35 +626,39 @@ async function tokenization() {
   keep('secure.detokenize_some', await I.detokenize(id, {fields: ['LastName']}));
 }
 
+/** A hook that is registered and managed but never called (inactive, an unused port). */
+function inactiveHook(fields) {
+  return {url: 'http://127.0.0.1:9/never-called', active: false, ...fields};
+}
+
 async function hooks() {
   const H = master.Hooks;
   const created = [];
   try {
-    // Inactive hooks: registered and managed, never called, so no other test sees them act.
     const pre = need(
       'hooks.create',
-      await H.create({
-        name: `ts-pre ${marker}`,
-        url: 'http://127.0.0.1:9/never-called',
-        type: 'PRE_TRANSACTION',
-        active: false,
-        timeout: 7,
-        retry_count: 2,
-      }),
+      await H.create(
+        inactiveHook({
+          name: `ts-pre ${marker}`,
+          type: 'PRE_TRANSACTION',
+          timeout: 7,
+          retry_count: 2,
+        }),
+      ),
       201,
     );
     created.push(pre.id);
     ids.hook = pre.id;
     const post = need(
       'hooks.create_post',
-      await H.create({
-        name: `ts-post ${marker}`,
-        url: 'http://127.0.0.1:9/never-called',
-        type: 'POST_TRANSACTION',
-        active: false,
-        timeout: 5,
-        retry_count: 0,
-      }),
+      await H.create(
+        inactiveHook({
+          name: `ts-post ${marker}`,
+          type: 'POST_TRANSACTION',
+          timeout: 5,
+          retry_count: 0,
+        }),
+      ),
       201,
     );
     created.push(post.id);
@@ -664,25 +668,27 @@ async function hooks() {
     keep('hooks.list_pre', await H.list({type: 'PRE_TRANSACTION'}));
     keep(
       'hooks.update',
-      await H.update(pre.id, {
-        name: `ts-renamed ${marker}`,
-        url: 'http://127.0.0.1:9/never-called',
-        type: 'POST_TRANSACTION',
-        active: false,
-        timeout: 3,
-        retry_count: 1,
-      }),
+      await H.update(
+        pre.id,
+        inactiveHook({
+          name: `ts-renamed ${marker}`,
+          type: 'POST_TRANSACTION',
+          timeout: 3,
+          retry_count: 1,
+        }),
+      ),
     );
     keep(
       'hooks.create_invalid',
-      await H.create({
-        name: 'bad',
-        url: 'ftp://example.com/h',
-        type: 'PRE_TRANSACTION',
-        active: false,
-        timeout: 5,
-        retry_count: 0,
-      }),
+      await H.create(
+        inactiveHook({
+          name: 'bad',
+          url: 'ftp://example.com/h',
+          type: 'PRE_TRANSACTION',
+          timeout: 5,
+          retry_count: 0,
+        }),
+      ),
     );
     keep('hooks.delete', await H.delete(pre.id));
     created.splice(created.indexOf(pre.id), 1);
