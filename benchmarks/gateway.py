@@ -422,12 +422,12 @@ def _serve_options() -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _serve_host(public_pem: bytes, ports: tuple[int, int, int], ready: Any, stop: Any) -> None:
     """Child process: a local Ray running Serve as `dwaybank up` does, one app per variant."""
-    from deployments.runtime import SERVE_THROUGHPUT_ENV  # noqa: PLC0415 - child process only
+    from deployments.runtime import serve_ingress_env  # noqa: PLC0415 - child process only
+    from kit.settings import Settings  # noqa: PLC0415
 
     http_port, metrics_port, stats_port = ports
-    os.environ.update(SERVE_THROUGHPUT_ENV)
-    os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(metrics_port)
-    os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(stats_port)
+    settings = Settings(haproxy_metrics_port=metrics_port, haproxy_stats_port=stats_port)
+    os.environ.update(serve_ingress_env(settings))
     # The replicas import this module by name.
     root = str(SERVE_CONFIG.parent)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))

@@ -22,7 +22,9 @@ import httpx
 import psutil
 import pytest
 
+from deployments.runtime import haproxy_threads
 from kit.db import connect, dsn_with_database
+from kit.settings import Settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.db]
 
@@ -203,7 +205,12 @@ class TestUp:
             counted = http.get("/metrics").text
             assert 'route="unmatched",service="api",status="404"' in counted
         children = _descendants(up.process.pid)
-        assert any(p.name() == "haproxy" for p in children), "the HAProxy ingress is running"
+        haproxies = [p for p in children if p.name() == "haproxy"]
+        assert haproxies, "the HAProxy ingress is running"
+        # ...with the thread count `up` chose for this machine (Serve's own default is four).
+        command = haproxies[0].cmdline()
+        config = Path(command[command.index("-f") + 1]).read_text()
+        assert f"nbthread {haproxy_threads(Settings())}\n" in config
 
         assert up.down() == 0
         assert up.process.stdout is not None
