@@ -368,3 +368,55 @@ class TestBatchProofCost:
             query = query.replace("NEW.batch_id", str(batch_id))
             plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query}")
             assert "balance_changes" not in _seq_scans(plan[0]["Plan"])
+
+    async def test_the_batch_check_plans_once_and_reads_by_key(
+        self, conn: asyncpg.Connection
+    ) -> None:
+        """The check keeps one generic plan per connection instead of planning at every COMMIT,
+        and that plan reads every table through an index: 30,000 recorded changes and
+        transactions of another batch (never analyzed) are not scanned."""
+        config = await conn.fetchval(
+            "SELECT proconfig FROM pg_proc WHERE oid = 'ledger.check_batch_balanced'::regproc"
+        )
+        assert set(config or ()) == {"plan_cache_mode=force_generic_plan", "enable_seqscan=off"}
+        source = await conn.fetchval(
+            "SELECT prosrc FROM pg_proc WHERE oid = 'ledger.check_batch_balanced'::regproc"
+        )
+        query = source[source.index("WITH moves AS") :]
+        query = query[: query.index(";")].replace("INTO bad", "").replace("NEW.batch_id", "$1")
+        savepoint = conn.transaction()
+        await savepoint.start()
+        try:
+            left, right = await _balance(conn), await _balance(conn)
+            history = await _batch(conn)
+            await conn.copy_records_to_table(
+                "balance_changes",
+                schema_name="ledger",
+                records=[(history, f"bln_{i:08d}", 1, 0) for i in range(30_000)],
+                columns=["batch_id", "balance_id", "credit", "debit"],
+            )
+            fixed = (100, "USD", "APPLIED", "applied", history)
+            columns = ["transaction_id", "source", "destination", "reference", "precise_amount"]
+            columns += ["precision", "currency", "status", "effect", "batch_id"]
+            await conn.copy_records_to_table(
+                "transactions",
+                schema_name="ledger",
+                records=[
+                    (f"txn_{uuid.uuid4()}", left, right, f"history-{i}-{uuid.uuid4()}", 1, *fixed)
+                    for i in range(30_000)
+                ],
+                columns=columns,
+            )
+            batch_id = await _batch(conn)
+            for setting in config:  # as the function runs
+                name, value = setting.split("=")
+                await conn.execute(f"SET LOCAL {name} = {value}")
+            await conn.execute(f"PREPARE batch_check(bigint) AS {query}")
+            try:
+                plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE batch_check({batch_id})")
+            finally:
+                await conn.execute("DEALLOCATE batch_check")
+            assert plan[0]["Plan"]["Node Type"] != "Result"  # a real plan was read
+            assert _seq_scans(plan[0]["Plan"]) == set()
+        finally:
+            await savepoint.rollback()
