@@ -246,11 +246,13 @@ class LedgerEngine:
             or book.finished_async_bulks
         ):
             return
-        batch_id = await repository.open_batch(conn, writer=self.writer, item_count=item_count)
-        await repository.insert_transactions(conn, batch_id, book.new_transactions)
-        await repository.apply_balance_changes(
-            conn, batch_id, {balance_id: state.delta for balance_id, state in book.balances.items()}
+        batch_id = await repository.open_batch(
+            conn,
+            writer=self.writer,
+            item_count=item_count,
+            changes={balance_id: state.delta for balance_id, state in book.balances.items()},
         )
+        await repository.insert_transactions(conn, batch_id, book.new_transactions)
         await repository.update_hold_progress(conn, book.hold_progress)
         await repository.update_outcomes(conn, book.outcome_updates)
         await repository.insert_outbox(

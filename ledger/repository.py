@@ -45,15 +45,21 @@ _READ_BALANCES_SQL: Final = (
 )
 _LOCK_BALANCES_SQL: Final = _READ_BALANCES_SQL + " FOR UPDATE"
 
-# The batch's summed changes, recorded and applied in one statement (`apply_balance_changes`).
-_APPLY_CHANGES_SQL: Final = (
-    "WITH c AS ("  # noqa: S608 - built once from constants
+# A batch opens, and its summed changes are recorded and applied, in one statement
+# (`open_batch`): the batch row whose deferred trigger checks the batch at COMMIT, one
+# balance-change row per touched balance, one UPDATE per touched balance. (The data-modifying
+# CTEs run to completion whether or not the final SELECT reads them.)
+_OPEN_BATCH_SQL: Final = (
+    "WITH o AS ("  # noqa: S608 - built once from constants
+    " INSERT INTO ledger.commit_batches (writer, item_count) VALUES ($1, $2) RETURNING batch_id),"
+    " c AS ("
     " INSERT INTO ledger.balance_changes"
     " (batch_id, balance_id, credit, debit, inflight_credit, inflight_debit)"
-    " SELECT $1, id, cr::numeric, dr::numeric, icr::numeric, idr::numeric"
-    f" FROM unnest({', '.join(_split(f'${n}') for n in range(2, 7))})"
+    " SELECT o.batch_id, id, cr::numeric, dr::numeric, icr::numeric, idr::numeric"
+    f" FROM o, unnest({', '.join(_split(f'${n}') for n in range(3, 8))})"
     " AS u(id, cr, dr, icr, idr)"
-    " RETURNING balance_id, credit, debit, inflight_credit, inflight_debit)"
+    " RETURNING balance_id, credit, debit, inflight_credit, inflight_debit),"
+    " a AS ("
     " UPDATE ledger.balances b SET"
     " credit_balance = b.credit_balance + c.credit,"
     " debit_balance = b.debit_balance + c.debit,"
@@ -62,7 +68,8 @@ _APPLY_CHANGES_SQL: Final = (
     " inflight_debit_balance = b.inflight_debit_balance + c.inflight_debit,"
     " inflight_balance = b.inflight_balance + c.inflight_credit - c.inflight_debit,"
     " version = b.version + 1"
-    " FROM c WHERE b.balance_id = c.balance_id"
+    " FROM c WHERE b.balance_id = c.balance_id)"
+    " SELECT batch_id FROM o"
 )
 
 
@@ -345,12 +352,27 @@ async def idempotency_records(
 # ---------------------------------------------------------------- batch writes
 
 
-async def open_batch(conn: asyncpg.Connection, *, writer: str, item_count: int) -> int:
-    """Insert the batch row whose deferred trigger checks the batch at COMMIT."""
+async def open_batch(
+    conn: asyncpg.Connection, *, writer: str, item_count: int, changes: dict[str, Figures]
+) -> int:
+    """Open the batch (the row whose deferred trigger checks it at COMMIT) and record and apply
+    its summed change of every touched balance, in one statement; returns the batch id.
+
+    Amounts travel as decimal text: encoding a Python int that way is several times cheaper
+    than as a NUMERIC, and PostgreSQL parses it exactly. One round trip where two were (~0.18 ms
+    of a batch of 16 transfers here)."""
+    touched = sorted(balance_id for balance_id, change in changes.items() if not change.is_zero())
+    figures = [changes[balance_id] for balance_id in touched]
+    join = LIST_SEPARATOR.join
     batch_id: int = await conn.fetchval(
-        "INSERT INTO ledger.commit_batches (writer, item_count) VALUES ($1, $2) RETURNING batch_id",
+        _OPEN_BATCH_SQL,
         writer,
         item_count,
+        join(touched),
+        join([str(f.credit) for f in figures]),
+        join([str(f.debit) for f in figures]),
+        join([str(f.inflight_credit) for f in figures]),
+        join([str(f.inflight_debit) for f in figures]),
     )
     return batch_id
 
@@ -400,28 +422,6 @@ async def insert_transactions(
     ]
     await conn.copy_records_to_table(
         "transactions", schema_name="ledger", records=rows, columns=_INSERT_COLUMNS
-    )
-
-
-async def apply_balance_changes(
-    conn: asyncpg.Connection, batch_id: int, changes: dict[str, Figures]
-) -> None:
-    """Record the batch's summed change of every touched balance and apply it, in one statement
-    (amounts travel as decimal text: encoding a Python int that way is several times cheaper
-    than as a NUMERIC, and PostgreSQL parses it exactly)."""
-    touched = sorted(balance_id for balance_id, change in changes.items() if not change.is_zero())
-    if not touched:
-        return
-    figures = [changes[balance_id] for balance_id in touched]
-    join = LIST_SEPARATOR.join
-    await conn.execute(
-        _APPLY_CHANGES_SQL,
-        batch_id,
-        join(touched),
-        join([str(f.credit) for f in figures]),
-        join([str(f.debit) for f in figures]),
-        join([str(f.inflight_credit) for f in figures]),
-        join([str(f.inflight_debit) for f in figures]),
     )
 
 
