@@ -251,8 +251,8 @@ class LedgerEngine:
             writer=self.writer,
             item_count=item_count,
             changes={balance_id: state.delta for balance_id, state in book.balances.items()},
+            records=book.new_transactions,
         )
-        await repository.insert_transactions(conn, batch_id, book.new_transactions)
         await repository.update_hold_progress(conn, book.hold_progress)
         await repository.update_outcomes(conn, book.outcome_updates)
         await repository.insert_outbox(
