@@ -48,6 +48,7 @@ class Decision(StrEnum):
 
     ALLOW = "allow"
     DENY_BODY_SIZE = "deny_body_size"
+    DENY_NUL_IN_URL = "deny_nul_in_url"
     DENY_USER_AGENT = "deny_user_agent"
     DENY_ADDRESS = "deny_address"
     CORS_PREFLIGHT = "cors_preflight"

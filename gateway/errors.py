@@ -11,6 +11,7 @@ ForbiddenError (kit)
   AddressNotAllowedError       GW_ADDRESS_NOT_ALLOWED       403  client outside the allow-list
 DomainError (kit)
   AmbiguousUserAgentError      GW_USER_AGENT_AMBIGUOUS      400  two User-Agent headers
+  NulInUrlError                GW_NUL_IN_URL                400  %00 in the path or query
 RateLimitedError (kit)
   QuotaExceededError           GEN_RATE_LIMITED             429  the draft's quota-exceeded type
 DependencyError (kit)
@@ -87,6 +88,14 @@ class AmbiguousUserAgentError(DomainError):
 
     code: ClassVar[str] = "GW_USER_AGENT_AMBIGUOUS"
     default_message: ClassVar[str] = "Only one User-Agent header is allowed."
+
+
+class NulInUrlError(DomainError):
+    """The path or the query string carries the NUL character (`%00`), which no route means
+    and PostgreSQL's text cannot hold: refused before any handler sees it."""
+
+    code: ClassVar[str] = "GW_NUL_IN_URL"
+    default_message: ClassVar[str] = "The path or query string contains the NUL character (%00)."
 
 
 class QuotaExceededError(RateLimitedError):

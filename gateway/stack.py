@@ -14,6 +14,8 @@ In order, and what an answer at each point carries:
 request id          reuse a valid X-Request-ID or mint one; bound for every log line
 observer            route template, client address (metrics and the audit line at the end)
 body limit          413 when Content-Length is over the route's limit
+NUL in the URL      400 for %00 in the path or query (no route means it; PostgreSQL cannot
+                    store it)
 bot detection       403 for denied user agents
 admin address       403 outside the admin allow-list
 CORS                preflights answered here; from here on answers get Vary: Origin (+ CORS)
@@ -44,6 +46,7 @@ from gateway.body_limit import BodyLimit, BodyTooLargeError
 from gateway.bots import BotDetection
 from gateway.cors import Cors
 from gateway.edge import Decision, EdgeState
+from gateway.errors import NulInUrlError
 from gateway.observer import Observer
 from gateway.problems import ErrorStyle, send_error
 from gateway.rate_limit import RateLimits
@@ -146,6 +149,10 @@ class EdgeMiddleware:
         too_large = self._body_limit.refusal(edge)
         if too_large is not None:
             await self._refuse(scope, receive, send, too_large[0], too_large[1])
+            return
+        if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+            edge.decision = Decision.DENY_NUL_IN_URL
+            await self._refuse(scope, receive, send, NulInUrlError())
             return
         refusal = self._bots.refusal(edge) or self._admin.refusal(edge)
         if refusal is not None:

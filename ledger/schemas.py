@@ -10,6 +10,7 @@ GEN_MALFORMED_REQUEST); a value that breaks a rule is 400 TXN_VALIDATION_ERROR w
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final, TypeVar
@@ -59,16 +60,27 @@ IDEMPOTENCY_KEY_LENGTH_MAX: Final = 255
 META_DATA_BYTES_MAX: Final = 64 * 1024  # metadata is for tags, not documents
 
 
+# U+0000 in a JSON body: PostgreSQL's text and jsonb cannot hold it, and JSON can only carry it
+# escaped, as `\u0000` after an even run of other backslashes (`\\u0000` is a backslash and
+# the text "u0000", which is fine). The substring test runs first, in C, on every body.
+_NUL_ESCAPE: Final = b"\\u0000"
+_NUL_ESCAPE_RE: Final = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def load_json(raw: bytes) -> Any:
-    """Parse a request body; anything that is not JSON is Blnk's "Invalid input"."""
+    """Parse a request body; anything that is not JSON is Blnk's "Invalid input", and so is
+    text with the NUL character in it (refused here instead of by PostgreSQL, after nothing)."""
     if len(raw) > BODY_BYTES_MAX:
         raise MalformedRequestError("request body too large")
     if not raw.strip():
         raise MalformedRequestError()
     try:
-        return orjson.loads(raw)
+        parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise MalformedRequestError() from exc
+    if _NUL_ESCAPE in raw and _NUL_ESCAPE_RE.search(raw):
+        raise MalformedRequestError("text may not contain the NUL character (U+0000)")
+    return parsed
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -102,6 +102,52 @@ class TestBadInput:
         assert response.json()["error_detail"]["code"] == "GEN_PAYLOAD_TOO_LARGE"
         _untouched(http, balance_id, body["reference"])
 
+    @pytest.mark.parametrize(
+        "change",
+        [
+            {"description": "a\x00b"},
+            {"reference": "nul\x00"},
+            {"meta_data": {"note": "\x00"}},
+            {"meta_data": {"\x00key": 1}},
+        ],
+    )
+    def test_nul_character(self, http: httpx.Client, change: dict[str, Any]) -> None:
+        """Text with U+0000, which PostgreSQL cannot store, is 400 GEN_MALFORMED_REQUEST before
+        anything is written (it was a 500 from the database)."""
+        balance_id = _balance(http)
+        body = _body(balance_id, **change)
+        response = http.post("/transactions", json=body)
+        assert response.status_code == 400, response.text
+        assert response.json()["error_detail"]["code"] == "GEN_MALFORMED_REQUEST"
+        assert "U+0000" in response.json()["error"]
+        _untouched(http, balance_id, None if "reference" in change else body["reference"])
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "/transactions/reference/a%00b",
+            "/transactions?description=a%00b",
+            "/balances/bln_%00",
+            "/identities/idt_%00",
+        ],
+    )
+    def test_nul_in_the_url(self, http: httpx.Client, path: str) -> None:
+        """`%00` in a path or query is 400 GW_NUL_IN_URL in Blnk's body (it was a 500 from the
+        database)."""
+        response = http.get(path)
+        assert response.status_code == 400, response.text
+        assert response.json()["error_detail"]["code"] == "GW_NUL_IN_URL"
+
+    def test_escaped_backslash_before_u0000_is_ordinary_text(self, http: httpx.Client) -> None:
+        """A backslash followed by the text `u0000` is not a NUL: stored and returned as sent."""
+        balance_id = _balance(http)
+        text = "path\\u0000 and \\\\u0000"
+        body = _body(balance_id, description=text)
+        response = http.post("/transactions", json=body)
+        assert response.status_code == 201, response.text
+        stored = http.get(f"/transactions/reference/{body['reference']}").json()
+        assert stored["description"] == text
+
     def test_fractional_precision(self, http: httpx.Client) -> None:
         """A precision of 0.5 is 400 TXN_PRECISION_NOT_INTEGER."""
         balance_id = _balance(http)
