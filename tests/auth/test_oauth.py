@@ -195,6 +195,25 @@ class TestAuthlibClient:
         assert response.status_code == 401
         assert response.json()["error"] == "invalid_client"
 
+    async def test_client_name_with_nul_is_422(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """U+0000, which PostgreSQL cannot store, is refused before the handler runs (it was a
+        500 from the database) and no client is registered."""
+        admin = await _admin(client, deps, clock)
+        async with deps.db.connection() as conn:
+            before = await conn.fetchval("SELECT count(*) FROM oauth_clients")
+        response = await client.post(
+            "/api/v1/auth/oauth/clients",
+            json={"name": "Part\x00ner", "redirect_uris": [REDIRECT], "scopes": ["openid"]},
+            headers=admin.bearer,
+        )
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "U+0000" in response.text
+        async with deps.db.connection() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM oauth_clients") == before
+
     async def test_client_registration_needs_an_admin(
         self, client: httpx.AsyncClient, clock: FrozenClock
     ) -> None:
