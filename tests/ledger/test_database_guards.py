@@ -339,6 +339,18 @@ def _seq_scans(plan: dict[str, object]) -> set[str]:
     return found
 
 
+async def _history(conn: asyncpg.Connection) -> int:
+    """A batch with 30,000 recorded balance changes (made up, never checked), never analyzed."""
+    history = await _batch(conn)
+    await conn.copy_records_to_table(
+        "balance_changes",
+        schema_name="ledger",
+        records=[(history, f"bln_{i:08d}", 1, 0) for i in range(30_000)],
+        columns=["batch_id", "balance_id", "credit", "debit"],
+    )
+    return history
+
+
 class TestBatchProofCost:
     """The check at every COMMIT must cost what the batch wrote, not what the ledger holds."""
 
@@ -352,13 +364,7 @@ class TestBatchProofCost:
         autovacuum is off), the check's plan reads this batch's rows through an index."""
         # A savepoint of the test's rolled-back transaction: the made-up history is never checked.
         async with conn.transaction():
-            history = await _batch(conn)
-            await conn.copy_records_to_table(
-                "balance_changes",
-                schema_name="ledger",
-                records=[(history, f"bln_{i:08d}", 1, 0) for i in range(30_000)],
-                columns=["batch_id", "balance_id", "credit", "debit"],
-            )
+            await _history(conn)
             batch_id = await _batch(conn)
             source = await conn.fetchval(
                 "SELECT prosrc FROM pg_proc WHERE oid = 'ledger.check_batch_balanced'::regproc"
@@ -388,13 +394,7 @@ class TestBatchProofCost:
         await savepoint.start()
         try:
             left, right = await _balance(conn), await _balance(conn)
-            history = await _batch(conn)
-            await conn.copy_records_to_table(
-                "balance_changes",
-                schema_name="ledger",
-                records=[(history, f"bln_{i:08d}", 1, 0) for i in range(30_000)],
-                columns=["batch_id", "balance_id", "credit", "debit"],
-            )
+            history = await _history(conn)
             fixed = (100, "USD", "APPLIED", "applied", history)
             columns = ["transaction_id", "source", "destination", "reference", "precise_amount"]
             columns += ["precision", "currency", "status", "effect", "batch_id"]
