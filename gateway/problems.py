@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Final
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -41,6 +40,7 @@ from kit.errors import (
     UnauthorizedError,
     ValidationError,
 )
+from kit.json_exact import dumps
 from kit.telemetry import REQUEST_ID
 from ledger.errors import BlnkBody
 
@@ -78,6 +78,7 @@ class MalformedRequestError(DomainError):
 
 
 _HTTP_STATUS_ERRORS: Final[dict[int, type[AppError]]] = {
+    400: DomainError,  # Starlette's own 400s (a form that does not parse), not an internal error
     401: UnauthorizedError,
     403: ForbiddenError,
     404: NotFoundError,
@@ -163,7 +164,7 @@ def render_error(
     else:
         payload, media_type = problem_body(error, instance=instance), PROBLEM_CONTENT_TYPE
     return Response(
-        orjson.dumps(payload, default=str),
+        dumps(payload),  # exact: an error's details may name an amount past 64 bits
         status_code=error.status,
         media_type=media_type,
         headers=headers,

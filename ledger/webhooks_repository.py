@@ -18,6 +18,7 @@ from ledger.models import TransactionRecord
 from ledger.repository import transaction_from_row
 
 BATCH_CURSOR: Final = "batches"
+DELIVERY_ID_MAX: Final = 2**63 - 1  # a BIGSERIAL: no delivery has a larger id
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +230,9 @@ async def list_deliveries(
 async def find_delivery(
     conn: asyncpg.Connection, subscription_id: str, delivery_id: int
 ) -> Delivery | None:
-    """One delivery of a subscription."""
+    """One delivery of a subscription (none for an id no BIGINT holds)."""
+    if not 0 < delivery_id <= DELIVERY_ID_MAX:
+        return None
     row = await conn.fetchrow(
         f"SELECT {_DELIVERY_COLUMNS} FROM ledger.webhook_deliveries"  # noqa: S608
         " WHERE delivery_id = $1 AND subscription_id = $2",

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
-import orjson
 from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, SecretStr
@@ -15,6 +14,7 @@ from kit.clock import Clock
 from kit.crypto import EnvelopeCipher
 from kit.db import Database
 from kit.errors import AppError
+from kit.json_exact import dumps
 from ledger.errors import LedgerValidationError
 from ledger.models import Command, Outcome
 from ledger.port import LedgerPort
@@ -45,13 +45,7 @@ class LedgerDeps:
 
 def json_response(body: Any, status_code: int = 200) -> Response:
     """A JSON response; big integers stay exact (orjson would refuse ints above 64 bits)."""
-    try:
-        content = orjson.dumps(body)
-    except TypeError:
-        import json  # noqa: PLC0415 - only for amounts beyond 64 bits, which orjson refuses
-
-        content = json.dumps(body, default=str).encode()
-    return Response(content, status_code=status_code, media_type="application/json")
+    return Response(dumps(body), status_code=status_code, media_type="application/json")
 
 
 async def read_json(request: Request) -> Any:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from http import HTTPStatus
 from typing import Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kit.errors import PayloadTooLargeError
 from ledger import reconciliation
@@ -48,9 +50,16 @@ async def _read_upload(request: Request) -> tuple[bytes, str, str]:
         raise UploadFailedError("File upload failed")
     if not content_type.startswith("multipart/form-data"):
         raise UploadFailedError("File upload failed: send multipart/form-data with a file part")
-    async with request.form(
-        max_files=1, max_fields=FORM_FIELDS_MAX, max_part_size=FORM_FIELD_BYTES_MAX
-    ) as form:
+    try:
+        form = await request.form(
+            max_files=1, max_fields=FORM_FIELDS_MAX, max_part_size=FORM_FIELD_BYTES_MAX
+        )
+    except StarletteHTTPException as exc:
+        if exc.status_code != HTTPStatus.BAD_REQUEST:  # the edge's 413 for a streamed body
+            raise
+        # Starlette's 400 for a form that does not parse (no boundary, a part over a bound).
+        raise UploadFailedError(f"File upload failed: {exc.detail}") from exc
+    try:
         upload, source, url = form.get("file"), form.get("source"), form.get("url")
         if not isinstance(upload, UploadFile):
             if url:
@@ -58,6 +67,8 @@ async def _read_upload(request: Request) -> tuple[bytes, str, str]:
             raise UploadFailedError("File upload failed: no file part")
         data = await upload.read(UPLOAD_BYTES_MAX + 1)
         file_name = upload.filename or ""
+    finally:
+        await form.close()
     if len(data) > UPLOAD_BYTES_MAX:
         raise PayloadTooLargeError(
             "upload exceeds the maximum allowed size", bytes_max=UPLOAD_BYTES_MAX

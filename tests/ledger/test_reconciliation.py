@@ -148,6 +148,17 @@ class TestUploads:
         assert response.status_code == 400
         assert response.json()["error_detail"]["code"] == "RECON_UPLOAD_HOST_NOT_ALLOWED"
 
+    def test_multipart_without_a_boundary_is_400(self, ledger_url: str) -> None:
+        """A form that cannot be parsed (no boundary) is 400 RECON_UPLOAD_FAILED, not a 500."""
+        response = httpx.post(
+            f"{ledger_url}/reconciliation/upload",
+            content=b"file=x",
+            headers={"Content-Type": "multipart/form-data"},
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error_detail"]["code"] == "RECON_UPLOAD_FAILED"
+        assert "boundary" in response.json()["error"].lower()
+
 
 class TestMatchingRules:
     def test_create_update_delete(self, blnk: Any) -> None:

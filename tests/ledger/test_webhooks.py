@@ -143,6 +143,15 @@ class TestSubscriptionsApi:
             assert response.status_code == 404
             assert response.json()["error_detail"]["code"] == "WHK_NOT_FOUND"
 
+    @pytest.mark.parametrize("delivery_id", ["0", "-1", str(2**63), str(2**70)])
+    async def test_a_delivery_id_no_bigint_holds_is_404(
+        self, api: httpx.AsyncClient, delivery_id: str
+    ) -> None:
+        """Redriving a delivery id outside BIGINT is not found (it was a 500 from the driver)."""
+        response = await api.post(f"/webhooks/whk_{uuid.uuid4()}/deliveries/{delivery_id}/redrive")
+        assert response.status_code == 404, response.text
+        assert response.json()["error_detail"]["code"] == "WHK_DELIVERY_NOT_FOUND"
+
 
 class TestDelivery:
     async def test_transaction_events_reach_only_their_subscribers_signed(
