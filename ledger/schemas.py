@@ -69,7 +69,8 @@ _NUL_ESCAPE_RE: Final = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 def load_json(raw: bytes) -> Any:
     """Parse a request body; anything that is not JSON is Blnk's "Invalid input", and so is
-    text with the NUL character in it (refused here instead of by PostgreSQL, after nothing)."""
+    text with the NUL character in it (refused here, before anything is written, rather than
+    by PostgreSQL)."""
     if len(raw) > BODY_BYTES_MAX:
         raise MalformedRequestError("request body too large")
     if not raw.strip():
