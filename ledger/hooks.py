@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from kit.clock import Clock
 from kit.db import Database
 from kit.errors import AppError
 from kit.ids import IdPrefix, new_id
+from kit.json_exact import dumps
 from ledger import hook_repository as repository
 from ledger.single_flight import SingleFlight
 from ledger.surface_errors import (
@@ -145,14 +145,6 @@ def hook_json(record: HookRecord) -> dict[str, Any]:
 def sign(secret: bytes, unix_s: str, body: bytes) -> str:
     """Blnk's signature: lowercase hex HMAC-SHA256 over `"{timestamp}.{body}"`."""
     return hmac.new(secret, unix_s.encode() + b"." + body, hashlib.sha256).hexdigest()
-
-
-def dump_json(value: Any) -> bytes:
-    """JSON bytes; amounts beyond 64 bits (which orjson refuses) stay exact."""
-    try:
-        return orjson.dumps(value)
-    except TypeError:
-        return json.dumps(value, default=str, separators=(",", ":")).encode()
 
 
 def parse_hook_type(value: str) -> HookType:
@@ -353,7 +345,7 @@ class HookRunner:
             await asyncio.gather(*(self.call(hook, body) for hook in hooks))
 
     def _payload(self, hook_type: HookType, transaction_id: str, data: Any) -> bytes:
-        return dump_json(
+        return dumps(
             {
                 "transaction_id": transaction_id,
                 "hook_type": hook_type.value,

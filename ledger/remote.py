@@ -49,6 +49,7 @@ from kit.clock import Clock, SystemClock
 from kit.db import Database
 from kit.errors import AppError, ConflictError, DomainError, NotFoundError, iter_error_classes
 from kit.ids import IdPrefix, new_id, uuid4_text
+from kit.json_exact import dumps
 from kit.settings import Settings
 from ledger import errors as ledger_errors
 from ledger import fx_repository
@@ -65,7 +66,6 @@ from ledger.models import (
     VoidInflight,
 )
 from ledger.posting import REFUND_SUFFIX
-from ledger.webhooks import encode_json
 
 logger = logging.getLogger(__name__)
 
@@ -421,7 +421,7 @@ class BlnkHttpLedger:
         """Send one request with bounded retries; returns the answer and whether an earlier
         attempt may have reached the server without its answer coming back."""
         url = f"{self.config.base_url}{path}"
-        content = None if body is None else encode_json(body).encode()
+        content = None if body is None else dumps(body)
         ambiguous = False
         for attempt in range(self.config.retries_max + 1):
             self.breaker.before_call()

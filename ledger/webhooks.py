@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import random
 import re
 import secrets
@@ -32,11 +31,11 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 import asyncpg
-import orjson
 
 from kit.crypto import EnvelopeCipher
 from kit.errors import ConflictError, DomainError, InvariantError, NotFoundError
 from kit.ids import IdPrefix, new_id
+from kit.json_exact import dumps
 from ledger import webhooks_repository
 from ledger.models import TransactionRecord, TransactionStatus
 from ledger.webhooks_repository import Delivery, Subscription
@@ -132,17 +131,9 @@ def is_valid_signature(secret: str, timestamp_s: str, body: bytes, signature: st
     return hmac.compare_digest(sign(secret, int(timestamp_s), body), signature)
 
 
-def encode_json(value: Any) -> str:
-    """Compact JSON; integers of any size stay exact (orjson refuses those beyond 64 bits)."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value, separators=(",", ":"), default=str)
-
-
 def event_body(event_type: str, data: Any) -> str:
     """The webhook body Blnk sends."""
-    return encode_json({"event": event_type, "data": data})
+    return dumps({"event": event_type, "data": data}).decode()
 
 
 def delivery_headers(delivery: Delivery, secret: str, timestamp_s: int) -> dict[str, str]:
