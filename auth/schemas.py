@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from auth.constants import PASSWORD_LENGTH_MAX
 
@@ -14,19 +14,27 @@ CODE_FIELD_MAX = 32
 TOKEN_FIELD_MAX = 4096
 
 
+def refuse_nul(value: Any) -> Any:
+    """Text with U+0000 is refused (422), in a field or a list of them: PostgreSQL's text
+    cannot store or compare it, so a stored or looked-up field (a passkey's or a client's name,
+    an OAuth client id) would otherwise fail in the database, after the handler had begun."""
+    texts = value if isinstance(value, list) else (value,)
+    if any(isinstance(text, str) and "\x00" in text for text in texts):
+        raise ValueError("text may not contain the NUL character (U+0000)")
+    return value
+
+
+# For form and query parameters: `Annotated[str, Form(max_length=...), NO_NUL]`.
+NO_NUL: Final = AfterValidator(refuse_nul)
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     @field_validator("*", mode="after")
     @classmethod
     def _no_nul(cls, value: Any) -> Any:
-        """Text with U+0000 is refused (422), in a field or a list of them: PostgreSQL's text
-        cannot store it, so a stored field (a passkey's or a client's name) would otherwise
-        fail in the database, after the handler had begun."""
-        texts = value if isinstance(value, list) else (value,)
-        if any(isinstance(text, str) and "\x00" in text for text in texts):
-            raise ValueError("text may not contain the NUL character (U+0000)")
-        return value
+        return refuse_nul(value)
 
 
 class RegisterIn(_Request):

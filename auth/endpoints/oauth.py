@@ -9,7 +9,7 @@ OAuth clients and the discovery document look for them.
 
 import base64
 import binascii
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import asyncpg
 from fastapi import APIRouter, Depends, Form, Query, Request, status
@@ -20,11 +20,13 @@ from auth.endpoints.common import Edge, Principal, problem_responses, request_co
 from auth.errors import AdminRequiredError, MfaStepUpRequiredError, OAuthError, SessionRevokedError
 from auth.models import IssuedTokens, Outcome
 from auth.repository import outbox as outbox_repository
-from auth.schemas import ClientIn, ClientOut, OutboxMessageOut, OutboxOut
+from auth.schemas import NO_NUL, ClientIn, ClientOut, OutboxMessageOut, OutboxOut
 from auth.service import oauth
 from auth.tokens import InvalidTokenError
 from users import service as users
 
+CLIENT_ID_MAX: Final = 64
+CLIENT_SECRET_MAX: Final = 200
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "RFC 6749 error: `{error, error_description}`"},
@@ -54,6 +56,12 @@ def _client_credentials(
         except (binascii.Error, UnicodeDecodeError):
             return None, None
         basic_id, _, basic_secret = decoded.partition(":")
+        if (
+            "\x00" in decoded
+            or len(basic_id) > CLIENT_ID_MAX
+            or len(basic_secret) > CLIENT_SECRET_MAX
+        ):
+            return None, None  # no client has such credentials: invalid_client, as a bad secret
         return basic_id, basic_secret
     return client_id, client_secret
 
@@ -93,7 +101,7 @@ def oauth_router(edge: Edge) -> APIRouter:
         principal: Annotated[Principal, Depends(edge.with_mfa)],
         request: Request,
         response_type: Annotated[str, Query(max_length=20)],
-        client_id: Annotated[str, Query(max_length=64)],
+        client_id: Annotated[str, Query(max_length=CLIENT_ID_MAX)],
         redirect_uri: Annotated[str, Query(max_length=2000)],
         scope: Annotated[str, Query(max_length=500)] = "openid",
         state: Annotated[str | None, Query(max_length=500)] = None,
@@ -128,13 +136,13 @@ def oauth_router(edge: Edge) -> APIRouter:
     async def token(
         *,
         request: Request,
-        grant_type: Annotated[str, Form(max_length=50)],
-        code: Annotated[str | None, Form(max_length=200)] = None,
-        redirect_uri: Annotated[str | None, Form(max_length=2000)] = None,
-        code_verifier: Annotated[str | None, Form(max_length=128)] = None,
-        refresh_token: Annotated[str | None, Form(max_length=200)] = None,
-        client_id: Annotated[str | None, Form(max_length=64)] = None,
-        client_secret: Annotated[str | None, Form(max_length=200)] = None,
+        grant_type: Annotated[str, Form(max_length=50), NO_NUL],
+        code: Annotated[str | None, Form(max_length=200), NO_NUL] = None,
+        redirect_uri: Annotated[str | None, Form(max_length=2000), NO_NUL] = None,
+        code_verifier: Annotated[str | None, Form(max_length=128), NO_NUL] = None,
+        refresh_token: Annotated[str | None, Form(max_length=200), NO_NUL] = None,
+        client_id: Annotated[str | None, Form(max_length=CLIENT_ID_MAX), NO_NUL] = None,
+        client_secret: Annotated[str | None, Form(max_length=CLIENT_SECRET_MAX), NO_NUL] = None,
     ) -> JSONResponse:
         ctx = request_context(request)
         given_id, given_secret = _client_credentials(request, client_id, client_secret)
@@ -176,10 +184,10 @@ def oauth_router(edge: Edge) -> APIRouter:
     async def revoke(
         *,
         request: Request,
-        token: Annotated[str, Form(max_length=4096)],
-        token_type_hint: Annotated[str | None, Form(max_length=50)] = None,
-        client_id: Annotated[str | None, Form(max_length=64)] = None,
-        client_secret: Annotated[str | None, Form(max_length=200)] = None,
+        token: Annotated[str, Form(max_length=4096), NO_NUL],
+        token_type_hint: Annotated[str | None, Form(max_length=50), NO_NUL] = None,
+        client_id: Annotated[str | None, Form(max_length=CLIENT_ID_MAX), NO_NUL] = None,
+        client_secret: Annotated[str | None, Form(max_length=CLIENT_SECRET_MAX), NO_NUL] = None,
     ) -> JSONResponse:
         del token_type_hint  # both kinds are looked up; the hint only orders the search
         given_id, given_secret = _client_credentials(request, client_id, client_secret)
@@ -204,10 +212,10 @@ def oauth_router(edge: Edge) -> APIRouter:
     async def introspect(
         *,
         request: Request,
-        token: Annotated[str, Form(max_length=4096)],
-        token_type_hint: Annotated[str | None, Form(max_length=50)] = None,
-        client_id: Annotated[str | None, Form(max_length=64)] = None,
-        client_secret: Annotated[str | None, Form(max_length=200)] = None,
+        token: Annotated[str, Form(max_length=4096), NO_NUL],
+        token_type_hint: Annotated[str | None, Form(max_length=50), NO_NUL] = None,
+        client_id: Annotated[str | None, Form(max_length=CLIENT_ID_MAX), NO_NUL] = None,
+        client_secret: Annotated[str | None, Form(max_length=CLIENT_SECRET_MAX), NO_NUL] = None,
     ) -> JSONResponse:
         del token_type_hint
         given_id, given_secret = _client_credentials(request, client_id, client_secret)

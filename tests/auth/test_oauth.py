@@ -288,3 +288,43 @@ class TestRevocationAndIntrospection:
         assert (
             await client.post("/oauth/revoke", data={"token": "unknown"}, auth=auth)
         ).status_code == 200
+
+
+class TestMalformedInput:
+    """Input no client can mean is refused before anything is looked up."""
+
+    @pytest.mark.parametrize(
+        ("path", "form"),
+        [
+            ("/oauth/token", {"grant_type": "refresh_token", "client_id": "a\x00b"}),
+            ("/oauth/token", {"grant_type": "authorization_code", "code": "c\x00d"}),
+            ("/oauth/introspect", {"token": "t", "client_id": "\x00"}),
+            ("/oauth/introspect", {"token": "t\x00", "client_id": "x", "client_secret": "y"}),
+            ("/oauth/revoke", {"token": "t", "client_secret": "s\x00"}),
+        ],
+    )
+    async def test_nul_in_a_form_field_is_422(
+        self, client: httpx.AsyncClient, path: str, form: dict[str, str]
+    ) -> None:
+        """A form field with U+0000 is refused as any malformed field is (it reached
+        PostgreSQL's lookup of the client and was a 500)."""
+        response = await client.post(path, data=form)
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "U+0000" in response.text
+
+    @pytest.mark.parametrize(
+        "credentials",
+        ["part\x00ner:secret", "partner:sec\x00ret", "x" * 65 + ":secret", "partner:" + "s" * 201],
+    )
+    async def test_impossible_basic_credentials_are_invalid_client(
+        self, client: httpx.AsyncClient, credentials: str
+    ) -> None:
+        """HTTP Basic credentials no client can have (U+0000, past the field bounds) fail
+        client authentication like a wrong secret: 401 invalid_client, nothing looked up."""
+        basic = base64.b64encode(credentials.encode()).decode()
+        response = await client.post(
+            "/oauth/introspect", data={"token": "t"}, headers={"Authorization": f"Basic {basic}"}
+        )
+        assert response.status_code == 401, response.text
+        assert response.json()["error"] == "invalid_client"
