@@ -85,7 +85,7 @@ def create_app(
     limiter: RateLimiter | None = None,
     provider_checks: Sequence[DependencyCheck] = (),
     clock: Clock | None = None,
-) -> FastAPI:
+) -> EdgeApp:
     """An ingress app with health, metrics and the edge stack around `routers`.
 
     Args:

@@ -258,7 +258,14 @@ PUBLIC_ROUTES_DEFAULT: Final = (
     "/api/v1/auth/mfa/verify",
     "/api/v1/auth/refresh",
     "/api/v1/auth/password/reset",
-    "/api/v1/auth/oauth",
+    # A pending login's second factor: the caller holds an mfa_token, not yet a bearer.
+    "/api/v1/auth/mfa/sms/send",
+    "/api/v1/auth/mfa/email/send",
+    "/api/v1/auth/mfa/webauthn/authenticate",
+    # OAuth clients authenticate themselves (RFC 6749 2.3): no user token.
+    "/oauth/token",
+    "/oauth/revoke",
+    "/oauth/introspect",
     "/api/v1/dev/outbox",
 )
 

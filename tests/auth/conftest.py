@@ -91,9 +91,16 @@ async def deps(
 
 
 def build_app(deps: AuthDependencies) -> FastAPI:
-    """The ingress app with the identity routers, as a replica builds it."""
+    """The ingress app with the identity routers, as a replica builds it: the default edge
+    policy (which `config/gateway.yaml` spells out), its authentication slot filled by the
+    identity area's verifier."""
     return create_app(
-        title="DwayBank API", version="test", routers=build_routers(deps), checks=list
+        title="DwayBank API",
+        version="test",
+        routers=build_routers(deps),
+        checks=list,
+        verifier=deps.verifier,
+        clock=deps.clock,
     )
 
 
