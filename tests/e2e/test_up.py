@@ -198,6 +198,17 @@ class TestUp:
                 assert answer.headers["x-content-type-options"] == "nosniff"
                 assert answer.headers["cache-control"] == "no-store"
                 assert answer.headers["content-security-policy"].startswith("default-src 'none'")
+            # The deployed edge lets OAuth clients (no user token) reach the token endpoint,
+            # whose own answer to unknown client credentials is RFC 6749's invalid_client...
+            token = http.post(
+                "/oauth/token", data={"grant_type": "refresh_token"}, auth=("nobody", "x")
+            )
+            assert token.status_code == 401
+            assert token.json()["error"] == "invalid_client"
+            # ...and asks for a bearer token on an authenticated route.
+            sessions = http.get("/api/v1/auth/sessions")
+            assert sessions.status_code == 401
+            assert sessions.json()["code"] == "AUTH_TOKEN_MISSING"
             assert http.get("/api/v1/nope", headers={"User-Agent": "sqlmap"}).status_code == 403
             # ...while a `curl` health check (a container's, a newcomer's) is answered.
             curl = {"User-Agent": "curl/8.5.0"}
