@@ -53,6 +53,13 @@ SERVE_THROUGHPUT_ENV: Final = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
 }
+# The uvicorn servers inside Serve (each direct-ingress replica, and Serve's Python proxy)
+# rewrite the client address from X-Forwarded-For when the peer is in FORWARDED_ALLOW_IPS,
+# 127.0.0.1 by default; HAProxy reaches the replicas from there, so any client's own header
+# became its address (past the admin allow-list and the per-address limits). Empty: uvicorn
+# believes no one, and the gateway's resolver (`client_address.trusted_proxies`) is the one
+# place that reads the header.
+SERVE_CLIENT_ADDRESS_ENV: Final = {"FORWARDED_ALLOW_IPS": ""}
 # One HAProxy thread handles ~18,000 keep-alive requests/s here (~55 us of CPU each, both
 # hops); the replicas behind it need the cores far sooner. Serve starts four threads whatever
 # the machine: on two cores they took ~70 us a request and ~5 % of the ledger's HTTP rate.
@@ -328,6 +335,7 @@ class Runtime:
             "DATABASE_URL": self.servers.database_url,
             "REDIS_URL": self.servers.redis_url,
             "DWAYBANK_DATA_DIR": str(self.settings.data_dir.resolve()),
+            **SERVE_CLIENT_ADDRESS_ENV,
         }
         if self.settings.serve_ingress is ServeIngress.HAPROXY:
             env.update(serve_ingress_env(self.settings))

@@ -13,6 +13,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.serve.schema import ServeDeploySchema
 
 from deployments.ingress import IngressArgs
+from deployments.runtime import SERVE_CLIENT_ADDRESS_ENV, SERVE_THROUGHPUT_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,3 +76,12 @@ class TestClusterConfig:
         assert config["head_node_type"] == "head"
         assert set(config["available_node_types"]) == {"head", "worker"}
         assert any("pip install -e" in command for command in config["setup_commands"])
+
+    @pytest.mark.parametrize("commands", ["head_start_ray_commands", "worker_start_ray_commands"])
+    def test_nodes_start_ray_with_the_environment_up_sets(self, commands: str) -> None:
+        """Every node's Ray starts with what `dwaybank up` gives its own Ray: the HAProxy
+        ingress, and uvicorn inside Serve believing no one's X-Forwarded-For."""
+        start = next(c for c in _load("cluster.yaml")[commands] if "ray start" in c)
+        expected = {**SERVE_THROUGHPUT_ENV, **SERVE_CLIENT_ADDRESS_ENV}
+        for name, value in expected.items():
+            assert f" {name}={value} " in f" {start} ".replace("\n", " "), name

@@ -209,6 +209,11 @@ class TestUp:
             sessions = http.get("/api/v1/auth/sessions")
             assert sessions.status_code == 401
             assert sessions.json()["code"] == "AUTH_TOKEN_MISSING"
+            # A client's own X-Forwarded-For is not its address: the admin surface stays closed
+            # to this host (not in the private ranges) whatever the header claims.
+            spoofed = http.get("/api/v1/admin/users", headers={"X-Forwarded-For": "10.1.2.3"})
+            assert spoofed.status_code == 403
+            assert spoofed.json()["code"] == "GW_ADDRESS_NOT_ALLOWED"
             assert http.get("/api/v1/nope", headers={"User-Agent": "sqlmap"}).status_code == 403
             # ...while a `curl` health check (a container's, a newcomer's) is answered.
             curl = {"User-Agent": "curl/8.5.0"}
