@@ -17,7 +17,7 @@ and `{"x-money-moving": True}` (its rate limit fails closed). FastAPI's own per-
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from fastapi import FastAPI
@@ -46,6 +46,9 @@ class RouteInfo:
     is_bot_exempt: bool  # bot detection does not apply (health and metrics)
     body_bytes_max: int
     rate_rule: RateLimitRule | None
+    # For a path some route serves with other methods: those methods, for the `Allow` header
+    # RFC 9110 requires on a 405 ("GET, HEAD"); else empty.
+    allowed_methods: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +110,20 @@ class RouteTable:
         found = full or partial
         template = UNMATCHED_ROUTE if found is None else root_path + found.template
         info = self.describe(method, inner, found, template=template, is_matched=full is not None)
+        if full is None and partial is not None:
+            info = replace(info, allowed_methods=self._allowed_methods(inner))
         if len(self._cache) >= ROUTE_CACHE_SIZE_MAX:
             self._cache.clear()
         self._cache[key] = info
         return info
+
+    def _allowed_methods(self, path: str) -> str:
+        """Every method some route serves on `path`, as an `Allow` header value."""
+        methods: set[str] = set()
+        for entry in self.entries:
+            if entry.methods is not None and entry.regex.match(path) is not None:
+                methods |= entry.methods
+        return ", ".join(sorted(methods))
 
     def describe(
         self,

@@ -58,6 +58,7 @@ from kit.telemetry import bind_request_id, reset_request_id
 logger = logging.getLogger(__name__)
 
 NO_RESPONSE_STATUS: Final = 499  # the client went away (or the app never answered)
+METHOD_NOT_ALLOWED: Final = 405
 
 
 class EdgeMiddleware:
@@ -116,6 +117,11 @@ class EdgeMiddleware:
                     self._cors.decorate(headers, names, cors_origin[0])
                 self._security.decorate(headers, names, is_docs=edge.route.is_docs)
                 self._ids.decorate(headers, names, encoded_id)
+                if status == METHOD_NOT_ALLOWED and edge.route.allowed_methods:
+                    # RFC 9110 15.5.6: a 405 lists the methods the path does serve (the router's
+                    # own list names only the first route on the path, and our renderer's none).
+                    headers = [(k, v) for k, v in headers if k.lower() != b"allow"]
+                    headers.append((b"allow", edge.route.allowed_methods.encode("latin-1")))
                 message["headers"] = headers  # in place, as Starlette's own middlewares do
             await send(message)
 

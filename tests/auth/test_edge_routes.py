@@ -1,4 +1,4 @@
-"""The edge's list of public routes agrees with the identity API's handlers.
+"""The edge against the identity API's real routes: which are public, and what a 405 allows.
 
 The edge asks for a bearer token on every matched route not in `auth.public`; the handlers
 ask for a principal through `Edge.principal` and the dependencies built on it (or the gateway's
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import pytest
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
@@ -75,3 +76,14 @@ class TestPublicRoutes:
                     disagreements.append(f"{method} {context.path_format}: public={info.is_public}")
         assert seen >= 40  # the identity API, the admin surface, health and metrics
         assert disagreements == []
+
+
+class TestMethodNotAllowed:
+    async def test_lists_every_method_of_the_path(self, client: httpx.AsyncClient) -> None:
+        """`/api/v1/auth/sessions` is served by two routes (GET, DELETE); a 405 there names
+        both in `Allow`, as RFC 9110 requires (the router's own header named only the first
+        route's method, and the renderer dropped it)."""
+        response = await client.put("/api/v1/auth/sessions")
+        assert response.status_code == 405
+        assert response.headers["allow"] == "DELETE, GET"
+        assert response.json()["code"] == "GEN_METHOD_NOT_ALLOWED"

@@ -85,3 +85,11 @@ class TestBlnkShape:
         body = response.json()
         assert set(body) == {"error", "error_detail"}
         assert body["error_detail"]["code"] == code
+
+    def test_method_not_allowed_lists_the_allowed_methods(self, ledger_url: str) -> None:
+        """A 405 carries `Allow` (RFC 9110 15.5.6), in Blnk's body on the ledger too."""
+        with httpx.Client(base_url=ledger_url, timeout=30) as http:
+            response = http.delete("/api/v1/me")
+        assert response.status_code == 405
+        assert response.headers["allow"] == "GET"
+        assert response.json()["error_detail"]["code"] == "GEN_METHOD_NOT_ALLOWED"
