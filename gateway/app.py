@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import orjson
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from fastapi.telemetry import TelemetryConfig
 
 from gateway.admin_access import AdminAddressCheck
@@ -174,7 +174,12 @@ def _add_routes(
         status, report = await readiness([*checks(), *provider_checks, *node_checks])
         return Response(orjson.dumps(report), status_code=status, media_type="application/json")
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics of this replica")
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics of this replica",
+        response_class=PlainTextResponse,  # documents the text exposition format, not JSON
+    )
     async def metrics() -> Response:
         body, content_type = render_latest()
         return Response(body, media_type=content_type)

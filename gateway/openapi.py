@@ -5,9 +5,10 @@ Routes declare the problems their handlers raise with `problem_responses(ErrorCl
 `RouteTable` and policy the edge uses, so the document cannot drift from the behaviour:
 
 - `security`: the bearer JWT scheme (`bearerAuth`) on protected routes, `[]` on public ones;
-- 401 (with the Bearer challenge, and the RFC 9470 step-up where it applies), 403, 413 on
-  methods with a body, 429 with the rate-limit headers and an `x-rate-limit` description of the
-  rule where a rule applies, 500 and 503 everywhere;
+- 400 (a NUL in the URL; a body that cannot be read), 401 (with the Bearer challenge, and the
+  RFC 9470 step-up where it applies), 403, 413 on methods with a body, 429 with the rate-limit
+  headers and an `x-rate-limit` description of the rule where a rule applies, 500 and 503
+  everywhere;
 - FastAPI's default 422 schema is replaced by ours: validation errors are problem documents too;
 - on the Blnk-compatible ledger every problem response is Blnk's error body instead.
 
@@ -128,6 +129,12 @@ def _edge_responses(method: str, info: RouteInfo, policy: GatewayPolicy) -> dict
             " AUTH_ADMIN_REQUIRED: the token lacks the admin role."
         )
     responses["403"] = _response(forbidden)
+    malformed = "GW_NUL_IN_URL: the path or query string contains %00."
+    if method in _BODY_METHODS:
+        malformed += (
+            " GEN_BAD_REQUEST, GEN_MALFORMED_REQUEST: the body could not be read or parsed."
+        )
+    responses["400"] = _response(malformed)
     if method in _BODY_METHODS:
         responses["413"] = _response(
             f"GEN_PAYLOAD_TOO_LARGE: the body exceeds {info.body_bytes_max} bytes."
