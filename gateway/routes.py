@@ -46,8 +46,8 @@ class RouteInfo:
     is_bot_exempt: bool  # bot detection does not apply (health and metrics)
     body_bytes_max: int
     rate_rule: RateLimitRule | None
-    # For a path some route serves with other methods: those methods, for the `Allow` header
-    # RFC 9110 requires on a 405 ("GET, HEAD"); else empty.
+    # For a path some route serves with other methods: the methods of its path template, for
+    # the `Allow` header RFC 9110 requires on a 405 ("DELETE, GET"); else empty.
     allowed_methods: str = ""
 
 
@@ -99,6 +99,7 @@ class RouteTable:
         inner = route_path(path, root_path)
         full: RouteEntry | None = None
         partial: RouteEntry | None = None
+        literal: RouteEntry | None = None  # a partial match whose template is the path itself
         for entry in self.entries:
             if entry.regex.match(inner) is None:
                 continue
@@ -107,21 +108,26 @@ class RouteTable:
                 break
             if partial is None:
                 partial = entry
+            if literal is None and entry.template == inner:
+                literal = entry
         found = full or partial
         template = UNMATCHED_ROUTE if found is None else root_path + found.template
         info = self.describe(method, inner, found, template=template, is_matched=full is not None)
         if full is None and partial is not None:
-            info = replace(info, allowed_methods=self._allowed_methods(inner))
+            resource = literal or partial  # `/balances/filter` itself, not `/balances/{id}`
+            info = replace(info, allowed_methods=self._allowed_methods(resource.template))
         if len(self._cache) >= ROUTE_CACHE_SIZE_MAX:
             self._cache.clear()
         self._cache[key] = info
         return info
 
-    def _allowed_methods(self, path: str) -> str:
-        """Every method some route serves on `path`, as an `Allow` header value."""
+    def _allowed_methods(self, template: str) -> str:
+        """Every method the routes of one path template serve, as an `Allow` header value: the
+        resource's methods as the OpenAPI document lists them (`/balances/filter` allows POST,
+        though `GET /balances/{balance_id}` would also take the path)."""
         methods: set[str] = set()
         for entry in self.entries:
-            if entry.methods is not None and entry.regex.match(path) is not None:
+            if entry.methods is not None and entry.template == template:
                 methods |= entry.methods
         return ", ".join(sorted(methods))
 

@@ -389,3 +389,25 @@ def test_openapi_documents_every_blnk_error_body(http: httpx.Client) -> None:
     )
     refused = schema["paths"]["/hooks/{hook_id}"]["get"]["responses"]["404"]
     assert refused["content"]["application/json"]["schema"]["$ref"].endswith("/BlnkErrorBody")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/balances/filter", "POST"),  # not GET, which /balances/{id} would take
+        ("DELETE", "/transactions", "GET, POST"),
+        ("POST", "/hooks/hk_1", "DELETE, GET, PUT"),
+    ],
+)
+def test_method_not_allowed_lists_the_resources_methods(
+    http: httpx.Client, method: str, path: str, allowed: str
+) -> None:
+    """A 405 names in `Allow` the methods the OpenAPI document lists for that path, in Blnk's
+    error body, and the document agrees."""
+    response = http.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+    assert response.json()["error_detail"]["code"] == "GEN_METHOD_NOT_ALLOWED"
+    documented = http.get("/openapi.json").json()["paths"]
+    template = "/hooks/{hook_id}" if path.startswith("/hooks/") else path
+    assert ", ".join(sorted(m.upper() for m in documented[template])) == allowed
