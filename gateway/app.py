@@ -59,13 +59,20 @@ class EdgeApp(FastAPI):
     edge_table: RouteTable | None = None
     edge_policy: GatewayPolicy | None = None
     edge_style: ErrorStyle = ErrorStyle.PROBLEM
+    edge_authenticates: bool = False  # the authentication slot is filled: bearer tokens
     _documented: dict[str, Any] | None = None
 
     def openapi(self) -> dict[str, Any]:
         schema = super().openapi()
         table, policy = self.edge_table, self.edge_policy
         if table is not None and policy is not None and schema is not self._documented:
-            document_edge(schema, table=table, policy=policy, style=self.edge_style)
+            document_edge(
+                schema,
+                table=table,
+                policy=policy,
+                style=self.edge_style,
+                authenticates=self.edge_authenticates,
+            )
             self._documented = schema
         return schema
 
@@ -123,6 +130,7 @@ def create_app(
         )
     else:
         logger.warning("the authentication slot is empty: protected routes take no token")
+    app.edge_authenticates = authentication is not None
     rate_limits: RateLimits | None = None
     if limiter is not None:
         rate_limits = RateLimits(

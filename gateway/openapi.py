@@ -4,7 +4,8 @@ Routes declare the problems their handlers raise with `problem_responses(ErrorCl
 `document_edge` then adds what the edge itself can answer on each operation, from the same
 `RouteTable` and policy the edge uses, so the document cannot drift from the behaviour:
 
-- `security`: the bearer JWT scheme (`bearerAuth`) on protected routes, `[]` on public ones;
+- `security`: the bearer JWT scheme (`bearerAuth`) on protected routes, `[]` on public ones,
+  when the edge checks tokens (an app without an authentication slot documents none);
 - 400 (a NUL in the URL; a body that cannot be read), 401 (with the Bearer challenge, and the
   RFC 9470 step-up where it applies), 403, 413 on methods with a body, 429 with the rate-limit
   headers and an `x-rate-limit` description of the rule where a rule applies, 500 and 503
@@ -111,10 +112,12 @@ def _response(description: str, **headers: str) -> dict[str, Any]:
     return response
 
 
-def _edge_responses(method: str, info: RouteInfo, policy: GatewayPolicy) -> dict[str, Any]:
+def _edge_responses(
+    method: str, info: RouteInfo, policy: GatewayPolicy, *, authenticates: bool
+) -> dict[str, Any]:
     step_up = policy.auth.step_up
     responses: dict[str, dict[str, Any]] = {}
-    if not info.is_public:
+    if authenticates and not info.is_public:
         text = "AUTH_TOKEN_MISSING, AUTH_INVALID_TOKEN: no valid bearer access token."
         if info.is_step_up:
             text += (
@@ -173,12 +176,23 @@ def _operations(schema: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
 
 
 def document_edge(
-    schema: dict[str, Any], *, table: RouteTable, policy: GatewayPolicy, style: ErrorStyle
+    schema: dict[str, Any],
+    *,
+    table: RouteTable,
+    policy: GatewayPolicy,
+    style: ErrorStyle,
+    authenticates: bool = True,
 ) -> dict[str, Any]:
-    """Add security and edge problem responses to FastAPI's `schema` (in place; idempotent)."""
+    """Add security and edge problem responses to FastAPI's `schema` (in place; idempotent).
+
+    `authenticates`: the edge checks bearer tokens (its authentication slot is filled). Without
+    it no operation is documented as needing one: the ledger, which has no slot, takes Blnk's
+    `X-Blnk-Key` (documented by its own routers in secure mode) and no bearer token.
+    """
     components = schema.setdefault("components", {})
-    components.setdefault("securitySchemes", {})[BEARER_SCHEME] = BEARER_SECURITY_SCHEME
-    _document_operations(schema, table=table, policy=policy)
+    if authenticates:
+        components.setdefault("securitySchemes", {})[BEARER_SCHEME] = BEARER_SECURITY_SCHEME
+    _document_operations(schema, table=table, policy=policy, authenticates=authenticates)
     for operation in _operations(schema):
         validation = operation["responses"].get("422")
         if validation is not None:
@@ -198,7 +212,7 @@ def document_edge(
 
 
 def _document_operations(
-    schema: dict[str, Any], *, table: RouteTable, policy: GatewayPolicy
+    schema: dict[str, Any], *, table: RouteTable, policy: GatewayPolicy, authenticates: bool
 ) -> None:
     paths = schema.get("paths", {})
     for entry in table.entries:
@@ -212,11 +226,13 @@ def _document_operations(
             info = table.describe(
                 method, entry.template, entry, template=entry.template, is_matched=True
             )
-            operation["security"] = [] if info.is_public else [{BEARER_SCHEME: []}]
+            if authenticates:
+                operation["security"] = [] if info.is_public else [{BEARER_SCHEME: []}]
             responses = operation.setdefault("responses", {})
-            for status, response in _edge_responses(method, info, policy).items():
+            edge = _edge_responses(method, info, policy, authenticates=authenticates)
+            for status, response in edge.items():
                 responses.setdefault(status, response)
-            if info.is_step_up:
+            if authenticates and info.is_step_up:
                 step_up = policy.auth.step_up
                 operation["x-step-up"] = {
                     "acr_values": list(step_up.acr_values),

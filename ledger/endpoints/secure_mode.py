@@ -12,9 +12,10 @@ to API keys exactly as in Blnk.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Annotated, Final
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader
 
 from ledger.apikeys import (
     METHOD_ACTIONS,
@@ -27,15 +28,24 @@ from ledger.apikeys import (
 from ledger.errors import InsufficientPermissionsError, MissingApiKeyError
 from ledger.surface_errors import UnknownResourceError
 
-KEY_HEADER: Final = "x-blnk-key"
+KEY_HEADER: Final = "X-Blnk-Key"
+# Reads the header, and puts Blnk's scheme on every guarded operation of the OpenAPI document
+# (with no master key nothing is guarded and the document names no scheme: Blnk's open mode).
+BLNK_KEY_SCHEME: Final = APIKeyHeader(
+    name=KEY_HEADER,
+    scheme_name="blnkKey",
+    description="The master key or an API key (`blnk_...`) with `resource:action` scopes.",
+    auto_error=False,  # the guard answers a missing key in Blnk's own words
+)
 _PRINCIPAL_ATTRIBUTE: Final = "blnk_principal"
 
 
-def secure_mode_guard(verifier: KeyVerifier) -> Callable[[Request], Awaitable[None]]:
+def secure_mode_guard(verifier: KeyVerifier) -> Callable[..., Awaitable[None]]:
     """The dependency that authenticates and authorizes a request in secure mode."""
 
-    async def guard(request: Request) -> None:
-        key = request.headers.get(KEY_HEADER)
+    async def guard(
+        request: Request, key: Annotated[str | None, Security(BLNK_KEY_SCHEME)]
+    ) -> None:
         if not key:
             raise MissingApiKeyError("Authentication required. Use X-Blnk-Key header")
         principal = await verifier.verify(key)

@@ -324,3 +324,39 @@ class TestOpenMode:
         hooks = blnk.hooks.list()
         assert hooks.status == 403
         assert hooks.error.code == "AUTH_MASTER_KEY_REQUIRED"
+
+
+class TestDocumentedAuthentication:
+    def test_secure_mode_documents_blnks_key_and_no_bearer_token(
+        self, secure_ledger_url: str
+    ) -> None:
+        """In secure mode every operation the key guards names the `X-Blnk-Key` scheme, and none
+        the bearer JWT of our API (the ledger never takes one; the document said every route
+        did)."""
+        schema = httpx.get(f"{secure_ledger_url}/openapi.json", timeout=30).json()
+        schemes = schema["components"]["securitySchemes"]
+        assert schemes == {
+            "blnkKey": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "X-Blnk-Key",
+                "description": schemes["blnkKey"]["description"],
+            }
+        }
+        open_paths = {
+            path
+            for path, item in schema["paths"].items()
+            for operation in item.values()
+            if operation.get("security") != [{"blnkKey": []}]
+        }
+        # Blnk's root and health, and every ingress's own health and metrics.
+        assert open_paths == {"/", "/health", "/health/live", "/health/ready", "/metrics"}
+        assert "bearerAuth" not in str(schema)
+
+    def test_open_mode_documents_no_scheme(self, ledger_url: str) -> None:
+        """Without a master key nothing is guarded, and the document says so."""
+        schema = httpx.get(f"{ledger_url}/openapi.json", timeout=30).json()
+        assert "securitySchemes" not in schema.get("components", {})
+        assert all(
+            "security" not in op for item in schema["paths"].values() for op in item.values()
+        )
