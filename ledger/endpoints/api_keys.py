@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ledger import apikeys
 from ledger.apikeys import KeyVerifier
-from ledger.endpoints.common import LedgerDeps, error_responses, json_response, read_json
+from ledger.endpoints.common import LedgerDeps, error_responses, json_body, json_response, read_json
 from ledger.endpoints.secure_mode import principal_of
 from ledger.errors import MalformedRequestError
 from ledger.schemas import validate_body
@@ -50,7 +50,13 @@ def api_keys_router(deps: LedgerDeps, verifier: KeyVerifier | None) -> APIRouter
         ApiKeyNotFoundError,
     )
 
-    @router.post("/api-keys", status_code=201, responses=errors, summary="Create an API key")
+    @router.post(
+        "/api-keys",
+        status_code=201,
+        responses=errors,
+        summary="Create an API key",
+        openapi_extra=json_body(ApiKeyIn),
+    )
     async def create(request: Request) -> Response:
         body = validate_body(ApiKeyIn, await read_json(request))
         async with deps.db.transaction() as conn:

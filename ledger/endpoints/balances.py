@@ -11,7 +11,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from ledger import service
-from ledger.endpoints.common import LedgerDeps, error_responses, json_response, page, read_json
+from ledger.endpoints.common import (
+    LedgerDeps,
+    error_responses,
+    json_body,
+    json_response,
+    page,
+    read_json,
+)
 from ledger.endpoints.ledgers import PAGING_PARAMS, run_filter
 from ledger.errors import (
     BalanceNotFoundError,
@@ -57,7 +64,13 @@ def balances_router(deps: LedgerDeps) -> APIRouter:
     router = APIRouter(tags=["balances"])
     errors = error_responses(BalanceValidationError, BalanceNotFoundError, MalformedRequestError)
 
-    @router.post("/balances", status_code=201, responses=errors, summary="Create a balance")
+    @router.post(
+        "/balances",
+        status_code=201,
+        responses=errors,
+        summary="Create a balance",
+        openapi_extra=json_body(BalanceIn),
+    )
     async def create(request: Request) -> Response:
         body = validate_body(BalanceIn, await read_json(request))
         async with deps.db.transaction() as conn:
@@ -95,7 +108,12 @@ def balances_router(deps: LedgerDeps) -> APIRouter:
                 await service.list_collection(conn, "balances", query, limit=limit, offset=offset)
             )
 
-    @router.post("/balances/filter", responses=errors, summary="Filter balances")
+    @router.post(
+        "/balances/filter",
+        responses=errors,
+        summary="Filter balances",
+        openapi_extra=json_body(FilterRequest),
+    )
     async def filter_balances(request: Request) -> Response:
         return await run_filter(
             deps, "balances", validate_body(FilterRequest, await read_json(request))
@@ -136,7 +154,12 @@ def balances_router(deps: LedgerDeps) -> APIRouter:
     async def snapshots() -> Response:
         return json_response({"message": "Snapshotting in progress. should be completed shortly"})
 
-    @router.put("/balances/{balance_id}/identity", responses=errors, summary="Attach an identity")
+    @router.put(
+        "/balances/{balance_id}/identity",
+        responses=errors,
+        summary="Attach an identity",
+        openapi_extra=json_body(IdentityLinkIn),
+    )
     async def link_identity(balance_id: str, request: Request) -> Response:
         body = validate_body(IdentityLinkIn, await read_json(request))
         async with deps.db.transaction() as conn:

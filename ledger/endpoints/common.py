@@ -59,6 +59,46 @@ async def read_optional_json(request: Request) -> Any:
     return load_json(raw) if raw.strip() else {}
 
 
+def json_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    """A route's `openapi_extra` documenting its JSON body by the model that validates it.
+
+    The routes read the raw body (so that a bad one gets Blnk's own error), which FastAPI cannot
+    see; without this the document listed no request body at all. The model's schema is
+    inlined: its `$defs` would otherwise point at the document's root.
+    """
+    schema = _inlined(model.model_json_schema(mode="validation"))
+    return {
+        "requestBody": {
+            "required": required,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any, within: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [resolve(item, within) for item in node]
+        if not isinstance(node, dict):
+            return node
+        reference = node.get("$ref")
+        if isinstance(reference, str) and reference.startswith(_LOCAL_DEFINITION):
+            name = reference.removeprefix(_LOCAL_DEFINITION)
+            if name in within:  # a recursive model: its inner levels take any JSON
+                return {"description": f"a nested {name}"}
+            rest = {key: value for key, value in node.items() if key != "$ref"}
+            return resolve({**definitions[name], **rest}, (*within, name))
+        return {key: resolve(value, within) for key, value in node.items()}
+
+    resolved: dict[str, Any] = resolve(schema, ())
+    return resolved
+
+
+_LOCAL_DEFINITION: Final = "#/$defs/"
+
+
 def render_outcome(outcome: Outcome) -> Response:
     """The response for an engine outcome; an error outcome raises for the renderer."""
     if outcome.error is not None:

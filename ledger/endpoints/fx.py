@@ -28,7 +28,7 @@ from kit.ids import IdPrefix, new_id
 from kit.money import InvalidAmountError as MoneyInvalidAmountError
 from kit.money import InvalidPrecisionError, format_amount, parse_precision
 from ledger import fx, fx_repository, repository
-from ledger.endpoints.common import LedgerDeps, json_response, read_json
+from ledger.endpoints.common import LedgerDeps, json_body, json_response, read_json
 from ledger.errors import (
     DuplicateReferenceError,
     InsufficientFundsError,
@@ -94,7 +94,11 @@ def fx_router(deps: LedgerDeps, rates_provider: StaticFileProvider | None = None
             return await fx.find_rate(conn, currency, destination_currency)
 
     @router.post(
-        "/transactions/fx", status_code=201, responses=errors, summary="Transfer across currencies"
+        "/transactions/fx",
+        status_code=201,
+        responses=errors,
+        summary="Transfer across currencies",
+        openapi_extra=json_body(FxTransactionIn),
     )
     async def transfer(request: Request) -> Response:
         body = validate_body(FxTransactionIn, await read_json(request))
@@ -137,7 +141,12 @@ def fx_router(deps: LedgerDeps, rates_provider: StaticFileProvider | None = None
         async with deps.db.connection() as conn:
             return json_response(rate_json(await fx.find_rate(conn, base, quote)))
 
-    @router.put("/fx/rates/{base}/{quote}", responses=errors, summary="Set the rate of a pair")
+    @router.put(
+        "/fx/rates/{base}/{quote}",
+        responses=errors,
+        summary="Set the rate of a pair",
+        openapi_extra=json_body(RateIn),
+    )
     async def set_pair(base: str, quote: str, request: Request) -> Response:
         body = validate_body(RateIn, await read_json(request))
         if len(base) > CURRENCY_LENGTH_MAX or len(quote) > CURRENCY_LENGTH_MAX or base == quote:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ledger import hooks
-from ledger.endpoints.common import LedgerDeps, error_responses, json_response, read_json
+from ledger.endpoints.common import LedgerDeps, error_responses, json_body, json_response, read_json
 from ledger.endpoints.secure_mode import principal_of
 from ledger.errors import BlnkBody, MalformedRequestError, answered_as
 from ledger.hooks import HookIn, HookRunner, parse_hook_type
@@ -37,7 +37,13 @@ def hooks_router(deps: LedgerDeps, runner: HookRunner) -> APIRouter:
     router = APIRouter(tags=["hooks"])
     errors = error_responses(HookInvalidError, MasterKeyRequiredError, HookNotFoundError)
 
-    @router.post("/hooks", status_code=201, responses=errors, summary="Register a hook")
+    @router.post(
+        "/hooks",
+        status_code=201,
+        responses=errors,
+        summary="Register a hook",
+        openapi_extra=json_body(HookIn),
+    )
     async def create(request: Request) -> Response:
         _require_master(request)
         with answered_as(BlnkBody.HOOK):
@@ -47,7 +53,12 @@ def hooks_router(deps: LedgerDeps, runner: HookRunner) -> APIRouter:
         runner.invalidate()
         return json_response(created, 201)
 
-    @router.put("/hooks/{hook_id}", responses=errors, summary="Replace a hook's settings")
+    @router.put(
+        "/hooks/{hook_id}",
+        responses=errors,
+        summary="Replace a hook's settings",
+        openapi_extra=json_body(HookIn),
+    )
     async def update(hook_id: str, request: Request) -> Response:
         _require_master(request)
         with answered_as(BlnkBody.HOOK):

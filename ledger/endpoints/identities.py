@@ -10,6 +10,7 @@ from ledger import identities, service
 from ledger.endpoints.common import (
     LedgerDeps,
     error_responses,
+    json_body,
     json_response,
     page,
     read_json,
@@ -54,7 +55,13 @@ def identities_router(deps: LedgerDeps) -> APIRouter:
         IdentityInUseError,
     )
 
-    @router.post("/identities", status_code=201, responses=errors, summary="Create an identity")
+    @router.post(
+        "/identities",
+        status_code=201,
+        responses=errors,
+        summary="Create an identity",
+        openapi_extra=json_body(IdentityIn),
+    )
     async def create(request: Request) -> Response:
         body = validate_body(IdentityIn, await read_json(request))
         async with deps.db.transaction() as conn:
@@ -73,7 +80,12 @@ def identities_router(deps: LedgerDeps) -> APIRouter:
             )
         return json_response(found)
 
-    @router.post("/identities/filter", responses=errors, summary="Filter identities")
+    @router.post(
+        "/identities/filter",
+        responses=errors,
+        summary="Filter identities",
+        openapi_extra=json_body(FilterRequest),
+    )
     async def filter_identities(request: Request) -> Response:
         return await run_filter(
             deps, "identities", validate_body(FilterRequest, await read_json(request))
@@ -85,7 +97,10 @@ def identities_router(deps: LedgerDeps) -> APIRouter:
             return json_response(await identities.get_identity(conn, identity_id))
 
     @router.put(
-        "/identities/{identity_id}", responses=errors, summary="Replace an identity's fields"
+        "/identities/{identity_id}",
+        responses=errors,
+        summary="Replace an identity's fields",
+        openapi_extra=json_body(IdentityIn),
     )
     async def update(identity_id: str, request: Request) -> Response:
         body = validate_body(IdentityIn, await read_json(request))
@@ -127,7 +142,12 @@ def identities_router(deps: LedgerDeps) -> APIRouter:
             )
         return json_response({"field": field, "value": values[field]})
 
-    @router.post("/identities/{identity_id}/tokenize", responses=errors, summary="Seal fields")
+    @router.post(
+        "/identities/{identity_id}/tokenize",
+        responses=errors,
+        summary="Seal fields",
+        openapi_extra=json_body(FieldsIn),
+    )
     async def tokenize_many(identity_id: str, request: Request) -> Response:
         body = validate_body(FieldsIn, await read_json(request))
         if not body.fields:
@@ -140,6 +160,7 @@ def identities_router(deps: LedgerDeps) -> APIRouter:
         "/identities/{identity_id}/detokenize",
         responses=errors,
         summary="Open fields (all sealed fields when none are named)",
+        openapi_extra=json_body(FieldsIn, required=False),
     )
     async def detokenize_many(identity_id: str, request: Request) -> Response:
         body = validate_body(FieldsIn, await read_optional_json(request))

@@ -9,7 +9,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledger import service
-from ledger.endpoints.common import LedgerDeps, error_responses, json_response, page, read_json
+from ledger.endpoints.common import (
+    LedgerDeps,
+    error_responses,
+    json_body,
+    json_response,
+    page,
+    read_json,
+)
 from ledger.errors import (
     BlnkBody,
     LedgerNotFoundError,
@@ -45,7 +52,13 @@ def ledgers_router(deps: LedgerDeps) -> APIRouter:
         LedgerValidationFailedError, LedgerNotFoundError, MalformedRequestError
     )
 
-    @router.post("/ledgers", status_code=201, responses=errors, summary="Create a ledger")
+    @router.post(
+        "/ledgers",
+        status_code=201,
+        responses=errors,
+        summary="Create a ledger",
+        openapi_extra=json_body(LedgerIn),
+    )
     async def create(request: Request) -> Response:
         body = await _ledger_body(request)
         async with deps.db.transaction() as conn:
@@ -59,7 +72,12 @@ def ledgers_router(deps: LedgerDeps) -> APIRouter:
         async with deps.db.connection() as conn:
             return json_response(await service.get_ledger(conn, ledger_id))
 
-    @router.put("/ledgers/{ledger_id}", responses=errors, summary="Rename a ledger")
+    @router.put(
+        "/ledgers/{ledger_id}",
+        responses=errors,
+        summary="Rename a ledger",
+        openapi_extra=json_body(LedgerIn),
+    )
     async def update(ledger_id: str, request: Request) -> Response:
         body = await _ledger_body(request)
         async with deps.db.transaction() as conn:
@@ -76,7 +94,12 @@ def ledgers_router(deps: LedgerDeps) -> APIRouter:
                 await service.list_collection(conn, "ledgers", query, limit=limit, offset=offset)
             )
 
-    @router.post("/ledgers/filter", responses=errors, summary="Filter ledgers")
+    @router.post(
+        "/ledgers/filter",
+        responses=errors,
+        summary="Filter ledgers",
+        openapi_extra=json_body(FilterRequest),
+    )
     async def filter_ledgers(request: Request) -> Response:
         body = validate_body(FilterRequest, await read_json(request))
         return await run_filter(deps, "ledgers", body)

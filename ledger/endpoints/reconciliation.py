@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kit.errors import PayloadTooLargeError
 from ledger import reconciliation
-from ledger.endpoints.common import LedgerDeps, error_responses, json_response, read_json
+from ledger.endpoints.common import LedgerDeps, error_responses, json_body, json_response, read_json
 from ledger.errors import LedgerValidationError, MalformedRequestError
 from ledger.reconciliation import (
     UPLOAD_BYTES_MAX,
@@ -110,6 +110,7 @@ def reconciliation_router(deps: LedgerDeps, runner: ReconciliationRunner) -> API
         status_code=201,
         responses=errors,
         summary="Create a matching rule",
+        openapi_extra=json_body(MatchingRuleIn),
     )
     async def create_rule(request: Request) -> Response:
         body = validate_body(MatchingRuleIn, await read_json(request))
@@ -121,6 +122,7 @@ def reconciliation_router(deps: LedgerDeps, runner: ReconciliationRunner) -> API
         "/reconciliation/matching-rules/{rule_id}",
         responses=errors,
         summary="Replace a matching rule",
+        openapi_extra=json_body(MatchingRuleIn),
     )
     async def update_rule(rule_id: str, request: Request) -> Response:
         body = validate_body(MatchingRuleIn, await read_json(request))
@@ -139,7 +141,10 @@ def reconciliation_router(deps: LedgerDeps, runner: ReconciliationRunner) -> API
         return json_response({"message": "Matching rule deleted successfully"})
 
     @router.post(
-        "/reconciliation/start", responses=errors, summary="Reconcile an upload (in the background)"
+        "/reconciliation/start",
+        responses=errors,
+        summary="Reconcile an upload (in the background)",
+        openapi_extra=json_body(StartIn),
     )
     async def start(request: Request) -> Response:
         body = validate_body(StartIn, await read_json(request))
@@ -155,6 +160,7 @@ def reconciliation_router(deps: LedgerDeps, runner: ReconciliationRunner) -> API
         "/reconciliation/start-instant",
         responses=errors,
         summary="Reconcile records sent inline (in the background)",
+        openapi_extra=json_body(StartInstantIn),
     )
     async def start_instant(request: Request) -> Response:
         body = validate_body(StartInstantIn, await read_json(request))

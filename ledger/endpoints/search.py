@@ -12,6 +12,7 @@ from ledger import search
 from ledger.endpoints.common import (
     LedgerDeps,
     error_responses,
+    json_body,
     json_response,
     read_json,
     read_optional_json,
@@ -42,7 +43,11 @@ def search_router(deps: LedgerDeps) -> APIRouter:
     )
 
     @router.post(
-        "/search/reindex", status_code=202, responses=errors, summary="Reindex (nothing to rebuild)"
+        "/search/reindex",
+        status_code=202,
+        responses=errors,
+        summary="Reindex (nothing to rebuild)",
+        openapi_extra=json_body(ReindexIn, required=False),
     )
     async def start_reindex(request: Request) -> Response:
         body = validate_body(ReindexIn, await read_optional_json(request))
@@ -60,6 +65,7 @@ def search_router(deps: LedgerDeps) -> APIRouter:
         status_code=201,
         responses=errors,
         summary="Search a collection (Typesense shape)",
+        openapi_extra=json_body(SearchIn),
     )
     async def search_collection(collection: str, request: Request) -> Response:
         params = validate_body(SearchIn, await read_json(request))
@@ -67,7 +73,12 @@ def search_router(deps: LedgerDeps) -> APIRouter:
             result = await search.search(conn, collection, params, clock=deps.clock)
         return json_response(result, 201)
 
-    @router.post("/multi-search", responses=errors, summary="Several searches in one request")
+    @router.post(
+        "/multi-search",
+        responses=errors,
+        summary="Several searches in one request",
+        openapi_extra=json_body(MultiSearchIn),
+    )
     async def multi_search(request: Request) -> Response:
         body = validate_body(MultiSearchIn, await read_json(request))
         async with deps.db.connection() as conn:

@@ -20,6 +20,7 @@ from ledger.endpoints.common import (
     LedgerDeps,
     error_responses,
     execute_one,
+    json_body,
     json_response,
     page,
     read_json,
@@ -155,7 +156,13 @@ def transactions_router(deps: LedgerDeps) -> APIRouter:  # noqa: PLR0915 - one c
         LedgerUnavailableError,
     )
 
-    @router.post("/transactions", status_code=201, responses=errors, summary="Record a transaction")
+    @router.post(
+        "/transactions",
+        status_code=201,
+        responses=errors,
+        summary="Record a transaction",
+        openapi_extra=json_body(TransactionIn),
+    )
     async def create(request: Request) -> Response:
         raw = await read_json(request)
         body = validate_body(TransactionIn, raw)
@@ -171,7 +178,11 @@ def transactions_router(deps: LedgerDeps) -> APIRouter:  # noqa: PLR0915 - one c
         return await execute_one(deps, command)
 
     @router.post(
-        "/transactions/bulk", status_code=201, responses=errors, summary="Record many transactions"
+        "/transactions/bulk",
+        status_code=201,
+        responses=errors,
+        summary="Record many transactions",
+        openapi_extra=json_body(BulkIn),
     )
     async def bulk(request: Request) -> Response:
         raw = await read_json(request)
@@ -207,7 +218,12 @@ def transactions_router(deps: LedgerDeps) -> APIRouter:  # noqa: PLR0915 - one c
             raise outcome.error
         return json_response(outcome.body, outcome.status_code)
 
-    @router.post("/transactions/filter", responses=errors, summary="Filter transactions")
+    @router.post(
+        "/transactions/filter",
+        responses=errors,
+        summary="Filter transactions",
+        openapi_extra=json_body(FilterRequest),
+    )
     async def filter_transactions(request: Request) -> Response:
         return await run_filter(
             deps, "transactions", validate_body(FilterRequest, await read_json(request))
@@ -255,7 +271,10 @@ def transactions_router(deps: LedgerDeps) -> APIRouter:  # noqa: PLR0915 - one c
         )
 
     @router.put(
-        "/transactions/inflight/{transaction_id}", responses=errors, summary="Commit or void a hold"
+        "/transactions/inflight/{transaction_id}",
+        responses=errors,
+        summary="Commit or void a hold",
+        openapi_extra=json_body(InflightUpdateIn),
     )
     async def update_inflight(transaction_id: str, request: Request) -> Response:
         body = validate_body(InflightUpdateIn, await read_json(request))
@@ -276,7 +295,10 @@ def transactions_router(deps: LedgerDeps) -> APIRouter:  # noqa: PLR0915 - one c
         )
 
     @router.post(
-        "/transactions/inflight/bulk/commit", responses=errors, summary="Commit many holds"
+        "/transactions/inflight/bulk/commit",
+        responses=errors,
+        summary="Commit many holds",
+        openapi_extra=json_body(BulkCommitIn),
     )
     async def bulk_commit(request: Request) -> Response:
         body = validate_body(BulkCommitIn, await read_json(request))
@@ -294,7 +316,12 @@ def transactions_router(deps: LedgerDeps) -> APIRouter:  # noqa: PLR0915 - one c
             commands.append(inflight_command(item.transaction_id, update, now=now))
         return await settle_many(commands, [item.transaction_id for item in body.transactions])
 
-    @router.post("/transactions/inflight/bulk/void", responses=errors, summary="Void many holds")
+    @router.post(
+        "/transactions/inflight/bulk/void",
+        responses=errors,
+        summary="Void many holds",
+        openapi_extra=json_body(BulkVoidIn),
+    )
     async def bulk_void(request: Request) -> Response:
         body = validate_body(BulkVoidIn, await read_json(request))
         if not 1 <= len(body.transaction_ids) <= BULK_INFLIGHT_MAX:
@@ -307,7 +334,11 @@ def transactions_router(deps: LedgerDeps) -> APIRouter:  # noqa: PLR0915 - one c
         return await settle_many(commands, list(body.transaction_ids))
 
     @router.post(
-        "/refund-transaction/{transaction_id}", status_code=201, responses=errors, summary="Refund"
+        "/refund-transaction/{transaction_id}",
+        status_code=201,
+        responses=errors,
+        summary="Refund",
+        openapi_extra=json_body(RefundIn, required=False),
     )
     async def refund(transaction_id: str, request: Request) -> Response:
         body = validate_body(RefundIn, await read_optional_json(request))
@@ -331,6 +362,7 @@ def metadata_router(deps: LedgerDeps) -> APIRouter:
         "/{entity_id}/metadata",
         responses={404: {"description": MetadataEntityNotFoundError.code}},
         summary="Merge keys into an entity's metadata",
+        openapi_extra=json_body(MetadataIn),
     )
     async def merge(entity_id: str, request: Request) -> Response:
         body = validate_body(MetadataIn, await read_json(request))
