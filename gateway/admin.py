@@ -1,7 +1,10 @@
 """The admin surface under `/api/v1/admin`: accounts, locks, sessions, rate-limit state.
 
 The edge stack already restricts the prefix to the allowed addresses and to tokens whose role
-is admin (`gateway.admin_access`, `gateway.authentication`); the routes here add the operations. The rate-limit view
+is admin (`gateway.admin_access`, `gateway.authentication`); the routes here add the operations,
+each for an administrator whose session is still live (the edge checks the token alone, so an
+administrator who signed out, was locked, or had every session ended would otherwise keep the
+surface until the access token expired). The rate-limit view
 asks the same limiter the edge uses, counting nothing, for every rule keyed by user, with the
 user's own tier.
 """
@@ -11,9 +14,10 @@ from __future__ import annotations
 import uuid
 from typing import Any, Final
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from auth.dependencies import AuthDependencies
+from auth.errors import SessionRevokedError
 from auth.service import admin
 from gateway.limiter import LimitRequest, RateLimiter
 from gateway.openapi import problem_responses
@@ -48,10 +52,20 @@ def admin_router(
     deps: AuthDependencies, *, limiter: RateLimiter | None, rate_policy: RateLimitPolicy
 ) -> APIRouter:
     """The admin routes."""
-    router = APIRouter(prefix=PREFIX, tags=["admin"])
-    not_found = problem_responses(UserNotFoundError)
 
-    @router.get("/users", summary="List accounts (newest first, optional email prefix)")
+    async def live_session(principal: CurrentPrincipal) -> None:
+        session = await deps.sessions.get(principal.session_id)
+        if session is None or session.user_id != principal.user_text:
+            raise SessionRevokedError()
+
+    router = APIRouter(prefix=PREFIX, tags=["admin"], dependencies=[Depends(live_session)])
+    not_found = problem_responses(UserNotFoundError, SessionRevokedError)
+
+    @router.get(
+        "/users",
+        responses=problem_responses(SessionRevokedError),
+        summary="List accounts (newest first, optional email prefix)",
+    )
     async def list_users(
         _admin: CurrentPrincipal,
         limit: int = Query(PAGE_DEFAULT, ge=1, le=PAGE_MAX),

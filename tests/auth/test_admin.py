@@ -168,3 +168,21 @@ class TestAdminSurface:
         )
         assert response.status_code == 404
         assert response.headers["content-type"] == "application/problem+json"
+
+    async def test_an_ended_session_loses_the_surface_at_once(
+        self, admin_client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """An administrator who signed out (or was locked, or had every session ended) is
+        refused with the same, unexpired access token: the edge checks the token alone, the
+        admin routes the session too."""
+        admin = await _admin(admin_client, deps)
+        assert (await admin_client.get("/api/v1/admin/users", headers=admin.bearer)).is_success
+        logout = await admin_client.post("/api/v1/auth/logout", headers=admin.bearer)
+        assert logout.status_code in {200, 204}, logout.text
+        for method, path in [
+            ("GET", "/api/v1/admin/users"),
+            ("POST", f"/api/v1/admin/users/{await _user_id(deps, admin.email)}/unlock"),
+        ]:
+            refused = await admin_client.request(method, path, headers=admin.bearer)
+            assert refused.status_code == 401, refused.text
+            assert refused.json()["code"] == "AUTH_SESSION_REVOKED"
