@@ -8,7 +8,9 @@ checked by a `TokenVerifier` (the identity area's, verifying signature, `exp`, `
   that carried no credentials gets no error code);
 - a token the verifier refuses, two Authorization headers, or a malformed value: 401 with
   `Bearer realm="...", error="invalid_token", error_description="..."`;
-- an admin route and a token without the admin role: 403;
+- an admin route and a token without the admin role: 403; with it but without a second factor
+  in `amr` (unless `admin.second_factor` is off): 401 `insufficient_user_authentication` with
+  `acr_values` and no `max_age` (any sign-in with a second factor will do);
 - a step-up route (configured, or marked `x-step-up`) and a token whose `amr` lacks the required
   method or whose `auth_time` is older than `max_age_s`: 401 with
   `Bearer ..., error="insufficient_user_authentication", acr_values="...", max_age=N` (RFC 9470).
@@ -29,6 +31,7 @@ from gateway.constants import BEARER_TOKEN_LENGTH_MAX, PRINCIPALS_MAX
 from gateway.edge import Decision, EdgeState
 from gateway.errors import (
     AdminRoleRequiredError,
+    AdminSecondFactorRequiredError,
     InvalidTokenError,
     StepUpRequiredError,
     TokenMissingError,
@@ -90,6 +93,12 @@ class Authentication:
             f'error_description="{_quoted(StepUpRequiredError.default_message)}", '
             f'acr_values="{" ".join(step_up.acr_values)}", max_age={step_up.max_age_s}'
         )
+        self._admin_second_factor = admin.second_factor
+        self._admin_challenge = (
+            f'{self._realm}, error="insufficient_user_authentication", '
+            f'error_description="{_quoted(AdminSecondFactorRequiredError.default_message)}", '
+            f'acr_values="{" ".join(step_up.acr_values)}"'
+        )
 
     def refusal(self, scope: Scope, edge: EdgeState) -> tuple[AppError, str | None] | None:
         """None when the request may proceed (the principal, if any, is then in the request
@@ -140,10 +149,21 @@ class Authentication:
             edge.decision = Decision.ERROR
             return exc, None
         edge.principal = principal
+        return self._authorize(edge, principal)
+
+    def _authorize(
+        self, edge: EdgeState, principal: Principal
+    ) -> tuple[AppError, str | None] | None:
+        """What the route asks of an authenticated caller: the admin role and a second factor
+        on admin routes, a recent second factor on step-up routes."""
         route = edge.route
-        if route.is_admin and self._required_role and principal.role is not self._required_role:
-            edge.decision = Decision.DENY_ADMIN_ROLE
-            return AdminRoleRequiredError(), None
+        if route.is_admin:
+            if self._required_role and principal.role is not self._required_role:
+                edge.decision = Decision.DENY_ADMIN_ROLE
+                return AdminRoleRequiredError(), None
+            if self._admin_second_factor and self._amr_required not in principal.amr:
+                edge.decision = Decision.DENY_STEP_UP
+                return AdminSecondFactorRequiredError(), self._admin_challenge
         if route.is_step_up and not principal.has_recent_factor(
             self._amr_required, now=self._clock.now(), max_age_s=self._max_age_s
         ):

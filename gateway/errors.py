@@ -62,6 +62,12 @@ class StepUpRequiredError(UnauthorizedError):
     default_message: ClassVar[str] = "This route needs a recent multi-factor authentication."
 
 
+class AdminSecondFactorRequiredError(StepUpRequiredError):
+    """An admin route was called with a token whose sign-in had no second factor (RFC 9470)."""
+
+    default_message: ClassVar[str] = "The admin surface needs a sign-in with a second factor."
+
+
 class AdminRoleRequiredError(ForbiddenError):
     """An admin route was called with a token that does not carry the admin role."""
 

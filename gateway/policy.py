@@ -187,7 +187,8 @@ class ClientAddressPolicy(_Model):
 
 
 class AdminAccessPolicy(_Model):
-    """The admin surface: an IP allow-list (the seed's private ranges) and a role in the token."""
+    """The admin surface: an IP allow-list (the seed's private ranges), a role in the token and
+    a second factor behind it."""
 
     routes: tuple[RouteMatch, ...] = (RouteMatch(path="/api/v1/admin"),)
     allow: tuple[IpNetwork, ...] = Field(
@@ -195,6 +196,9 @@ class AdminAccessPolicy(_Model):
     )
     deny: tuple[IpNetwork, ...] = ()
     required_role: str | None = "admin"
+    # The token's `amr` must hold the step-up method (`auth.step_up.amr_required`): a sign-in
+    # with a second factor, as PCI DSS 8.4.1 asks of administrative access.
+    second_factor: bool = True
 
 
 # --------------------------------------------------------------------------- CORS

@@ -154,13 +154,35 @@ class TestPrincipal:
     def test_admin_route_needs_the_admin_role(
         self, http: httpx.Client, mint: Callable[..., str]
     ) -> None:
-        """From an allowed address, a user token is 403 and an admin token passes."""
+        """From an allowed address, a user token is 403 and an admin token with a second factor
+        passes."""
         private = {"X-Forwarded-For": "10.0.0.8"}
         user = http.get("/api/v1/admin/users", headers={**private, **_bearer(mint())})
-        admin = http.get("/api/v1/admin/users", headers={**private, **_bearer(mint(role="admin"))})
+        admin_token = mint(role="admin", amr=("pwd", "mfa"))
+        admin = http.get("/api/v1/admin/users", headers={**private, **_bearer(admin_token)})
         assert user.status_code == 403
         assert user.json()["code"] == "AUTH_ADMIN_REQUIRED"
         assert admin.status_code == 200
+
+    def test_admin_route_needs_a_second_factor(
+        self, http: httpx.Client, mint: Callable[..., str]
+    ) -> None:
+        """An admin token from a password-only sign-in is asked to step up (RFC 9470, no
+        max_age: any sign-in with a second factor will do, however long ago)."""
+        private = {"X-Forwarded-For": "10.0.0.8"}
+        token = mint(role="admin", amr=("pwd",))
+        response = http.get("/api/v1/admin/users", headers={**private, **_bearer(token)})
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == (
+            'Bearer realm="dwaybank", error="insufficient_user_authentication", '
+            'error_description="The admin surface needs a sign-in with a second factor.", '
+            'acr_values="mfa"'
+        )
+        assert response.json()["code"] == "AUTH_STEP_UP_REQUIRED"
+        old_factor = mint(role="admin", amr=("pwd", "mfa"), auth_age_s=86_400)
+        assert http.get(
+            "/api/v1/admin/users", headers={**private, **_bearer(old_factor)}
+        ).is_success
 
 
 class TestStepUp:
