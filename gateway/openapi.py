@@ -124,6 +124,11 @@ def _edge_responses(
                 f" AUTH_STEP_UP_REQUIRED: a second factor within {step_up.max_age_s} s is "
                 "needed (RFC 9470 `insufficient_user_authentication`)."
             )
+        if info.is_admin and policy.admin.second_factor:
+            text += (
+                " AUTH_STEP_UP_REQUIRED: the admin surface needs a sign-in with a second factor"
+                " (RFC 9470 `insufficient_user_authentication`)."
+            )
         responses["401"] = _response(text, **{"WWW-Authenticate": "The Bearer challenge."})
     forbidden = "GW_BOT_DENIED: the user agent is on the deny list."
     if info.is_admin:
