@@ -130,6 +130,35 @@ def parse_request(body: Any) -> MonitorRequest:
     )
 
 
+def request_schema() -> dict[str, Any]:
+    """The JSON schema of a POST or PUT `/balance-monitors` body, from the bounds
+    `parse_request` enforces; for the OpenAPI document, which cannot see a body read by hand."""
+    number = {"anyOf": [{"type": "number"}, {"type": "string"}]}
+    return {
+        "type": "object",
+        "required": ["balance_id", "condition"],
+        "properties": {
+            "balance_id": {"type": "string", "minLength": 1, "maxLength": 255},
+            "condition": {
+                "type": "object",
+                "required": ["field", "operator", "value", "precision"],
+                "properties": {
+                    "field": {"type": "string", "enum": sorted(FIELDS)},
+                    "operator": {
+                        "type": "string",
+                        "enum": sorted({*COMPARISONS, *OPERATOR_ALIASES}),
+                    },
+                    "value": number,
+                    "precision": number,
+                },
+            },
+            "description": {"type": ["string", "null"], "maxLength": DESCRIPTION_LENGTH_MAX},
+            "call_back_url": {"type": ["string", "null"], "maxLength": CALLBACK_URL_LENGTH_MAX},
+            "meta_data": {"type": ["object", "null"]},
+        },
+    }
+
+
 def monitor_json(monitor: Monitor) -> dict[str, Any]:
     """A monitor as Blnk returns it (`call_back_url` is write-only and never returned)."""
     return {

@@ -218,6 +218,37 @@ def _check_active(value: Any) -> bool:
     return value
 
 
+def subscription_schema(*, is_update: bool) -> dict[str, Any]:
+    """The JSON schema of a POST (or, `is_update`, a PATCH) `/webhooks` body, from the bounds
+    the checks above enforce; for the OpenAPI document, which cannot see a body read by hand."""
+    event_type = {
+        "type": "string",
+        "enum": sorted(EVENT_TYPES | {f"{f}.*" for f in EVENT_FAMILIES}),
+    }
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "url": {"type": "string", "maxLength": URL_LENGTH_MAX, "pattern": _URL.pattern},
+            "event_types": {
+                "anyOf": [
+                    {"const": ALL_EVENTS},
+                    {
+                        "type": "array",
+                        "items": event_type,
+                        "minItems": 1,
+                        "maxItems": EVENT_TYPES_MAX,
+                    },
+                ]
+            },
+            "active": {"type": "boolean", "default": True},
+            "description": {"type": ["string", "null"], "maxLength": DESCRIPTION_LENGTH_MAX},
+        },
+    }
+    if not is_update:
+        schema["required"] = ["url", "event_types"]
+    return schema
+
+
 def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise WebhookValidationError("the body must be a JSON object")

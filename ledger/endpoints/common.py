@@ -66,7 +66,11 @@ def json_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any
     see; without this the document listed no request body at all. The model's schema is
     inlined: its `$defs` would otherwise point at the document's root.
     """
-    schema = _inlined(model.model_json_schema(mode="validation"))
+    return json_schema_body(_inlined(model.model_json_schema(mode="validation")), required=required)
+
+
+def json_schema_body(schema: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
+    """A route's `openapi_extra` documenting its JSON body by a JSON schema."""
     return {
         "requestBody": {
             "required": required,

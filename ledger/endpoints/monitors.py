@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ledger import monitors, monitors_repository
-from ledger.endpoints.common import LedgerDeps, json_response, read_json
+from ledger.endpoints.common import LedgerDeps, json_response, json_schema_body, read_json
 from ledger.errors import (
     BalanceNotFoundError,
     BlnkBody,
@@ -31,8 +31,14 @@ def balance_monitors_router(deps: LedgerDeps, cache: MonitorCache | None = None)
         404: {"description": f"{MonitorNotFoundError.code}, {BalanceNotFoundError.code}"},
     }
 
+    body = json_schema_body(monitors.request_schema())
+
     @router.post(
-        "/balance-monitors", status_code=201, responses=errors, summary="Create a balance monitor"
+        "/balance-monitors",
+        status_code=201,
+        responses=errors,
+        summary="Create a balance monitor",
+        openapi_extra=body,
     )
     async def create(request: Request) -> Response:
         raw = await read_json(request)
@@ -70,7 +76,10 @@ def balance_monitors_router(deps: LedgerDeps, cache: MonitorCache | None = None)
         return json_response(monitor_json(monitor))
 
     @router.put(
-        "/balance-monitors/{monitor_id}", responses=errors, summary="Update a balance monitor"
+        "/balance-monitors/{monitor_id}",
+        responses=errors,
+        summary="Update a balance monitor",
+        openapi_extra=body,
     )
     async def update(monitor_id: str, request: Request) -> Response:
         body = monitors.parse_request(await read_json(request))

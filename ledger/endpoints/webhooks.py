@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ledger import webhooks, webhooks_repository
-from ledger.endpoints.common import LedgerDeps, json_response, page, read_json
+from ledger.endpoints.common import LedgerDeps, json_response, json_schema_body, page, read_json
 from ledger.webhooks import (
     DELIVERIES_PAGE_MAX,
     SUBSCRIPTIONS_LIST_MAX,
@@ -44,7 +44,13 @@ def webhooks_router(deps: LedgerDeps) -> APIRouter:
         409: {"description": DeliveryNotDeadError.code},
     }
 
-    @router.post("/webhooks", status_code=201, responses=errors, summary="Subscribe to events")
+    @router.post(
+        "/webhooks",
+        status_code=201,
+        responses=errors,
+        summary="Subscribe to events",
+        openapi_extra=json_schema_body(webhooks.subscription_schema(is_update=False)),
+    )
     async def create(request: Request) -> Response:
         body = await read_json(request)
         async with deps.db.transaction() as conn:
@@ -68,7 +74,10 @@ def webhooks_router(deps: LedgerDeps) -> APIRouter:
         return json_response(subscription_json(found))
 
     @router.patch(
-        "/webhooks/{subscription_id}", responses=errors, summary="Change a webhook subscription"
+        "/webhooks/{subscription_id}",
+        responses=errors,
+        summary="Change a webhook subscription",
+        openapi_extra=json_schema_body(webhooks.subscription_schema(is_update=True)),
     )
     async def update(subscription_id: str, request: Request) -> Response:
         body = await read_json(request)
