@@ -72,6 +72,10 @@ def parse_decimal(value: Decimal | int | float | str) -> Decimal:
         raise InvalidAmountError("amount must be a number, not a boolean")
     if isinstance(value, float):
         return decimal_from_float(value)
+    if not isinstance(value, (Decimal, int, str)):
+        # JSON's objects, arrays and null: Decimal raises TypeError for most, and reads a list
+        # as its (sign, digits, exponent) tuple form.
+        raise InvalidAmountError("amount must be a number or numeric text")
     try:
         result = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
     except (InvalidOperation, ValueError) as exc:

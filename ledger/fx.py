@@ -47,7 +47,7 @@ from kit.money import format_amount, parse_decimal
 from ledger import fx_repository
 from ledger.errors import TransactionValidationError
 from ledger.fx_model import Rate
-from ledger.models import PostBulk, PostTransaction
+from ledger.models import CURRENCY_CODE, PostBulk, PostTransaction
 
 FX_INDICATOR_PREFIX: Final = "@FX_"
 RATES_FILE: Final = Path(__file__).resolve().parent / "data" / "rates.yaml"
@@ -222,8 +222,16 @@ def _quotes(document: Any, base: str) -> dict[str, Decimal]:
 async def store_rates(
     conn: asyncpg.Connection, rates: Sequence[Rate], *, replace_existing: bool
 ) -> int:
-    """Write rates (skipping same-currency pairs); returns how many rows changed."""
-    usable = [r for r in rates if r.base != r.quote]
+    """Write rates (skipping same-currency pairs, and pairs whose codes no ledger table could
+    hold: a provider's odd entry must not fail the whole refresh); returns how many rows
+    changed."""
+    usable = [
+        r
+        for r in rates
+        if r.base != r.quote and CURRENCY_CODE.match(r.base) and CURRENCY_CODE.match(r.quote)
+    ]
+    if len(usable) < len(rates):
+        logger.warning("skipped %d rates of unusable pairs", len(rates) - len(usable))
     return await fx_repository.upsert_rates(conn, usable, replace=replace_existing)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import operator
+import re
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
@@ -70,6 +71,8 @@ def _pickled_by_fields(cls: type[_Model]) -> type[_Model]:
 
 
 _DEFAULT_FROM_FACTORY: Final = object()  # a field left to its default_factory
+# A currency code as every ledger table's CHECK spells it (balances, transactions, rates).
+CURRENCY_CODE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,32}$")
 
 
 def _built_fast(cls: type[_Model]) -> type[_Model]:

@@ -25,13 +25,12 @@ from ledger.errors import (
     TransactionNotFoundError,
 )
 from ledger.filters import COLLECTIONS, Query, add_condition, sql_for
-from ledger.models import GENERAL_LEDGER_ID, BalanceRecord, TransactionRecord
+from ledger.models import CURRENCY_CODE, GENERAL_LEDGER_ID, BalanceRecord, TransactionRecord
 from ledger.wire import balance_json, timestamp, transaction_json
 
 NAME_LENGTH_MAX: Final = 255
 ALLOCATION_STRATEGIES: Final = frozenset({"FIFO", "LIFO", "PROPORTIONAL"})
 _INDICATOR = re.compile(r"^@\S{1,254}$")
-_CURRENCY = re.compile(r"^[A-Za-z0-9_.:-]{1,32}$")
 
 
 def ledger_json(row: asyncpg.Record) -> dict[str, Any]:
@@ -89,7 +88,7 @@ async def create_balance(
     """POST /balances."""
     if not ledger_id:
         raise BalanceRequestInvalidError("ledger_id is required")
-    if not currency or not _CURRENCY.match(currency):
+    if not currency or not CURRENCY_CODE.match(currency):
         raise BalanceRequestInvalidError("currency is required (1-32 letters, digits, _ . : -)")
     strategy = (allocation_strategy or "FIFO").upper()
     if strategy not in ALLOCATION_STRATEGIES:

@@ -37,7 +37,7 @@ from ledger.errors import (
 )
 from ledger.fx import FxRateNotFoundError, FxValidationError, StaticFileProvider, rate_json
 from ledger.fx_model import Rate
-from ledger.models import PostBulk
+from ledger.models import CURRENCY_CODE, PostBulk
 from ledger.preview import preview_bulk
 from ledger.schemas import NumberOrText, TransactionIn, transaction_command, validate_body
 from ledger.wire import transaction_json
@@ -149,8 +149,10 @@ def fx_router(deps: LedgerDeps, rates_provider: StaticFileProvider | None = None
     )
     async def set_pair(base: str, quote: str, request: Request) -> Response:
         body = validate_body(RateIn, await read_json(request))
-        if len(base) > CURRENCY_LENGTH_MAX or len(quote) > CURRENCY_LENGTH_MAX or base == quote:
-            raise FxValidationError("base and quote are two different currency codes")
+        if not CURRENCY_CODE.match(base) or not CURRENCY_CODE.match(quote) or base == quote:
+            raise FxValidationError(
+                "base and quote are two different currency codes (1-32 letters, digits, _ . : -)"
+            )
         rate = Rate(base, quote, fx.parse_rate(body.rate), "manual", deps.clock.now())
         async with deps.db.transaction() as conn:
             await fx.store_rates(conn, [rate], replace_existing=True)

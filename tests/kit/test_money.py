@@ -68,9 +68,13 @@ class TestWorkedExamples:
 
 
 class TestRejections:
-    @pytest.mark.parametrize("value", ["abc", "NaN", "Infinity", "", "1e", True])
+    @pytest.mark.parametrize(
+        "value", ["abc", "NaN", "Infinity", "", "1e", True, None, {}, [0, [1], 0], [1]]
+    )
     def test_not_a_number(self, value: object) -> None:
-        """Text that is not a finite number is refused."""
+        """Text that is not a finite number is refused, and so is any other JSON value: null,
+        an object (Decimal's TypeError was a 500) or an array (Decimal reads `[0, [1], 0]` as
+        its tuple form, 1)."""
         with pytest.raises(InvalidAmountError):
             to_minor_units(value, 100)  # type: ignore[arg-type]  # deliberately wrong input
 
@@ -84,6 +88,12 @@ class TestRejections:
     def test_bad_precision(self, value: object) -> None:
         """Precision must be a whole number between 1 and 10**18."""
         with pytest.raises(InvalidPrecisionError):
+            parse_precision(value)  # type: ignore[arg-type]  # deliberately wrong input
+
+    @pytest.mark.parametrize("value", [{}, [100], "x"])
+    def test_precision_that_is_no_number(self, value: object) -> None:
+        """A precision that is not a number is refused as one (callers map it to their 4xx)."""
+        with pytest.raises(InvalidAmountError):
             parse_precision(value)  # type: ignore[arg-type]  # deliberately wrong input
 
     @pytest.mark.parametrize(

@@ -335,6 +335,28 @@ class TestTransferApi:
         assert held.status_code == 400
         assert held.json()["error_detail"]["code"] == "FX_VALIDATION_ERROR"
 
+    @pytest.mark.parametrize(
+        ("path", "body", "code"),
+        [
+            # A code no ledger table can hold (PostgreSQL's CHECK answered, a 500).
+            ("/fx/rates/%C2%89c/EUR", {"rate": "1.1"}, "FX_VALIDATION_ERROR"),
+            ("/fx/rates/US%20D/EUR", {"rate": "1.1"}, "FX_VALIDATION_ERROR"),
+            ("/fx/rates/USD/EUR", {}, "FX_VALIDATION_ERROR"),  # no rate: Decimal's TypeError
+            ("/fx/rates/USD/EUR", {"rate": {}}, "GEN_MALFORMED_REQUEST"),  # not NumberOrText
+        ],
+    )
+    async def test_setting_a_bad_rate_is_400(
+        self, *, api: httpx.AsyncClient, db: Database, path: str, body: dict[str, Any], code: str
+    ) -> None:
+        """A bad pair or rate is a 400 and no rate is written."""
+        async with db.connection() as conn:
+            before = await conn.fetchval("SELECT count(*) FROM ledger.exchange_rates")
+        response = await api.put(path, json=body)
+        assert response.status_code == 400, response.text
+        assert response.json()["error_detail"]["code"] == code
+        async with db.connection() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM ledger.exchange_rates") == before
+
 
 _USED_CODES: set[str] = set()
 

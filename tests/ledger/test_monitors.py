@@ -88,6 +88,8 @@ class TestConditions:
             _condition(value="ten"),
             _condition(precision=0.5),
             _condition(value=None),
+            _condition(precision={}),  # was a TypeError out of Decimal: a 500 over HTTP
+            _condition(value=[0, [1], 0]),  # Decimal reads a list as its tuple form
         ],
     )
     def test_invalid_conditions_are_refused(self, bad: dict[str, Any]) -> None:
