@@ -303,7 +303,7 @@ class EventDispatcher:
                 )
                 status_code = response.status_code
                 error = None if response.is_success else f"HTTP {status_code}"
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:  # one delivery's, not the round's
                 error = f"{type(exc).__name__}: {exc}"
             except AppError as exc:
                 error = f"{exc.code}: {exc.message}"

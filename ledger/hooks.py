@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, StrictBool
 from kit.clock import Clock
 from kit.db import Database
 from kit.errors import AppError
+from kit.http_urls import is_requestable
 from kit.ids import IdPrefix, new_id
 from kit.json_exact import dumps
 from ledger import hook_repository as repository
@@ -163,7 +164,12 @@ def _settings(body: HookIn) -> dict[str, Any]:
         parts = urlsplit(url)
     except ValueError as exc:
         raise HookInvalidError("hook URL is not a valid URL") from exc
-    if len(url) > HOOK_URL_LENGTH_MAX or parts.scheme not in {"http", "https"} or not parts.netloc:
+    if (
+        len(url) > HOOK_URL_LENGTH_MAX
+        or parts.scheme not in {"http", "https"}
+        or not parts.netloc
+        or not is_requestable(url)
+    ):
         raise HookInvalidError(
             f"hook URL must be an http(s) URL of at most {HOOK_URL_LENGTH_MAX} characters"
         )
@@ -368,7 +374,7 @@ class HookRunner:
                 async with asyncio.timeout(hook.timeout_s):
                     reply = await self._attempt(hook, body)
                 break
-            except (_RetryableError, httpx.HTTPError, TimeoutError) as exc:
+            except (_RetryableError, httpx.HTTPError, httpx.InvalidURL, TimeoutError) as exc:
                 logger.info(
                     "hook call failed",
                     extra={

@@ -34,6 +34,7 @@ import asyncpg
 
 from kit.crypto import EnvelopeCipher
 from kit.errors import ConflictError, DomainError, InvariantError, NotFoundError
+from kit.http_urls import is_requestable
 from kit.ids import IdPrefix, new_id
 from kit.json_exact import dumps
 from ledger import webhooks_repository
@@ -180,7 +181,12 @@ def matches(patterns: tuple[str, ...], event_type: str) -> bool:
 
 
 def _check_url(url: Any) -> str:
-    if not isinstance(url, str) or len(url) > URL_LENGTH_MAX or not _URL.match(url):
+    if (
+        not isinstance(url, str)
+        or len(url) > URL_LENGTH_MAX
+        or not _URL.match(url)
+        or not is_requestable(url)
+    ):
         raise WebhookValidationError("url must be an http(s) URL of at most 2048 characters")
     return url
 

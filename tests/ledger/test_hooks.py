@@ -234,6 +234,18 @@ class TestHookManagement:
         )
         assert bad_url.status == 400
         assert bad_url.error.code == "HOOK_INVALID"
+        no_request = hooks.hooks.create(  # a host IDNA cannot encode: every call would fail
+            {
+                "name": "x",
+                "url": "http://\U0010f5be\u00cbv\u00e5/h",
+                "type": "PRE_TRANSACTION",
+                "active": True,
+                "timeout": 5,
+                "retry_count": 0,
+            }
+        )
+        assert no_request.status == 400
+        assert no_request.error.code == "HOOK_INVALID"
         too_slow = hooks.hooks.create(
             {
                 "name": "x",

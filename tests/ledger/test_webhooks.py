@@ -136,6 +136,17 @@ class TestSubscriptionsApi:
         assert response.status_code == 400
         assert response.json()["error_detail"]["code"] == "WHK_VALIDATION_ERROR"
 
+    async def test_a_url_no_request_can_be_built_for_is_refused(
+        self, api: httpx.AsyncClient
+    ) -> None:
+        """A host IDNA cannot encode is a 400 WHK_VALIDATION_ERROR at subscription (it was
+        accepted, and then failed every dispatcher round)."""
+        url = "http://\U0010f5be\u00cbv\u00e5/hook"
+        response = await api.post("/webhooks", json={"url": url, "event_types": "*"})
+        assert response.status_code == 400, response.text
+        assert response.json()["error_detail"]["code"] == "WHK_VALIDATION_ERROR"
+        assert (await api.get("/webhooks")).json() == []
+
     async def test_unknown_subscription_is_404(self, api: httpx.AsyncClient) -> None:
         """Get and delete of an unknown subscription answer WHK_NOT_FOUND."""
         for method in ("GET", "DELETE"):
@@ -320,6 +331,42 @@ class TestDelivery:
         assert [r.headers["x-blnk-delivery-attempt"] for r in requests] == ["1", "2", "3"]
         deliveries = (await api.get(f"/webhooks/{created['subscription_id']}/deliveries")).json()
         assert [(d["status"], d["attempts"]) for d in deliveries] == [("delivered", 3)]
+
+    async def test_an_uncallable_url_fails_only_its_own_deliveries(
+        self,
+        *,
+        api: httpx.AsyncClient,
+        webhook_receiver: WebhookReceiver,
+        dispatcher: EventDispatcher,
+        engine: LedgerEngine,
+        make_balance: MakeBalance,
+        db: Database,
+    ) -> None:
+        """A stored URL the client cannot build a request for (a row from before the check)
+        fails its own delivery with the reason; the round goes on and the other subscriber is
+        served (the exception used to end every round before anything was recorded)."""
+        path = f"/ok/{uuid.uuid4().hex}"
+        await _subscribe(api, webhook_receiver.url(path), ["transaction.applied"])
+        broken = await _subscribe(api, webhook_receiver.url("/ok/x"), ["transaction.applied"])
+        async with db.connection() as conn:
+            await conn.execute(
+                "UPDATE ledger.webhook_subscriptions SET url = $1 WHERE subscription_id = $2",
+                "http://\U0010f5be\u00cbv\u00e5/hook",
+                broken["subscription_id"],
+            )
+        await engine.execute(
+            [transfer("@WorldUSD", await make_balance(), 10, allow_overdraft=True)]
+        )
+        await _drain(dispatcher, _count_at_least(webhook_receiver, path, 1))
+        deliveries_path = f"/webhooks/{broken['subscription_id']}/deliveries"
+
+        async def failed() -> bool:
+            return any(d["attempts"] for d in (await api.get(deliveries_path)).json())
+
+        await _drain(dispatcher, failed)
+        (delivery,) = (await api.get(deliveries_path)).json()
+        assert delivery["status"] in {"pending", "dead"}
+        assert delivery["last_error"].startswith("InvalidURL")
 
     async def test_dead_letter_is_visible_and_can_be_redriven(
         self,
