@@ -229,7 +229,7 @@ def subscription_schema(*, is_update: bool) -> dict[str, Any]:
     the checks above enforce; for the OpenAPI document, which cannot see a body read by hand."""
     event_type = {
         "type": "string",
-        "enum": sorted(EVENT_TYPES | {f"{f}.*" for f in EVENT_FAMILIES}),
+        "enum": sorted(EVENT_TYPES | {ALL_EVENTS} | {f"{f}.*" for f in EVENT_FAMILIES}),
     }
     schema: dict[str, Any] = {
         "type": "object",
