@@ -8,6 +8,7 @@ stops everything it started: no Ray process, no HAProxy, no embedded server, no 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
@@ -150,9 +151,20 @@ def up(tmp_path: Path, server_env: dict[str, str]) -> Iterator[Up]:
     try:
         yield running
     finally:
+        # After a failure `up` is still running: stop it as an operator would (SIGTERM stops
+        # Ray and the embedded servers it started), and only then kill what is left, its
+        # children too (a SIGKILL alone left the embedded Redis running after the run).
+        children = _descendants(running.process.pid)
         if running.process.poll() is None:
-            running.process.kill()
-            running.process.wait(timeout=30)
+            running.process.terminate()
+            try:
+                running.process.wait(timeout=STOP_DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                running.process.kill()
+                running.process.wait(timeout=30)
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
         if running.process.stdout is not None:
             running.process.stdout.close()
 
