@@ -156,6 +156,11 @@ class SessionStore:
             raw = await self._redis.get(self._key(session_id))
         return None if raw is None else Session.from_json(raw)
 
+    async def get_owned(self, session_id: str, user_id: str) -> Session | None:
+        """The live session with this id, if it is `user_id`'s (a token's `sid` and `sub`)."""
+        session = await self.get(session_id)
+        return session if session is not None and session.user_id == user_id else None
+
     async def touch(self, conn: asyncpg.Connection, session_id: str) -> Session | None:
         """Extend a live session's idle TTL; None when it has ended."""
         session = await self.get(session_id)

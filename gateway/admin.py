@@ -54,8 +54,7 @@ def admin_router(
     """The admin routes."""
 
     async def live_session(principal: CurrentPrincipal) -> None:
-        session = await deps.sessions.get(principal.session_id)
-        if session is None or session.user_id != principal.user_text:
+        if await deps.sessions.get_owned(principal.session_id, principal.user_text) is None:
             raise SessionRevokedError()
 
     router = APIRouter(prefix=PREFIX, tags=["admin"], dependencies=[Depends(live_session)])

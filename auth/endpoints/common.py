@@ -141,8 +141,8 @@ class Edge:
         if scheme.lower() != "bearer" or not token:
             raise InvalidTokenError("a bearer access token is required")
         claims = self.deps.verifier.verify(token.strip())
-        session = await self.deps.sessions.get(claims.sid)
-        if session is None or session.user_id != str(claims.sub):
+        session = await self.deps.sessions.get_owned(claims.sid, str(claims.sub))
+        if session is None:
             raise SessionRevokedError()
         return Principal(claims=claims, session=session)
 
