@@ -35,6 +35,8 @@ from kit.db import Database
 from kit.ratelimit import SlidingLogLimiter
 from kit.redis_client import KeySpace
 from kit.settings import Settings
+from users import service as users
+from users.models import Role
 
 PASSWORD = "Correct-Horse-Battery-9"
 NEW_PASSWORD = "Tranquil-Meadow-Lantern-42"
@@ -178,3 +180,17 @@ async def with_totp(client: httpx.AsyncClient, account: Account, clock: FrozenCl
     account.refresh_token = response.json()["refresh_token"]
     clock.advance(30)  # the next code belongs to a new step (codes are accepted once)
     return secret
+
+
+async def administrator(
+    client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+) -> Account:
+    """A registered user promoted to the admin role, signed in with a password and TOTP."""
+    account = await registered(client)
+    secret = await with_totp(client, account, clock)
+    async with deps.db.transaction() as conn:
+        user = await users.find_by_email(conn, account.email)
+        assert user is not None
+        await users.set_role(conn, user.id, Role.ADMIN)
+    assert (await login(client, account, mfa_code=totp(secret, clock.now()))).status_code == 200
+    return account

@@ -14,15 +14,13 @@ import pytest
 
 from auth.dependencies import AuthDependencies
 from auth.endpoints import build_routers
-from auth.otp import totp
 from gateway.admin import admin_router
 from gateway.app import create_app
 from gateway.limiter import SlidingLogLimiter
 from gateway.policy import AdminAccessPolicy, GatewayPolicy
 from kit.clock import FrozenClock
-from tests.auth.conftest import Account, login, registered, with_totp
+from tests.auth.conftest import administrator, login, registered
 from users import service as users
-from users.models import Role
 
 pytestmark = pytest.mark.db
 
@@ -55,18 +53,6 @@ async def admin_client(
         yield http
 
 
-async def _admin(client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock) -> Account:
-    """An administrator signed in with a password and a TOTP code."""
-    account = await registered(client)
-    secret = await with_totp(client, account, clock)
-    async with deps.db.transaction() as conn:
-        user = await users.find_by_email(conn, account.email)
-        assert user is not None
-        await users.set_role(conn, user.id, Role.ADMIN)
-    assert (await login(client, account, mfa_code=totp(secret, clock.now()))).status_code == 200
-    return account
-
-
 async def _user_id(deps: AuthDependencies, email: str) -> str:
     async with deps.db.connection() as conn:
         user = await users.find_by_email(conn, email)
@@ -85,7 +71,7 @@ class TestAdminSurface:
         self, admin_client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
     ) -> None:
         """The admin finds an account by email prefix."""
-        admin = await _admin(admin_client, deps, clock)
+        admin = await administrator(admin_client, deps, clock)
         target = await registered(admin_client)
         response = await admin_client.get(
             "/api/v1/admin/users", params={"email": target.email[:12]}, headers=admin.bearer
@@ -97,7 +83,7 @@ class TestAdminSurface:
         self, admin_client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
     ) -> None:
         """A locked account cannot refresh or sign in; unlocking restores sign-in."""
-        admin = await _admin(admin_client, deps, clock)
+        admin = await administrator(admin_client, deps, clock)
         target = await registered(admin_client)
         user_id = await _user_id(deps, target.email)
         locked = await admin_client.post(
@@ -123,7 +109,7 @@ class TestAdminSurface:
         self, admin_client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
     ) -> None:
         """Ending a user's sessions kills their refresh tokens."""
-        admin = await _admin(admin_client, deps, clock)
+        admin = await administrator(admin_client, deps, clock)
         target = await registered(admin_client)
         user_id = await _user_id(deps, target.email)
         response = await admin_client.post(
@@ -140,7 +126,7 @@ class TestAdminSurface:
         self, admin_client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
     ) -> None:
         """The admin sees the user's counts under each per-user rule, without counting."""
-        admin = await _admin(admin_client, deps, clock)
+        admin = await administrator(admin_client, deps, clock)
         target = await registered(admin_client)
         user_id = await _user_id(deps, target.email)
 
@@ -165,7 +151,7 @@ class TestAdminSurface:
         self, admin_client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
     ) -> None:
         """Acting on a user that does not exist is a problem+json 404."""
-        admin = await _admin(admin_client, deps, clock)
+        admin = await administrator(admin_client, deps, clock)
         response = await admin_client.post(
             "/api/v1/admin/users/00000000-0000-4000-8000-000000000000/lock", headers=admin.bearer
         )
@@ -178,7 +164,7 @@ class TestAdminSurface:
         """An administrator who signed out (or was locked, or had every session ended) is
         refused with the same, unexpired access token: the edge checks the token alone, the
         admin routes the session too."""
-        admin = await _admin(admin_client, deps, clock)
+        admin = await administrator(admin_client, deps, clock)
         assert (await admin_client.get("/api/v1/admin/users", headers=admin.bearer)).is_success
         logout = await admin_client.post("/api/v1/auth/logout", headers=admin.bearer)
         assert logout.status_code in {200, 204}, logout.text

@@ -20,9 +20,8 @@ import jwt
 import pytest
 
 from auth.dependencies import AuthDependencies
-from auth.otp import totp
 from kit.clock import FrozenClock
-from tests.auth.conftest import Account, build_app, login, registered, with_totp
+from tests.auth.conftest import Account, administrator, build_app, registered, with_totp
 
 with warnings.catch_warnings(record=True):
     # authlib 1.9 warns at import that its httpx integration will move to httpx2; it still
@@ -34,15 +33,6 @@ pytestmark = pytest.mark.db
 
 ISSUER = "http://127.0.0.1:8000"
 REDIRECT = "https://partner.example/callback"
-
-
-async def _admin(client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock) -> Account:
-    account = await registered(client)
-    secret = await with_totp(client, account, clock)
-    async with deps.db.connection() as conn:
-        await conn.execute("UPDATE users SET role = 'admin' WHERE email = $1", account.email)
-    assert (await login(client, account, mfa_code=totp(secret, clock.now()))).status_code == 200
-    return account
 
 
 async def _client(client: httpx.AsyncClient, admin: Account, **extra: object) -> dict[str, str]:
@@ -73,7 +63,7 @@ class TestAuthlibClient:
         self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
     ) -> None:
         """authlib gets tokens with code + PKCE S256, then refreshes them."""
-        admin = await _admin(client, deps, clock)
+        admin = await administrator(client, deps, clock)
         registered_client = await _client(client, admin)
         oauth = AsyncOAuth2Client(
             client_id=registered_client["client_id"],
@@ -121,7 +111,7 @@ class TestAuthlibClient:
         self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
     ) -> None:
         """A wrong verifier, a second exchange and a foreign redirect_uri are invalid_grant."""
-        admin = await _admin(client, deps, clock)
+        admin = await administrator(client, deps, clock)
         registered_client = await _client(client, admin)
         verifier, challenge = _pkce()
         params = {
@@ -161,7 +151,7 @@ class TestAuthlibClient:
         self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
     ) -> None:
         """Unregistered redirect URIs never redirect; a missing PKCE challenge is an error."""
-        admin = await _admin(client, deps, clock)
+        admin = await administrator(client, deps, clock)
         registered_client = await _client(client, admin)
         base = {
             "response_type": "code",
@@ -185,7 +175,7 @@ class TestAuthlibClient:
         self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
     ) -> None:
         """A wrong secret answers 401 invalid_client in RFC 6749's shape."""
-        admin = await _admin(client, deps, clock)
+        admin = await administrator(client, deps, clock)
         registered_client = await _client(client, admin)
         response = await client.post(
             "/oauth/token",
@@ -200,7 +190,7 @@ class TestAuthlibClient:
     ) -> None:
         """U+0000, which PostgreSQL cannot store, is refused before the handler runs (it was a
         500 from the database) and no client is registered."""
-        admin = await _admin(client, deps, clock)
+        admin = await administrator(client, deps, clock)
         async with deps.db.connection() as conn:
             before = await conn.fetchval("SELECT count(*) FROM oauth_clients")
         response = await client.post(
@@ -234,7 +224,7 @@ class TestRevocationAndIntrospection:
         self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
     ) -> None:
         """Introspection says active; after RFC 7009 revocation both tokens are inactive."""
-        admin = await _admin(client, deps, clock)
+        admin = await administrator(client, deps, clock)
         registered_client = await _client(client, admin)
         verifier, challenge = _pkce()
         params = {

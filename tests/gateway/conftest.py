@@ -49,6 +49,8 @@ ISSUER = "https://api.dwaybank.test"
 AUDIENCE = "dwaybank-api"
 SERVER_START_DEADLINE_S = 30.0
 SERVER_STOP_DEADLINE_S = 30.0
+# A browser's user agent, for tests whose requests must not look like a bot.
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0"
 
 
 class LiveServers:

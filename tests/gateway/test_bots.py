@@ -9,9 +9,9 @@ import pytest
 from fastapi import FastAPI
 
 from gateway.policy import BotPolicy, GatewayPolicy
+from tests.gateway.conftest import BROWSER
 
 ROUTE = "/api/v1/wallets/balance"  # an ordinary route (no verifier: it takes no token here)
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0"
 
 
 @pytest.fixture(scope="module")

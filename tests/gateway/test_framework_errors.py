@@ -17,8 +17,8 @@ from gateway.app import create_app
 from gateway.policy import AuthPolicy, GatewayPolicy, RouteMatch
 from gateway.problems import ErrorStyle
 from kit.errors import ConflictError
+from tests.gateway.conftest import BROWSER
 
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0"
 HUGE = 2**70
 
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0"
+from tests.gateway.conftest import BROWSER
 
 
 @pytest.fixture(scope="module")
