@@ -33,6 +33,8 @@ from tests.ledger.webhook_receiver import WebhookReceiver
 pytestmark = [pytest.mark.ray, pytest.mark.db]
 
 ARRIVAL_TIMEOUT_S = 30.0
+TEST_DELIVERY_TIMEOUT_S = 2.0  # the local receiver answers at once
+TEST_LEASE_S = 5.0
 CATCH_UP_ROUNDS_MAX = 10_000
 
 
@@ -114,7 +116,12 @@ async def test_delivers_and_resumes_after_a_crash(
     config = DispatcherActorConfig(
         database_url=database_dsn,
         use_cipher=False,
-        dispatcher=DispatcherConfig(poll_interval_s=0.05),
+        # `ray.kill` returns before the actor is dead: the old instance may still claim the
+        # second delivery and die holding its lease, which the new one waits out (60 s by
+        # default, past ARRIVAL_TIMEOUT_S). A short lease keeps that case inside the wait.
+        dispatcher=DispatcherConfig(
+            poll_interval_s=0.05, delivery_timeout_s=TEST_DELIVERY_TIMEOUT_S, lease_s=TEST_LEASE_S
+        ),
     )
     handle = await asyncio.to_thread(get_or_create_dispatcher, config)
     try:
