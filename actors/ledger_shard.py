@@ -7,8 +7,9 @@ merge into the engine's batches.
 
 `ShardedLedger` is the `LedgerPort` the ingress uses: it routes each command to a shard by a
 stable key (the debited balance for a transfer, the hold for a commit or void, the original
-for a refund) and coalesces per shard with at most one call in flight, so the actor hop is
-paid per call, not per transaction (reference/prototype-shards.md: ~530 vs ~2,150 postings/s).
+for a refund) and coalesces per shard with one call in flight (a second only while a full call
+waits: `actors.coalescer`), so the actor hop is paid per call, not per transaction
+(reference/prototype-shards.md: ~530 vs ~2,150 postings/s).
 Routing is for performance and per-balance ordering only: every funds check is made on rows
 locked in PostgreSQL, so any shard may run any command correctly.
 
@@ -56,8 +57,8 @@ SHARD_KIND: Final = "ledger"
 SHARD_MAX_CONCURRENCY: Final = 256  # concurrent calls one shard accepts (they merge into batches)
 SHARD_NUM_CPUS: Final = 0.25  # scheduling weight; the engine mostly waits on PostgreSQL
 # Commands per actor call from one ingress: one call can fill one engine batch (ShardConfig's
-# batch_items_max). With one call in flight the engine's batches are never larger than a call;
-# at 256 a shard posted ~5.3k transfers/s in benchmarks/ledger.py, at 512 ~6.3k.
+# batch_items_max), which is also the backlog that sends a second call at once. At 256 a shard
+# posted ~5.3k transfers/s in benchmarks/ledger.py, at 512 ~6.3k.
 CALL_ITEMS_MAX: Final = 512
 # Postings per actor call (a bulk counts its items): a call of 512 large bulks would overflow
 # the engine's queue (QUEUE_ITEMS_MAX_DEFAULT, 50,000) and be refused whole. One bulk of the

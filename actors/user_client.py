@@ -8,8 +8,8 @@ API (the gateway uses the same client for its per-route limits):
     result = await client.report_login(account, ticket=admission.ticket, is_success=False)
 
 Every call is routed to shard `shard_for(key, settings.user_shard_count)` and goes through that
-shard's `Coalescer`: at most one call in flight per shard, whatever piled up meanwhile rides in
-the next call (up to 256 operations). An operation's own failure is raised to its caller only;
+shard's `Coalescer`: one call in flight per shard (a second only while a full call waits),
+whatever piled up meanwhile rides in the next call (up to 256 operations). An operation's own failure is raised to its caller only;
 a failed call (the actor died or restarts) raises `ClusterUnavailableError` (503) to every
 caller in it, and nothing is retried (a lockout report must never count twice).
 """
