@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import ray
 
-from actors.ledger_shard import ShardConfig, ShardedLedger, start_shards
+from actors.ledger_shard import CALL_POSTINGS_MAX, ShardConfig, ShardedLedger, start_shards
 from kit.db import Database
-from ledger.models import IdempotencyClaim, Outcome, PostTransaction
+from ledger.models import IdempotencyClaim, Outcome, PostBulk, PostTransaction
 
 pytestmark = [pytest.mark.ray, pytest.mark.db]
 
@@ -157,6 +157,47 @@ class TestConcurrency:
         assert all(o.error is None for (o,) in outcomes)
         assert (await _figures(db, [hot]))[hot] == sum(a for _, a in plans)
         assert await _currency_sum(db) == 0
+
+    async def test_concurrent_bulks_heavier_than_one_call_land_exactly(
+        self, ledger: ShardedLedger, db: Database
+    ) -> None:
+        """Bulks whose items outweigh one call (a second call then leaves while the first is
+        out) all apply, each item once, with exact balances and a zero sum."""
+        balances = await _make_balances(db, 30)
+        await _fund(ledger, balances, 1_000_000)
+        rng = random.Random(5)
+        bulk_size = 500
+        # Five calls' worth at once over the two shards: one of them gets at least two and a
+        # half, so its coalescer sends a second call while the first is out.
+        bulks = 5 * CALL_POSTINGS_MAX // bulk_size
+        plans = [
+            [(*rng.sample(balances, 2), rng.randint(1, 50)) for _ in range(bulk_size)]
+            for _ in range(bulks)
+        ]
+        commands = [
+            PostBulk(
+                batch_id=f"bulk_{uuid.uuid4()}",
+                items=tuple(_transfer(s, d, a) for s, d, a in plan),
+                atomic=False,
+                inflight=False,
+            )
+            for plan in plans
+        ]
+        outcomes = await asyncio.gather(*(ledger.execute([c]) for c in commands))
+        assert all(o.error is None for (o,) in outcomes), [o.error for (o,) in outcomes]
+        expected = dict.fromkeys(balances, 1_000_000)
+        for plan in plans:
+            for source, destination, amount in plan:
+                expected[source] -= amount
+                expected[destination] += amount
+        assert await _figures(db, balances) == expected
+        assert await _currency_sum(db) == 0
+        async with db.connection() as conn:
+            posted = await conn.fetchval(
+                "SELECT count(*) FROM ledger.transactions WHERE parent_transaction = ANY($1)",
+                [c.batch_id for c in commands],
+            )
+        assert posted == bulks * bulk_size
 
 
 class Progress:
