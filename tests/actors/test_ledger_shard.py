@@ -170,10 +170,13 @@ class TestConcurrency:
         # Five calls' worth at once over the two shards: one of them gets at least two and a
         # half, so its coalescer sends a second call while the first is out.
         bulks = 5 * CALL_POSTINGS_MAX // bulk_size
-        plans = [
-            [(*rng.sample(balances, 2), rng.randint(1, 50)) for _ in range(bulk_size)]
-            for _ in range(bulks)
-        ]
+        plans: list[list[tuple[str, str, int]]] = []
+        for _ in range(bulks):
+            plan = []
+            for _ in range(bulk_size):
+                source, destination = rng.sample(balances, 2)
+                plan.append((source, destination, rng.randint(1, 50)))
+            plans.append(plan)
         commands = [
             PostBulk(
                 batch_id=f"bulk_{uuid.uuid4()}",
