@@ -5,12 +5,21 @@ in minor units) come first and may not exceed what is left; then percentages of 
 (rounded down to a whole minor unit), which may not add up past 100%; then at most one "left"
 leg takes what remains; any final difference goes to the largest leg, so the legs always add
 up to the total exactly. A total below one minor unit goes wholly to the first leg.
+
+Percentages are exact fractions and every share is computed in integers: a precise amount may
+carry up to 60 digits (`kit.money.MINOR_UNITS_DIGITS_MAX`), past the 28 of Python's default
+decimal context, which rounded a 30-digit total's halves up past the total and shifted a
+40-digit total's share by whole minor units. A percentage carries at most
+`PERCENT_PLACES_MAX` decimal places, as many as a leg's distribution field (64 characters) can
+write out, so that an exponent such as `1E-999999999%` cannot become a fraction whose
+denominator has a billion digits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Final
 
 from kit.money import InvalidAmountError as MoneyInvalidAmountError
@@ -19,17 +28,26 @@ from ledger.errors import InvalidDistributionError
 from ledger.models import Leg
 
 LEGS_MAX: Final = 1000  # a split with more legs than this is a bulk request
-HUNDRED: Final = Decimal(100)
+PERCENT_PLACES_MAX: Final = 64  # decimal places of a percentage, trailing zeros aside
+HUNDRED: Final = 100
 
 
-def _percentage(text: str) -> Decimal:
+def _percentage(text: str) -> Fraction:
+    """The percentage as an exact fraction (33.33% is 3333/100)."""
     try:
         value = Decimal(text[:-1].strip())
     except InvalidOperation as exc:
         raise InvalidDistributionError(f"invalid percentage distribution {text!r}") from exc
     if not value.is_finite() or value <= 0 or value > HUNDRED:
         raise InvalidDistributionError(f"percentage must be above 0 and at most 100: {text!r}")
-    return value
+    _, digits, exponent = value.as_tuple()
+    written = "".join(map(str, digits))
+    places = -int(exponent) - (len(written) - len(written.rstrip("0")))
+    if places > PERCENT_PLACES_MAX:  # trailing zeros (50.000%) add no places
+        raise InvalidDistributionError(
+            f"a percentage has at most {PERCENT_PLACES_MAX} decimal places: {text!r}"
+        )
+    return Fraction(value)
 
 
 def _fixed(leg: Leg, precision: int) -> int | None:
@@ -47,7 +65,7 @@ def _fixed(leg: Leg, precision: int) -> int | None:
         raise InvalidDistributionError(f"invalid distribution {text!r}") from exc
 
 
-def _classify(index: int, leg: Leg, percentages: dict[int, Decimal], left: list[int]) -> None:
+def _classify(index: int, leg: Leg, percentages: dict[int, Fraction], left: list[int]) -> None:
     text = (leg.distribution or "").strip()
     if text.endswith("%"):
         percentages[index] = _percentage(text)
@@ -63,7 +81,7 @@ def distribute(total: int, legs: Sequence[Leg], *, precision: int) -> list[int]:
         return [total] + [0] * (len(legs) - 1)
     amounts = [0] * len(legs)
     remaining = total
-    percentages: dict[int, Decimal] = {}
+    percentages: dict[int, Fraction] = {}
     left: list[int] = []
     for index, leg in enumerate(legs):
         fixed = _fixed(leg, precision)
@@ -76,12 +94,12 @@ def distribute(total: int, legs: Sequence[Leg], *, precision: int) -> list[int]:
             )
         amounts[index] = fixed
         remaining -= fixed
-    if sum(percentages.values(), Decimal(0)) > HUNDRED:
+    if sum(percentages.values(), Fraction(0)) > HUNDRED:
         raise InvalidDistributionError("percentage distributions add up to more than 100%")
     if len(left) > 1:
         raise InvalidDistributionError('only one leg may take the "left" remainder')
     for index, percent in percentages.items():
-        share = int((Decimal(total) * percent / HUNDRED).to_integral_value(rounding=ROUND_FLOOR))
+        share = total * percent.numerator // (percent.denominator * HUNDRED)  # floor, exact
         amounts[index] = share
         remaining -= share
     if remaining < 0:
