@@ -208,6 +208,37 @@ class TestTransactionRows:
 
         assert isinstance(await _refused(conn, attempt), asyncpg.CheckViolationError)
 
+    async def test_an_empty_end_only_on_a_split_parent(self, conn: asyncpg.Connection) -> None:
+        """A row may leave an end empty only when it moves nothing and lists its legs on that
+        side (the stored parent of a queued or scheduled split)."""
+        a, b = await _balance(conn), await _balance(conn)
+        legs = [{"identifier": b, "distribution": "left"}]
+
+        async def parent(c: asyncpg.Connection, *, effect: str, status: str, legs: object) -> None:
+            await c.execute(
+                "INSERT INTO ledger.transactions (transaction_id, source, destination, reference,"
+                " precise_amount, precision, currency, status, effect, batch_id, destinations)"
+                " VALUES ($1, $2, '', $3, 10, 100, 'USD', $4, $5, $6, $7::jsonb)",
+                f"txn_{uuid.uuid4()}",
+                a,
+                f"raw-{uuid.uuid4()}",
+                status,
+                effect,
+                None if effect == "none" else await _batch(c),
+                legs,
+            )
+
+        async with conn.transaction():
+            await parent(conn, effect="none", status="QUEUED", legs=legs)  # accepted
+        for attempt in (
+            lambda c: parent(c, effect="none", status="QUEUED", legs=None),
+            lambda c: parent(c, effect="none", status="QUEUED", legs=[]),
+            lambda c: parent(c, effect="none", status="QUEUED", legs={"identifier": b}),
+            lambda c: parent(c, effect="applied", status="APPLIED", legs=legs),
+            lambda c: _transaction(c, None, "", b, 10, status="QUEUED", effect="none"),
+        ):
+            assert isinstance(await _refused(conn, attempt), asyncpg.CheckViolationError)
+
     async def test_amounts_are_immutable(self, conn: asyncpg.Connection) -> None:
         """What a stored transaction moved cannot be edited."""
         a, b = await _balance(conn), await _balance(conn)

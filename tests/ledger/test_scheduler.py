@@ -10,6 +10,7 @@ clock set past them, so nothing sleeps; the results are read back with SQL.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from kit.clock import FrozenClock
 from kit.db import Database
 from ledger.engine import LedgerEngine
-from ledger.models import CommitInflight, VoidInflight
+from ledger.models import CommitInflight, Leg, VoidInflight
 from ledger.scheduler import Due, Scheduler, is_done, plan
 from tests.ledger.conftest import MakeBalance, funded_balance, transfer
 
@@ -102,6 +103,42 @@ class TestTicks:
                 scheduled.record.transaction_id,
             )
         assert outcome["status"] == "APPLIED"
+
+    async def test_a_scheduled_split_is_stored_then_runs_its_legs(
+        self, db: Database, engine: LedgerEngine, make_balance: MakeBalance
+    ) -> None:
+        """A split's SCHEDULED row keeps Blnk's empty `destination` (its legs name the
+        balances) and, when due, posts one child per leg."""
+        source = await funded_balance(engine, make_balance, 1_000)
+        bob, carol = await make_balance(), await make_balance()
+        when = _later(1)
+        legs = (Leg(bob, "25%"), Leg(carol, "left"))
+        (scheduled,) = await engine.execute(
+            [
+                replace(
+                    transfer(source, "", 400, skip_queue=False, scheduled_for=when),
+                    destination=None,
+                    destinations=legs,
+                )
+            ]
+        )
+        assert scheduled.error is None, scheduled.error
+        assert scheduled.record is not None
+        assert (scheduled.record.status.value, scheduled.record.destination) == ("SCHEDULED", "")
+        scheduler = Scheduler(db, engine, clock=FrozenClock(when + timedelta(milliseconds=10)))
+        assert (await scheduler.tick()).failed == 0
+        assert (await _figures(db, bob))[0] == 100
+        assert (await _figures(db, carol))[0] == 300
+        async with db.connection() as conn:
+            children = await conn.fetch(
+                "SELECT destination, precise_amount FROM ledger.transactions"
+                " WHERE parent_transaction = $1 ORDER BY reference",
+                scheduled.record.transaction_id,
+            )
+        assert [(r["destination"], int(r["precise_amount"])) for r in children] == [
+            (bob, 100),
+            (carol, 300),
+        ]
 
     async def test_expired_hold_is_voided(
         self, db: Database, engine: LedgerEngine, make_balance: MakeBalance

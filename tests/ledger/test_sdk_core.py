@@ -338,6 +338,52 @@ class TestSplits:
         assert response.status == 201, response.to_dict()
         assert _amounts(blnk, alice, bob, carol) == [700, 800, 500]
 
+    def test_a_queued_destinations_split_stores_its_parent(self, blnk: Any) -> None:
+        """Without skip_queue the request is stored QUEUED, with Blnk's empty `destination`
+        and its legs, and each leg runs as its child."""
+        ledger_id = _ledger(blnk)
+        alice, bob, carol = (_balance(blnk, ledger_id) for _ in range(3))
+        _fund(blnk, alice, 1_000)
+        legs = [
+            {"identifier": bob, "distribution": "10%"},
+            {"identifier": carol, "distribution": "left"},
+        ]
+        response = _split(blnk, 500, source=alice, destinations=legs, skip_queue=False)
+        assert response.status == 201, response.to_dict()
+        assert response.data["outcome"]["status"] == "APPLIED"
+        parent = blnk.transactions.get(response.data["transaction_id"])
+        assert parent.status == 200, parent.to_dict()
+        assert (parent.data["status"], parent.data["destination"]) == ("QUEUED", "")
+        assert [leg["identifier"] for leg in parent.data["destinations"]] == [bob, carol]
+        assert _amounts(blnk, alice, bob, carol) == [500, 50, 450]
+
+    def test_a_queued_split_is_partial_when_one_leg_lacks_funds(self, blnk: Any) -> None:
+        """On the queued path each leg is a child of the stored parent, referenced `_1`, `_2`;
+        a leg without funds is a REJECTED child and the parent's outcome is PARTIAL."""
+        ledger_id = _ledger(blnk)
+        alice, bob, carol = (_balance(blnk, ledger_id) for _ in range(3))
+        _fund(blnk, alice, 1_000)
+        legs = [
+            {"identifier": alice, "distribution": "50%"},
+            {"identifier": bob, "distribution": "left"},
+        ]
+        response = _split(blnk, 600, sources=legs, destination=carol, skip_queue=False)
+        assert response.status == 201, response.to_dict()
+        assert response.data["status"] == "QUEUED"
+        outcome = response.data["outcome"]
+        assert outcome["status"] == "PARTIAL"
+        children = [blnk.transactions.get(i).data for i in outcome["transaction_ids"]]
+        assert [c["reference"] for c in children] == [
+            response.data["reference"] + "_1",
+            response.data["reference"] + "_2",
+        ]
+        assert [(c["source"], c["status"]) for c in children] == [
+            (alice, "APPLIED"),
+            (bob, "REJECTED"),
+        ]
+        assert all(c["parent_transaction"] == response.data["transaction_id"] for c in children)
+        assert _amounts(blnk, alice, bob, carol) == [700, 0, 300]
+
     # The SDK checks a split's legs itself before it sends (in floats: it refuses a 30-digit
     # split it cannot add up), so the server's own answers are read over plain HTTP.
 
@@ -397,6 +443,113 @@ class TestSplits:
         response = httpx.post(f"{ledger_url}/transactions", json=body, headers=UA, timeout=30)
         assert response.status_code == 201, response.text
         assert _amounts(blnk, bob, carol) == [total // 2 + 1, total // 2]
+
+
+def _preview_rows(preview: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
+    """Each previewed balance: (role, current balance, resulting balance)."""
+    return {
+        row["balance_id"]: (row["role"], row["current_balance"], row["resulting_balance"])
+        for row in preview["balances"]
+    }
+
+
+class TestDryRuns:
+    def test_a_transfer_preview_writes_nothing(self, blnk: Any) -> None:
+        """`dry_run` answers 200 with each balance before and after, as decimal text; nothing
+        moves and the reference stays free."""
+        ledger_id = _ledger(blnk)
+        alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
+        _fund(blnk, alice, 1_000)
+        reference = _ref()
+        preview = _move(blnk, alice, bob, 300, reference=reference, dry_run=True)
+        assert preview.status == 200, preview.to_dict()
+        data = preview.data
+        assert (data["dry_run"], data["would_apply"], data["operation"]) == (
+            True,
+            True,
+            "transaction",
+        )
+        assert (data["precise_amount"], data["reference"], data["status"]) == (
+            "300",
+            reference,
+            "APPLIED",
+        )
+        assert _preview_rows(data) == {
+            alice: ("source", "1000", "700"),
+            bob: ("destination", "0", "300"),
+        }
+        assert _amounts(blnk, alice, bob) == [1_000, 0]
+        assert _move(blnk, alice, bob, 300, reference=reference).status == 201
+
+    def test_a_refused_preview_says_why(self, blnk: Any) -> None:
+        ledger_id = _ledger(blnk)
+        alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
+        _fund(blnk, alice, 100)
+        preview = _move(blnk, alice, bob, 101, dry_run=True)
+        assert preview.status == 200, preview.to_dict()
+        assert preview.data["would_apply"] is False
+        assert preview.data["rejection"]["code"] == "TXN_INSUFFICIENT_FUNDS"
+        assert _amounts(blnk, alice, bob) == [100, 0]
+
+    def test_an_indicator_not_yet_created_is_previewed_virtual(self, blnk: Any) -> None:
+        """A preview from an indicator balance that does not exist shows it as virtual and
+        creates nothing."""
+        bob = _balance(blnk, _ledger(blnk))
+        indicator = f"@Dry{uuid.uuid4().hex[:12]}"
+        preview = _move(blnk, indicator, bob, 250, dry_run=True, allow_overdraft=True)
+        assert preview.status == 200, preview.to_dict()
+        rows = {row["balance_id"]: row for row in preview.data["balances"]}
+        assert rows[indicator]["virtual"] is True
+        assert rows[indicator]["resulting_balance"] == "-250"
+        assert blnk.ledger_balances.get_by_indicator(indicator, "USD").status == 404
+
+    def test_a_bulk_preview_applies_items_cumulatively_and_writes_nothing(self, blnk: Any) -> None:
+        """The second item sees the first one's effect: 600 + 600 from 1,000 would fail."""
+        ledger_id = _ledger(blnk)
+        alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
+        _fund(blnk, alice, 1_000)
+        items = [
+            {
+                "precise_amount": 600,
+                "precision": 100,
+                "reference": _ref(),
+                "currency": "USD",
+                "description": "preview",
+                "source": alice,
+                "destination": bob,
+            }
+            for _ in range(2)
+        ]
+        fits = blnk.transactions.create_bulk(
+            {"transactions": items[:1], "atomic": True, "dry_run": True}
+        )
+        assert fits.status == 200, fits.to_dict()
+        assert (fits.data["would_apply"], fits.data["cumulative"]) == (True, True)
+        too_much = blnk.transactions.create_bulk(
+            {"transactions": items, "atomic": True, "dry_run": True}
+        )
+        assert too_much.status == 200, too_much.to_dict()
+        assert too_much.data["would_apply"] is False
+        assert too_much.data["transaction_count"] == 2
+        assert _amounts(blnk, alice, bob) == [1_000, 0]
+
+    @pytest.mark.parametrize("action", ["commit", "void"])
+    def test_an_inflight_preview_leaves_the_hold(self, blnk: Any, action: str) -> None:
+        ledger_id = _ledger(blnk)
+        alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
+        _fund(blnk, alice, 5_000)
+        held = _move(blnk, alice, bob, 1_000, inflight=True)
+        assert held.status == 201, held.to_dict()
+        hold = held.data["transaction_id"]
+        preview = blnk.transactions.update_status(
+            hold, {"status": action, "skip_queue": True, "dry_run": True}
+        )
+        assert preview.status == 200, preview.to_dict()
+        assert (preview.data["would_apply"], preview.data["operation"]) == (True, action)
+        assert blnk.ledger_balances.get(alice).data["inflight_debit_balance"] == 1_000
+        done = blnk.transactions.update_status(hold, {"status": action, "skip_queue": True})
+        assert done.status == 200, done.to_dict()
+        assert blnk.ledger_balances.get(alice).data["inflight_debit_balance"] == 0
 
 
 class TestInflight:
