@@ -552,6 +552,46 @@ class TestDryRuns:
         assert blnk.ledger_balances.get(alice).data["inflight_debit_balance"] == 0
 
 
+class TestPostingRules:
+    def test_an_overdraft_limit_is_a_floor_in_major_units(self, blnk: Any) -> None:
+        """`overdraft_limit` 2 (USD, precision 100) lets a balance of 100 go to -200, no lower;
+        the refusal carries Blnk's insufficient-funds code and changes nothing."""
+        ledger_id = _ledger(blnk)
+        alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
+        _fund(blnk, alice, 100)
+        assert _move(blnk, alice, bob, 300, overdraft_limit=2).status == 201
+        refused = _move(blnk, alice, bob, 1, overdraft_limit=2)
+        assert refused.status == 400, refused.to_dict()
+        assert refused.error.code == "TXN_INSUFFICIENT_FUNDS"
+        assert _amounts(blnk, alice, bob) == [-200, 300]
+
+    def test_a_balance_in_another_currency_is_refused(self, blnk: Any) -> None:
+        ledger_id = _ledger(blnk)
+        dollars, euros = _balance(blnk, ledger_id), _balance(blnk, ledger_id, "EUR")
+        _fund(blnk, dollars, 1_000)
+        refused = _move(blnk, dollars, euros, 10)
+        assert refused.status == 400, refused.to_dict()
+        assert refused.error.code == "TXN_CURRENCY_MISMATCH"
+        assert _amounts(blnk, dollars, euros) == [1_000, 0]
+
+    def test_a_balance_cannot_pay_itself(self, blnk: Any) -> None:
+        alice = _balance(blnk, _ledger(blnk))
+        _fund(blnk, alice, 1_000)
+        refused = _move(blnk, alice, alice, 10)
+        assert refused.status == 400, refused.to_dict()
+        assert _amounts(blnk, alice) == [1_000]
+
+    def test_an_unknown_balance_is_404_and_nothing_is_written(self, blnk: Any) -> None:
+        alice = _balance(blnk, _ledger(blnk))
+        _fund(blnk, alice, 1_000)
+        reference = _ref()
+        refused = _move(blnk, alice, f"bln_{uuid.uuid4()}", 10, reference=reference)
+        assert refused.status == 404, refused.to_dict()
+        assert refused.error.code == "BAL_NOT_FOUND"
+        assert blnk.transactions.get_by_reference(reference).status == 404
+        assert _amounts(blnk, alice) == [1_000]
+
+
 class TestInflight:
     def _hold(self, blnk: Any, amount: int = 1_000) -> tuple[str, str, str]:
         ledger_id = _ledger(blnk)
@@ -647,6 +687,57 @@ class TestInflight:
         )
         assert [r["status"] for r in voided.data["results"]] == ["succeeded", "failed"]
         assert voided.data["results"][1]["code"] == "ALREADY_COMMITTED"
+
+
+class TestQueuedHolds:
+    def test_a_queued_hold_is_committed_through_its_parent_id(self, blnk: Any) -> None:
+        """A hold posted without skip_queue is a QUEUED parent with an INFLIGHT child; a commit
+        naming the parent reaches the child, and without skip_queue it answers 200 with the
+        still-INFLIGHT hold, `queued: true` and the commit's outcome."""
+        ledger_id = _ledger(blnk)
+        alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
+        _fund(blnk, alice, 5_000)
+        held = _move(blnk, alice, bob, 1_000, inflight=True, skip_queue=False)
+        assert held.status == 201, held.to_dict()
+        assert (held.data["status"], held.data["outcome"]["status"]) == ("QUEUED", "INFLIGHT")
+        hold_child = held.data["outcome"]["transaction_id"]
+        committed = blnk.transactions.update_status(
+            held.data["transaction_id"], {"status": "commit", "precise_amount": 400}
+        )
+        assert committed.status == 200, committed.to_dict()
+        assert committed.data["transaction_id"] == hold_child
+        assert committed.data["status"] == "INFLIGHT"
+        assert committed.data["queued"] is True
+        assert committed.data["outcome"]["status"] == "APPLIED"
+        figures = blnk.ledger_balances.get(alice).data
+        assert (figures["balance"], figures["inflight_debit_balance"]) == (4_600, 600)
+
+    @pytest.mark.parametrize("amount", [{"precise_amount": -5}, {"amount": -0.5}])
+    def test_a_negative_commit_is_400_and_leaves_the_hold(
+        self, blnk: Any, amount: dict[str, Any]
+    ) -> None:
+        ledger_id = _ledger(blnk)
+        alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
+        _fund(blnk, alice, 5_000)
+        held = _move(blnk, alice, bob, 1_000, inflight=True)
+        assert held.status == 201, held.to_dict()
+        refused = blnk.transactions.update_status(
+            held.data["transaction_id"], {"status": "commit", "skip_queue": True, **amount}
+        )
+        assert refused.status == 400, refused.to_dict()
+        assert blnk.ledger_balances.get(alice).data["inflight_debit_balance"] == 1_000
+
+    def test_a_commit_in_major_units_uses_the_holds_precision(self, blnk: Any) -> None:
+        ledger_id = _ledger(blnk)
+        alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
+        _fund(blnk, alice, 5_000)
+        held = _move(blnk, alice, bob, 1_000, inflight=True)
+        committed = blnk.transactions.update_status(
+            held.data["transaction_id"], {"status": "commit", "amount": 2.5, "skip_queue": True}
+        )
+        assert committed.status == 200, committed.to_dict()
+        assert committed.data["precise_amount"] == 250
+        assert _amounts(blnk, bob) == [250]
 
 
 class TestRefundsAndBulk:
