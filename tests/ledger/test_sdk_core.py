@@ -755,6 +755,28 @@ class TestRefundsAndBulk:
         assert again.status == 409
         assert again.error.code == "TXN_ALREADY_REFUNDED"
 
+    def test_only_an_applied_transaction_can_be_refunded(self, blnk: Any) -> None:
+        """An unknown id is 404; a hold (INFLIGHT) is 400 TXN_INVALID_STATUS_ACTION and nothing
+        moves; a refund whose payer has spent the money still posts, overdrawing it (Blnk
+        always posts refunds with allow_overdraft)."""
+        ledger_id = _ledger(blnk)
+        alice, bob, carol = (_balance(blnk, ledger_id) for _ in range(3))
+        _fund(blnk, alice, 1_000)
+        unknown = blnk.transactions.refund(f"txn_{uuid.uuid4()}", {"skip_queue": True})
+        assert unknown.status == 404, unknown.to_dict()
+        assert unknown.error.code == "TXN_NOT_FOUND"
+        held = _move(blnk, alice, bob, 300, inflight=True)
+        refused = blnk.transactions.refund(held.data["transaction_id"], {"skip_queue": True})
+        assert refused.status == 400, refused.to_dict()
+        assert refused.error.code == "TXN_INVALID_STATUS_ACTION"
+        moved = _move(blnk, alice, bob, 200)
+        assert _move(blnk, bob, carol, 200).status == 201
+        spent = blnk.transactions.refund(moved.data["transaction_id"], {"skip_queue": True})
+        assert spent.status == 201, spent.to_dict()
+        figures = blnk.ledger_balances.get(alice).data
+        assert (figures["balance"], figures["inflight_debit_balance"]) == (1_000, 300)
+        assert _amounts(blnk, bob, carol) == [-200, 200]
+
     def test_atomic_bulk_is_all_or_nothing(self, blnk: Any) -> None:
         """An atomic bulk with one refused item applies none of its items."""
         ledger_id = _ledger(blnk)
