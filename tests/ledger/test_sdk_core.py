@@ -828,6 +828,64 @@ class TestRefundsAndBulk:
         assert response.data["total_count"] == 3
         assert sorted(t["precise_amount"] for t in response.data["data"]) == [1, 2, 3]
 
+    def test_query_filters_by_operator(self, blnk: Any, ledger_url: str) -> None:
+        """`field_op=value` parameters: numbers, lists, ranges of instants (with or without an
+        offset), patterns, metadata keys; a value that does not fit its field is 400."""
+        balance_id = _balance(blnk, _ledger(blnk))
+        for amount, channel in ((100, "card"), (250, "bank"), (400, "card")):
+            body = {
+                "precise_amount": amount,
+                "precision": 100,
+                "reference": f"flt-{channel}-{uuid.uuid4()}",
+                "currency": "USD",
+                "description": "filter",
+                "source": "@WorldUSD",
+                "destination": balance_id,
+                "allow_overdraft": True,
+                "skip_queue": True,
+                "meta_data": {"channel": channel},
+            }
+            assert blnk.transactions.create(body).status == 201
+
+        def amounts(**params: str) -> list[int]:
+            response = httpx.get(
+                f"{ledger_url}/transactions",
+                params={"destination_eq": balance_id, **params},
+                headers=UA,
+                timeout=30,
+            )
+            assert response.status_code == 200, response.text
+            return sorted(t["precise_amount"] for t in response.json())
+
+        assert amounts() == [100, 250, 400]
+        assert amounts(precise_amount_gte="250") == [250, 400]
+        assert amounts(precise_amount_in="100,400") == [100, 400]
+        assert amounts(precise_amount_between="200|300") == [250]
+        assert amounts(**{"meta_data.channel_eq": "card"}) == [100, 400]
+        assert amounts(reference_like="flt-bank-%") == [250]
+        assert amounts(status_in="APPLIED,INFLIGHT") == [100, 250, 400]
+        assert amounts(created_at_between="2000-01-01T00:00:00Z|2999-01-01T00:00:00") == [
+            100,
+            250,
+            400,
+        ]
+        assert amounts(created_at_lt="2000-01-01T00:00:00+02:00") == []
+        for bad in (
+            {"precise_amount_gte": "many"},
+            {"created_at_gt": "yesterday"},
+            {"nonexistent_eq": "1"},
+            {"precise_amount_like": "1%"},
+            {"precise_amount_between": "1"},
+        ):
+            response = httpx.get(
+                f"{ledger_url}/transactions",
+                params={"destination_eq": balance_id, **bad},
+                headers=UA,
+                timeout=30,
+            )
+            assert response.status_code == 400, (bad, response.text)
+            assert {"error", "errors"} & response.json().keys()  # a parse error lists them all
+
     def test_metadata_merge(self, blnk: Any) -> None:
         """Metadata merges into a transaction's existing keys."""
         posted = _fund(blnk, _balance(blnk, _ledger(blnk)), 5)
