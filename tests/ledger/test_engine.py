@@ -125,3 +125,40 @@ class TestReferences:
         assert replay.body["transaction_id"] == first.record.transaction_id
         assert _code(other_key) == "TXN_DUPLICATE_REFERENCE"
         assert await _balance(db, b) == 100
+
+
+class TestBatchFailures:
+    async def test_a_command_postgresql_refuses_fails_alone(
+        self, db: Database, make_balance: MakeBalance
+    ) -> None:
+        """A command the posting rules accept but a CHECK refuses (a description past the
+        column's bound, which the API would have stopped) fails on its own: the batch is
+        halved until it is alone, and every other command of the batch commits."""
+        engine = LedgerEngine(db, writer="test")
+        a, b = await funded_balance(engine, make_balance, 10_000), await make_balance()
+        commands = [transfer(a, b, 10 + i) for i in range(9)]
+        commands.insert(5, transfer(a, b, 1_000, description="x" * 5_000))
+        outcomes = await engine.execute(commands)
+        assert [_code(o) for o in outcomes] == [None] * 5 + ["GEN_INTERNAL"] + [None] * 4
+        assert outcomes[5].status_code == 500
+        assert await _balance(db, b) == sum(10 + i for i in range(9))
+        assert await _balance(db, a) == 10_000 - sum(10 + i for i in range(9))
+        async with db.connection() as conn:
+            written = await conn.fetchval(
+                "SELECT count(*) FROM ledger.transactions WHERE transaction_id = ANY($1)",
+                [c.transaction_id for c in commands],
+            )
+        assert written == 9
+
+    async def test_a_full_queue_refuses_at_once_and_writes_nothing(
+        self, db: Database, make_balance: MakeBalance
+    ) -> None:
+        """Past `queue_items_max` the whole call is refused with 503 (retry shortly)."""
+        a, b = await funded_balance(LedgerEngine(db), make_balance, 1_000), await make_balance()
+        engine = LedgerEngine(db, writer="test", queue_items_max=4)
+        outcomes = await engine.execute([transfer(a, b, 1) for _ in range(5)])
+        assert {o.status_code for o in outcomes} == {503}
+        assert {_code(o) for o in outcomes} == {"LEDGER_UNAVAILABLE"}
+        assert await _balance(db, b) == 0
+        (fits,) = await engine.execute([transfer(a, b, 1)])
+        assert fits.error is None
