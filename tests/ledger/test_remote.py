@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +24,14 @@ import pytest
 from kit.clock import FrozenClock
 from kit.db import Database
 from ledger import fx_repository
-from ledger.models import CommitInflight, PostBulk, PostTransaction, RefundTransaction, VoidInflight
+from ledger.models import (
+    CommitInflight,
+    Leg,
+    PostBulk,
+    PostTransaction,
+    RefundTransaction,
+    VoidInflight,
+)
 from ledger.remote import (
     BlnkHttpLedger,
     CircuitBreaker,
@@ -112,6 +120,23 @@ class TestAgainstTheServer:
         assert outcome.body["reference"] == command.reference
         assert outcome.body["status"] == "APPLIED"
         assert await _amount(api, destination) == 1_234
+
+    async def test_a_split_travels_with_its_legs(
+        self, remote: BlnkHttpLedger, api: httpx.AsyncClient
+    ) -> None:
+        """Legs go as Blnk's `destinations`: a percentage, a precise distribution (sent as a
+        digit string) and "left", each landing on its balance."""
+        source = await _funded(remote, api, 1_000)
+        bob, carol, dave = await _balance(api), await _balance(api), await _balance(api)
+        legs = (
+            Leg(bob, "10%", narration="tenth"),
+            Leg(carol, None, precise_distribution=150),
+            Leg(dave, "left"),
+        )
+        command = replace(transfer(source, "", 600), destination=None, destinations=legs)
+        (outcome,) = await remote.execute([command])
+        assert outcome.status_code == 201, outcome.error
+        assert [await _amount(api, b) for b in (source, bob, carol, dave)] == [400, 60, 150, 390]
 
     async def test_independent_transfers_share_one_bulk_call(
         self, remote: BlnkHttpLedger, api: httpx.AsyncClient
