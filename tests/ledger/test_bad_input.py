@@ -211,6 +211,55 @@ class TestBadInput:
         assert response.status_code == 400, response.text
         _untouched(http, balance_id)
 
+    @pytest.mark.parametrize(
+        "change",
+        [
+            {"scheduled_for": "2030-01-01T00:00:00"},  # no offset
+            {"inflight_expiry_date": "soon"},
+            {"overdraft_limit": -1},
+            {"overdraft_limit": "lots"},
+            {"sources": [{"identifier": "@A", "distribution": "left"}]},  # with source
+            {"destination": None},
+            {
+                "source": None,
+                "sources": [{"identifier": "@A", "distribution": "left"}],
+                "destinations": "legs",
+            },
+            {
+                "destination": None,
+                "destinations": [{"identifier": "@A", "precise_distribution": "1.5"}],
+            },
+            {"meta_data": {"blob": "x" * (64 * 1024)}},
+        ],
+    )
+    def test_more_rule_violations(self, http: httpx.Client, change: dict[str, Any]) -> None:
+        """Times without an offset, bad overdraft limits, both a side and its legs, a missing
+        end, a fractional precise distribution, oversized metadata: 400, nothing written."""
+        balance_id = _balance(http)
+        body = {**_body(balance_id), **change}
+        response = http.post("/transactions", json=body)
+        assert response.status_code == 400, response.text
+        assert "error_detail" in response.json()
+        _untouched(http, balance_id, body["reference"])
+
+    def test_an_overlong_idempotency_key(self, http: httpx.Client) -> None:
+        balance_id = _balance(http)
+        body = _body(balance_id)
+        response = http.post("/transactions", json=body, headers={"Idempotency-Key": "k" * 256})
+        assert response.status_code == 400, response.text
+        _untouched(http, balance_id, body["reference"])
+
+    def test_a_bulk_reusing_a_reference_is_refused_whole(self, http: httpx.Client) -> None:
+        balance_id = _balance(http)
+        item = _body(balance_id)
+        response = http.post(
+            "/transactions/bulk", json={"transactions": [item, dict(item)], "atomic": False}
+        )
+        assert response.status_code == 400, response.text
+        _untouched(http, balance_id, item["reference"])
+        empty = http.post("/transactions/bulk", json={"transactions": []})
+        assert empty.status_code == 400, empty.text
+
 
 def _refusal(response: httpx.Response, status: int, code: str, *, key: str) -> dict[str, Any]:
     """A Blnk error body whose message is under `key` ("error", or the older "errors") and not
