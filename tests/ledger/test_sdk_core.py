@@ -140,6 +140,55 @@ class TestBalances:
         before = blnk.ledger_balances.get_at(balance_id, {"timestamp": "2000-01-01T00:00:00Z"})
         assert before.data["balance"]["balance"] == 0
 
+    def test_an_effective_date_places_a_transaction_in_history(self, blnk: Any) -> None:
+        """A back-dated transaction counts from its effective date, not from when it was
+        posted; an undated one from now."""
+        balance_id = _balance(blnk, _ledger(blnk))
+        dated = blnk.transactions.create(
+            {
+                "precise_amount": 700,
+                "precision": 100,
+                "reference": _ref(),
+                "currency": "USD",
+                "description": "back-dated",
+                "source": "@WorldUSD",
+                "destination": balance_id,
+                "allow_overdraft": True,
+                "skip_queue": True,
+                "effective_date": "2020-06-01T12:00:00Z",
+            }
+        )
+        assert dated.status == 201, dated.to_dict()
+        _fund(blnk, balance_id, 50)
+
+        def at(timestamp: str) -> int:
+            response = blnk.ledger_balances.get_at(
+                balance_id, {"timestamp": timestamp, "from_source": True}
+            )
+            assert response.status == 200, response.to_dict()
+            amount: int = response.data["balance"]["balance"]
+            return amount
+
+        assert at("2020-06-01T11:59:59Z") == 0
+        assert at("2020-07-01T00:00:00Z") == 700
+        assert at("2999-01-01T00:00:00Z") == 750
+
+    def test_include_adds_the_ledger(self, blnk: Any, ledger_url: str) -> None:
+        """`include=ledger` adds the balance's ledger; without it the key is absent."""
+        ledger_id = _ledger(blnk)
+        balance_id = _balance(blnk, ledger_id)
+        plain = httpx.get(f"{ledger_url}/balances/{balance_id}", headers=UA, timeout=30)
+        assert plain.status_code == 200, plain.text
+        assert "ledger" not in plain.json()
+        included = httpx.get(
+            f"{ledger_url}/balances/{balance_id}",
+            params=[("include", "ledger"), ("include", "identity")],
+            headers=UA,
+            timeout=30,
+        )
+        assert included.status_code == 200, included.text
+        assert included.json()["ledger"]["ledger_id"] == ledger_id
+
 
 class TestErrorBodies:
     """The SDK reads Blnk's code and message from each of Blnk's error bodies, and hands the raw
