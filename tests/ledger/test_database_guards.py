@@ -282,6 +282,31 @@ class TestBatchProof:
             await _changes(conn, batch_id, [(a, 0, 10), (b, 10, 0)])
             await conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
+    async def test_a_transaction_of_nothing_needs_no_recorded_change(
+        self, conn: asyncpg.Connection
+    ) -> None:
+        """A zero-amount row (a split leg that rounds down to nothing) implies no change, so
+        none is recorded for it; its balances must still exist and be in its currency."""
+        a, b, c = await _balance(conn), await _balance(conn), await _balance(conn)
+        euros = await _balance(conn, "EUR")
+        async with conn.transaction():
+            batch_id = await _batch(conn)
+            await _transaction(conn, batch_id, a, b, 10)
+            await _transaction(conn, batch_id, a, c, 0)
+            await _changes(conn, batch_id, [(a, 0, 10), (b, 10, 0)])
+            await conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        # The test's connection stays in one outer transaction: back to deferred checks.
+        await conn.execute("SET CONSTRAINTS ALL DEFERRED")
+
+        async def other_currency(cn: asyncpg.Connection) -> None:
+            batch_id = await _batch(cn)
+            await _transaction(cn, batch_id, a, b, 10)
+            await _transaction(cn, batch_id, a, euros, 0)
+            await _changes(cn, batch_id, [(a, 0, 10), (b, 10, 0)])
+
+        error = await _refused(conn, other_currency)
+        assert isinstance(error, asyncpg.CheckViolationError)
+
     async def test_changes_that_do_not_match_transactions_are_refused(
         self, conn: asyncpg.Connection
     ) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -27,6 +27,7 @@ from kit.settings import Settings
 from ledger.engine import LedgerEngine
 from ledger.models import (
     CommitInflight,
+    Leg,
     Outcome,
     PostBulk,
     PostTransaction,
@@ -303,6 +304,54 @@ class LedgerMachine(RuleBasedStateMachine):
             if ok:
                 self.world.balances[source].debit += amount
                 self.world.balances[destination].credit += amount
+
+    @rule(
+        data=st.data(),
+        percent=st.integers(1, 99),
+        queued=st.booleans(),
+        side=st.sampled_from(["destinations", "sources"]),
+    )
+    def split(self, data: st.DataObject, percent: int, queued: bool, side: str) -> None:
+        """A split with a percentage leg and a `left` leg, within what its payers hold: each
+        leg gets exactly its share (the percentage rounded down; `left` the rest)."""
+        one = self._pick(data)
+        two = self._other(data, one)
+        currency = self.world.balances[one].currency
+        third = next(
+            b
+            for b, m in self.world.balances.items()
+            if m.currency == currency and b not in {one, two}
+        )
+        legs = (Leg(one, f"{percent}%"), Leg(two, "left"))
+        if side == "destinations":
+            room = self.world.balances[third].available
+        else:  # each source pays its own share: the amount must fit both
+            room = min(
+                self.world.balances[one].available * 100 // percent,
+                self.world.balances[two].available * 100 // (100 - percent),
+            )
+        if room < 1:
+            return
+        amount = data.draw(st.integers(1, min(room, 5_000)))
+        share = amount * percent // 100
+        base = replace(_transfer(third, third, amount, currency), skip_queue=not queued)
+        if side == "destinations":
+            command = replace(base, destination=None, destinations=legs)
+        else:
+            command = replace(base, source=None, sources=legs)
+        outcome = self.run(command)
+        assert outcome.error is None, outcome.error
+        if queued:
+            assert outcome.record is not None
+            assert outcome.record.outcome is not None
+            assert outcome.record.outcome["status"] == "APPLIED", outcome.record.outcome
+        for balance_id, leg_amount in ((one, share), (two, amount - share)):
+            if side == "destinations":
+                self.world.balances[third].debit += leg_amount
+                self.world.balances[balance_id].credit += leg_amount
+            else:
+                self.world.balances[balance_id].debit += leg_amount
+                self.world.balances[third].credit += leg_amount
 
     # ------------------------------------------------------------ invariants
 

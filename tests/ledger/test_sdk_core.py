@@ -470,6 +470,34 @@ class TestSplits:
         assert response.json()["error_detail"]["code"] == "TXN_INVALID_DISTRIBUTION"
         assert _amounts(blnk, alice, bob, carol) == [10_000, 0, 0]
 
+    @pytest.mark.parametrize("skip_queue", [True, False])
+    def test_a_leg_below_one_minor_unit_is_a_zero_child(
+        self, blnk: Any, ledger_url: str, skip_queue: bool
+    ) -> None:
+        """1 % of 5 minor units rounds down to nothing: that leg is its own child of amount 0
+        (as in Blnk), the `left` leg takes all 5, and the split is not refused."""
+        ledger_id = _ledger(blnk)
+        alice, bob, carol = (_balance(blnk, ledger_id) for _ in range(3))
+        _fund(blnk, alice, 100)
+        body = {
+            "precise_amount": 5,
+            "precision": 100,
+            "reference": _ref(),
+            "currency": "USD",
+            "source": alice,
+            "destinations": [
+                {"identifier": bob, "distribution": "1%"},
+                {"identifier": carol, "distribution": "left"},
+            ],
+            "skip_queue": skip_queue,
+        }
+        response = httpx.post(f"{ledger_url}/transactions", json=body, headers=UA, timeout=30)
+        assert response.status_code == 201, response.text
+        assert _amounts(blnk, alice, bob, carol) == [95, 0, 5]
+        legs = response.json()["destinations"]
+        zero = blnk.transactions.get(legs[0]["transaction_id"]).data
+        assert (zero["precise_amount"], zero["status"], zero["destination"]) == (0, "APPLIED", bob)
+
     def test_a_split_of_a_30_digit_amount_is_exact(self, blnk: Any, ledger_url: str) -> None:
         """Halves of an amount past the 28 digits of Python's default decimal context: the
         odd unit goes to the first of the two largest legs, nothing is lost or refused."""
