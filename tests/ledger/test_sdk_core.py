@@ -470,6 +470,52 @@ class TestSplits:
         assert response.json()["error_detail"]["code"] == "TXN_INVALID_DISTRIBUTION"
         assert _amounts(blnk, alice, bob, carol) == [10_000, 0, 0]
 
+    @pytest.mark.parametrize("atomic", [True, False])
+    def test_a_split_inside_a_bulk(self, blnk: Any, ledger_url: str, atomic: bool) -> None:
+        """A bulk item may be a split; its legs post with the other items (and, atomic, all
+        or none: an item without funds leaves every leg unposted)."""
+        ledger_id = _ledger(blnk)
+        alice, bob, carol = (_balance(blnk, ledger_id) for _ in range(3))
+        _fund(blnk, alice, 1_000)
+
+        def item(amount: int, **ends: Any) -> dict[str, Any]:
+            return {
+                "precise_amount": amount,
+                "precision": 100,
+                "reference": _ref(),
+                "currency": "USD",
+                "description": "bulk split",
+                "source": alice,
+                **ends,
+            }
+
+        split = item(
+            200,
+            destinations=[
+                {"identifier": bob, "distribution": "50%"},
+                {"identifier": carol, "distribution": "left"},
+            ],
+        )
+        posted = httpx.post(
+            f"{ledger_url}/transactions/bulk",
+            json={"transactions": [item(100, destination=bob), split], "atomic": atomic},
+            headers=UA,
+            timeout=30,
+        )
+        assert posted.status_code == 201, posted.text
+        assert _amounts(blnk, alice, bob, carol) == [700, 200, 100]
+        refused = httpx.post(
+            f"{ledger_url}/transactions/bulk",
+            json={
+                "transactions": [{**split, "reference": _ref()}, item(5_000, destination=bob)],
+                "atomic": True,
+            },
+            headers=UA,
+            timeout=30,
+        )
+        assert refused.status_code == 400, refused.text
+        assert _amounts(blnk, alice, bob, carol) == [700, 200, 100]
+
     @pytest.mark.parametrize("skip_queue", [True, False])
     def test_a_leg_below_one_minor_unit_is_a_zero_child(
         self, blnk: Any, ledger_url: str, skip_queue: bool
