@@ -9,6 +9,10 @@
 -- that side. Every other row still needs both ends, and a row can never have both empty
 -- (transactions_not_to_itself). The legs' JSON is tested with CASE, not AND: PostgreSQL does
 -- not promise to evaluate AND's operands in order, and jsonb_array_length refuses a non-array.
+--
+-- The new CHECKs are added NOT VALID: every stored row met the stricter ones they replace, and
+-- validating here would scan the whole history under this file's exclusive lock. 0116
+-- validates them in its own transaction, under a lock that lets writes go on.
 
 ALTER TABLE ledger.transactions
     DROP CONSTRAINT transactions_source_check,
@@ -20,10 +24,10 @@ ALTER TABLE ledger.transactions
         OR (source = '' AND effect = 'none'
             AND CASE WHEN jsonb_typeof(sources) = 'array'
                      THEN jsonb_array_length(sources) > 0 ELSE false END)
-    ),
+    ) NOT VALID,
     ADD CONSTRAINT transactions_destination_check CHECK (
         length(destination) BETWEEN 1 AND 255
         OR (destination = '' AND effect = 'none'
             AND CASE WHEN jsonb_typeof(destinations) = 'array'
                      THEN jsonb_array_length(destinations) > 0 ELSE false END)
-    );
+    ) NOT VALID;
