@@ -470,6 +470,39 @@ class TestSplits:
         assert response.json()["error_detail"]["code"] == "TXN_INVALID_DISTRIBUTION"
         assert _amounts(blnk, alice, bob, carol) == [10_000, 0, 0]
 
+    @pytest.mark.parametrize("skip_queue", [True, False])
+    def test_an_inflight_split_holds_each_leg(
+        self, blnk: Any, ledger_url: str, skip_queue: bool
+    ) -> None:
+        """With `inflight`, each leg is its own hold, committed or voided by its own id."""
+        ledger_id = _ledger(blnk)
+        alice, bob, carol = (_balance(blnk, ledger_id) for _ in range(3))
+        _fund(blnk, alice, 1_000)
+        body = {
+            "precise_amount": 400,
+            "precision": 100,
+            "reference": _ref(),
+            "currency": "USD",
+            "source": alice,
+            "destinations": [
+                {"identifier": bob, "distribution": "25%"},
+                {"identifier": carol, "distribution": "left"},
+            ],
+            "inflight": True,
+            "skip_queue": skip_queue,
+        }
+        response = httpx.post(f"{ledger_url}/transactions", json=body, headers=UA, timeout=30)
+        assert response.status_code == 201, response.text
+        assert blnk.ledger_balances.get(alice).data["inflight_debit_balance"] == 400
+        first, second = (leg["transaction_id"] for leg in response.json()["destinations"])
+        assert blnk.transactions.get(first).data["status"] == "INFLIGHT"
+        committed = blnk.transactions.update_status(first, {"status": "commit", "skip_queue": True})
+        assert committed.status == 200, committed.to_dict()
+        voided = blnk.transactions.update_status(second, {"status": "void", "skip_queue": True})
+        assert voided.status == 200, voided.to_dict()
+        assert _amounts(blnk, alice, bob, carol) == [900, 100, 0]
+        assert blnk.ledger_balances.get(alice).data["inflight_debit_balance"] == 0
+
     @pytest.mark.parametrize("atomic", [True, False])
     def test_a_split_inside_a_bulk(self, blnk: Any, ledger_url: str, atomic: bool) -> None:
         """A bulk item may be a split; its legs post with the other items (and, atomic, all
