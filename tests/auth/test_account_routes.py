@@ -1,5 +1,6 @@
-"""Account routes no other test drove: a password change with the wrong current password, a new
-verification code, and ending every other session.
+"""Account and factor routes no other test drove: a password change with the wrong current
+password, a new verification code, ending every other session, the bound on codes one sign-in
+may send, and removing a factor that is not there.
 
 Each goes over HTTP through the identity app with the edge's authentication slot filled, on the
 real database and the dev outbox.
@@ -114,3 +115,53 @@ class TestEndOtherSessions:
         assert (await _refresh(client, account.refresh_token)).status_code == 200
         listed = await client.get("/api/v1/auth/sessions", headers=account.bearer)
         assert len(listed.json()["sessions"]) == 1
+
+
+async def _pending_login(client: httpx.AsyncClient, account: Account) -> str:
+    response = await client.post(
+        "/api/v1/auth/login", json={"email": account.email, "password": PASSWORD}
+    )
+    assert response.status_code == 401, response.text
+    assert response.json()["code"] == "AUTH_MFA_REQUIRED"
+    token: str = response.json()["details"]["mfa_token"]
+    return token
+
+
+class TestSecondFactorBounds:
+    async def test_one_sign_in_sends_at_most_three_codes(self, client: httpx.AsyncClient) -> None:
+        """MFA_CHALLENGE_SENDS_MAX: a pending sign-in may ask for three email codes; the fourth
+        request is refused and sends nothing."""
+        account = await registered(client)
+        enrolled = await client.post("/api/v1/auth/mfa/email/enroll", headers=account.bearer)
+        assert enrolled.status_code == 200, enrolled.text
+        confirm = await client.post(
+            "/api/v1/auth/mfa/email/confirm",
+            json={"code": await outbox_code(client, account.email)},
+            headers=account.bearer,
+        )
+        assert confirm.status_code == 200, confirm.text
+        token = await _pending_login(client, account)
+        before = len(await _outbox(client, account.email))
+        answers = [
+            (await client.post("/api/v1/auth/mfa/email/send", json={"mfa_token": token}))
+            for _ in range(4)
+        ]
+        assert [a.status_code for a in answers] == [200, 200, 200, 401], answers[-1].text
+        assert answers[-1].json()["code"] == "AUTH_INVALID_MFA_CODE"
+        assert len(await _outbox(client, account.email)) == before + 3
+
+    async def test_removing_a_factor_that_is_not_there_is_404(
+        self, client: httpx.AsyncClient, clock: FrozenClock
+    ) -> None:
+        """With a fresh second factor, removing SMS (never enrolled) is 404; removing the
+        backup codes works once, then is 404 too."""
+        account = await registered(client)
+        await with_totp(client, account, clock)
+        created = await client.post("/api/v1/auth/mfa/backup-codes", headers=account.bearer)
+        assert created.status_code in {200, 201}, created.text
+        sms = await client.delete("/api/v1/auth/mfa/factors/sms", headers=account.bearer)
+        assert sms.status_code == 404, sms.text
+        first = await client.delete("/api/v1/auth/mfa/factors/backup_code", headers=account.bearer)
+        assert first.status_code == 204, first.text
+        again = await client.delete("/api/v1/auth/mfa/factors/backup_code", headers=account.bearer)
+        assert again.status_code == 404, again.text
