@@ -1,4 +1,5 @@
-"""CORS over real HTTP: preflights for allowed and disallowed origins, and actual requests."""
+"""CORS over real HTTP: preflights for allowed and disallowed origins, and actual requests; and
+the `Vary` merge on an answer that already varies."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 from fastapi import FastAPI
+
+from gateway.cors import Cors
+from gateway.policy import CorsPolicy
 
 ALLOWED = "https://app.dwaybank.com"
 STRANGER = "https://evil.example"
@@ -96,3 +100,21 @@ class TestActualRequests:
         response = http.get("/health/live")
         assert response.headers["vary"] == "Origin"
         assert "access-control-allow-origin" not in response.headers
+
+
+class TestVaryMerge:
+    """An answer that already varies (on Accept-Encoding, say) gains Origin in the same field."""
+
+    @pytest.mark.parametrize(
+        ("own", "merged"),
+        [
+            (b"Accept-Encoding", b"Accept-Encoding, Origin"),
+            (b"origin, accept", b"origin, accept"),  # already there, in any case
+        ],
+    )
+    def test_one_vary_field_naming_origin(self, own: bytes, merged: bytes) -> None:
+        headers = [(b"content-type", b"application/json"), (b"Vary", own)]
+        Cors(CorsPolicy()).decorate(headers, {b"content-type", b"vary"}, ALLOWED.encode())
+        varies = [value for name, value in headers if name.lower() == b"vary"]
+        assert varies == [merged]
+        assert (b"access-control-allow-origin", ALLOWED.encode()) in headers
