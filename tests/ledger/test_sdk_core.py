@@ -330,17 +330,32 @@ class TestTransactions:
         assert blnk.ledger_balances.get(balance_id).data["balance"] == 123456789012345678901 + 1005
 
 
-def _split(blnk: Any, amount: int | str, **ends: Any) -> Any:
-    body = {
+def _split_body(amount: int | str, **ends: Any) -> dict[str, Any]:
+    """A skip_queue transaction of `amount` minor units with the given ends, legs and flags."""
+    return {
         "precise_amount": amount,
         "precision": 100,
         "reference": _ref(),
         "currency": "USD",
         "description": "split",
         "skip_queue": True,
+        **ends,
     }
-    body.update(ends)
-    return blnk.transactions.create(body)
+
+
+def _split(blnk: Any, amount: int | str, **ends: Any) -> Any:
+    return blnk.transactions.create(_split_body(amount, **ends))
+
+
+def _post_split(ledger_url: str, amount: int | str, **ends: Any) -> httpx.Response:
+    """The same over plain HTTP: the SDK checks a split's legs itself before it sends (in
+    floats), so the server's own answer to legs the SDK would refuse is read this way."""
+    body = _split_body(amount, **ends)
+    return httpx.post(f"{ledger_url}/transactions", json=body, headers=UA, timeout=30)
+
+
+def _legs(*legs: tuple[str, str]) -> list[dict[str, str]]:
+    return [{"identifier": identifier, "distribution": text} for identifier, text in legs]
 
 
 def _amounts(blnk: Any, *balance_ids: str) -> list[int]:
@@ -354,11 +369,7 @@ class TestSplits:
         ledger_id = _ledger(blnk)
         alice, bob, carol, dave = (_balance(blnk, ledger_id) for _ in range(4))
         _fund(blnk, alice, 10_000)
-        legs = [
-            {"identifier": bob, "distribution": "50%"},
-            {"identifier": carol, "distribution": "2.00"},
-            {"identifier": dave, "distribution": "left"},
-        ]
+        legs = _legs((bob, "50%"), (carol, "2.00"), (dave, "left"))
         response = _split(blnk, 1_001, source=alice, destinations=legs)
         assert response.status == 201, response.to_dict()
         assert _amounts(blnk, alice, bob, carol, dave) == [10_000 - 1_001, 500, 200, 301]
@@ -379,10 +390,7 @@ class TestSplits:
         alice, bob, carol = (_balance(blnk, ledger_id) for _ in range(3))
         _fund(blnk, alice, 1_000)
         _fund(blnk, bob, 1_000)
-        legs = [
-            {"identifier": alice, "distribution": "60%"},
-            {"identifier": bob, "distribution": "left"},
-        ]
+        legs = _legs((alice, "60%"), (bob, "left"))
         response = _split(blnk, 500, sources=legs, destination=carol)
         assert response.status == 201, response.to_dict()
         assert _amounts(blnk, alice, bob, carol) == [700, 800, 500]
@@ -393,10 +401,7 @@ class TestSplits:
         ledger_id = _ledger(blnk)
         alice, bob, carol = (_balance(blnk, ledger_id) for _ in range(3))
         _fund(blnk, alice, 1_000)
-        legs = [
-            {"identifier": bob, "distribution": "10%"},
-            {"identifier": carol, "distribution": "left"},
-        ]
+        legs = _legs((bob, "10%"), (carol, "left"))
         response = _split(blnk, 500, source=alice, destinations=legs, skip_queue=False)
         assert response.status == 201, response.to_dict()
         assert response.data["outcome"]["status"] == "APPLIED"
@@ -412,10 +417,7 @@ class TestSplits:
         ledger_id = _ledger(blnk)
         alice, bob, carol = (_balance(blnk, ledger_id) for _ in range(3))
         _fund(blnk, alice, 1_000)
-        legs = [
-            {"identifier": alice, "distribution": "50%"},
-            {"identifier": bob, "distribution": "left"},
-        ]
+        legs = _legs((alice, "50%"), (bob, "left"))
         response = _split(blnk, 600, sources=legs, destination=carol, skip_queue=False)
         assert response.status == 201, response.to_dict()
         assert response.data["status"] == "QUEUED"
@@ -433,9 +435,6 @@ class TestSplits:
         assert all(c["parent_transaction"] == response.data["transaction_id"] for c in children)
         assert _amounts(blnk, alice, bob, carol) == [700, 0, 300]
 
-    # The SDK checks a split's legs itself before it sends (in floats: it refuses a 30-digit
-    # split it cannot add up), so the server's own answers are read over plain HTTP.
-
     @pytest.mark.parametrize(
         "distributions",
         [
@@ -452,20 +451,8 @@ class TestSplits:
         ledger_id = _ledger(blnk)
         alice, bob, carol = (_balance(blnk, ledger_id) for _ in range(3))
         _fund(blnk, alice, 10_000)
-        legs = [
-            {"identifier": balance, "distribution": text}
-            for balance, text in zip((bob, carol), distributions, strict=True)
-        ]
-        body = {
-            "precise_amount": 1_000,
-            "precision": 100,
-            "reference": _ref(),
-            "currency": "USD",
-            "source": alice,
-            "destinations": legs,
-            "skip_queue": True,
-        }
-        response = httpx.post(f"{ledger_url}/transactions", json=body, headers=UA, timeout=30)
+        legs = _legs(*zip((bob, carol), distributions, strict=True))
+        response = _post_split(ledger_url, 1_000, source=alice, destinations=legs)
         assert response.status_code == 400, response.text
         assert response.json()["error_detail"]["code"] == "TXN_INVALID_DISTRIBUTION"
         assert _amounts(blnk, alice, bob, carol) == [10_000, 0, 0]
@@ -478,20 +465,14 @@ class TestSplits:
         ledger_id = _ledger(blnk)
         alice, bob, carol = (_balance(blnk, ledger_id) for _ in range(3))
         _fund(blnk, alice, 1_000)
-        body = {
-            "precise_amount": 400,
-            "precision": 100,
-            "reference": _ref(),
-            "currency": "USD",
-            "source": alice,
-            "destinations": [
-                {"identifier": bob, "distribution": "25%"},
-                {"identifier": carol, "distribution": "left"},
-            ],
-            "inflight": True,
-            "skip_queue": skip_queue,
-        }
-        response = httpx.post(f"{ledger_url}/transactions", json=body, headers=UA, timeout=30)
+        response = _post_split(
+            ledger_url,
+            400,
+            source=alice,
+            destinations=_legs((bob, "25%"), (carol, "left")),
+            inflight=True,
+            skip_queue=skip_queue,
+        )
         assert response.status_code == 201, response.text
         assert blnk.ledger_balances.get(alice).data["inflight_debit_balance"] == 400
         first, second = (leg["transaction_id"] for leg in response.json()["destinations"])
@@ -524,10 +505,7 @@ class TestSplits:
 
         split = item(
             200,
-            destinations=[
-                {"identifier": bob, "distribution": "50%"},
-                {"identifier": carol, "distribution": "left"},
-            ],
+            destinations=_legs((bob, "50%"), (carol, "left")),
         )
         posted = httpx.post(
             f"{ledger_url}/transactions/bulk",
@@ -558,19 +536,13 @@ class TestSplits:
         ledger_id = _ledger(blnk)
         alice, bob, carol = (_balance(blnk, ledger_id) for _ in range(3))
         _fund(blnk, alice, 100)
-        body = {
-            "precise_amount": 5,
-            "precision": 100,
-            "reference": _ref(),
-            "currency": "USD",
-            "source": alice,
-            "destinations": [
-                {"identifier": bob, "distribution": "1%"},
-                {"identifier": carol, "distribution": "left"},
-            ],
-            "skip_queue": skip_queue,
-        }
-        response = httpx.post(f"{ledger_url}/transactions", json=body, headers=UA, timeout=30)
+        response = _post_split(
+            ledger_url,
+            5,
+            source=alice,
+            destinations=_legs((bob, "1%"), (carol, "left")),
+            skip_queue=skip_queue,
+        )
         assert response.status_code == 201, response.text
         assert _amounts(blnk, alice, bob, carol) == [95, 0, 5]
         legs = response.json()["destinations"]
@@ -583,20 +555,13 @@ class TestSplits:
         ledger_id = _ledger(blnk)
         bob, carol = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
         total = 123_456_789_012_345_678_901_234_567_891
-        body = {
-            "precise_amount": str(total),
-            "precision": 100,
-            "reference": _ref(),
-            "currency": "USD",
-            "source": "@WorldUSD",
-            "destinations": [
-                {"identifier": bob, "distribution": "50%"},
-                {"identifier": carol, "distribution": "50%"},
-            ],
-            "allow_overdraft": True,
-            "skip_queue": True,
-        }
-        response = httpx.post(f"{ledger_url}/transactions", json=body, headers=UA, timeout=30)
+        response = _post_split(
+            ledger_url,
+            str(total),
+            source="@WorldUSD",
+            destinations=_legs((bob, "50%"), (carol, "50%")),
+            allow_overdraft=True,
+        )
         assert response.status_code == 201, response.text
         assert _amounts(blnk, bob, carol) == [total // 2 + 1, total // 2]
 
