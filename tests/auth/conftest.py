@@ -182,6 +182,16 @@ async def with_totp(client: httpx.AsyncClient, account: Account, clock: FrozenCl
     return secret
 
 
+async def second_session(
+    client: httpx.AsyncClient, account: Account, secret: bytes, clock: FrozenClock
+) -> Account:
+    """Another sign-in of the same user (password and TOTP): a second session."""
+    other = Account(email=account.email)
+    response = await login(client, other, mfa_code=totp(secret, clock.now()))
+    assert response.status_code == 200, response.text
+    return other
+
+
 async def administrator(
     client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
 ) -> Account:

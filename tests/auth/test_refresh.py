@@ -14,9 +14,15 @@ import httpx
 import pytest
 
 from auth.dependencies import AuthDependencies
-from auth.otp import token_digest, totp
+from auth.otp import token_digest
 from kit.clock import FrozenClock
-from tests.auth.conftest import NEW_PASSWORD, PASSWORD, Account, login, registered, with_totp
+from tests.auth.conftest import (
+    NEW_PASSWORD,
+    PASSWORD,
+    registered,
+    second_session,
+    with_totp,
+)
 
 pytestmark = pytest.mark.db
 
@@ -151,10 +157,9 @@ class TestRevocation:
     ) -> None:
         """Changing the password ends the other sessions' refresh tokens, not the caller's."""
         account = await registered(client)
-        secret = await with_totp(client, account, clock)
-        other = Account(email=account.email)
-        response = await login(client, other, mfa_code=totp(secret, clock.now()))
-        assert response.status_code == 200, response.text
+        other = await second_session(
+            client, account, await with_totp(client, account, clock), clock
+        )
         change = await client.post(
             "/api/v1/auth/password/change",
             json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
