@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import decimal
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Final
@@ -57,6 +58,20 @@ class InvalidPrecisionError(ValidationError):
 
 class FractionalPrecisionError(InvalidPrecisionError):
     """A precision with a fractional part (0.5): the case some APIs answer apart."""
+
+
+def exact_sum(values: Iterable[Decimal]) -> Decimal:
+    """The sum of decimals without rounding (Python's default context keeps 28 digits, and a
+    ledger amount may carry more)."""
+    total = Decimal(0)
+    for value in values:
+        total = _EXACT.add(total, value)
+    return total
+
+
+def within_drift(a: Decimal, b: Decimal, drift: Decimal) -> bool:
+    """|a - b| <= |b| x drift, computed without rounding."""
+    return _EXACT.abs(_EXACT.subtract(a, b)) <= _EXACT.multiply(_EXACT.abs(b), drift)
 
 
 def decimal_from_float(value: float) -> Decimal:

@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from rapidfuzz.distance import Levenshtein
 
+from kit.money import exact_sum, within_drift
 from ledger.surface_errors import MatchingRuleInvalidError
 
 CRITERIA_MAX: Final = 20
@@ -153,7 +154,7 @@ def _text_holds(c: Criterion, external: Sequence[str], ledger: Sequence[str]) ->
 
 def _amount_holds(c: Criterion, external: Decimal, ledger: Decimal) -> bool:
     if c.operator == "equals":
-        return abs(external - ledger) <= abs(ledger) * c.allowable_drift
+        return within_drift(external, ledger, c.allowable_drift)
     return external > ledger if c.operator == "greater_than" else external < ledger
 
 
@@ -194,7 +195,7 @@ def aggregate(sides: Sequence[Side]) -> Side:
     dates = [s.occurred_at for s in sides if s.occurred_at is not None]
     currencies = tuple(dict.fromkeys(c for s in sides for c in s.currencies))
     return Side(
-        amount=sum((s.amount for s in sides), Decimal(0)),
+        amount=exact_sum(s.amount for s in sides),
         occurred_at=min(dates) if dates else None,
         currencies=currencies if len(currencies) <= 1 else (*currencies, MIXED_CURRENCY),
         references=tuple(r for s in sides for r in s.references),

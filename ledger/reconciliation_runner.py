@@ -43,6 +43,7 @@ import asyncpg
 from kit.clock import Clock
 from kit.db import Database
 from kit.errors import AppError
+from kit.money import exact_sum
 from ledger import reconciliation_repository as repository
 from ledger.matching import Criterion, Side, aggregate, candidate_bounds, group_bounds, rules_hold
 from ledger.reconciliation import UPLOAD_ROWS_MAX
@@ -348,7 +349,7 @@ def _notes(
             "reconciliation_id": reconciliation_id,
             "reconciled_at": timestamp(now),
             "external_txn_id": externals[0][0],
-            "reconciliation_amount": str(sum((amount for _, amount in externals), Decimal(0))),
+            "reconciliation_amount": str(exact_sum(amount for _, amount in externals)),
         }
         if len(externals) > 1:
             note["external_txn_ids"] = [external_id for external_id, _ in externals]
