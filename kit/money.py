@@ -60,6 +60,19 @@ class FractionalPrecisionError(InvalidPrecisionError):
     """A precision with a fractional part (0.5): the case some APIs answer apart."""
 
 
+def decimal_places(value: Decimal) -> int:
+    """Digits after the point, trailing zeros aside (`1.50` has 1; `1E+3` has none; `1E-9`
+    has 9), read from the value's digits without any arithmetic on its exponent."""
+    _, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):
+        raise InvalidAmountError("not a finite number")
+    written = "".join(map(str, digits))
+    significant = written.rstrip("0")
+    if not significant:  # zero, however written
+        return 0
+    return max(0, -exponent - (len(written) - len(significant)))
+
+
 def exact_sum(values: Iterable[Decimal]) -> Decimal:
     """The sum of decimals without rounding (Python's default context keeps 28 digits, and a
     ledger amount may carry more)."""

@@ -23,7 +23,7 @@ from fractions import Fraction
 from typing import Final
 
 from kit.money import InvalidAmountError as MoneyInvalidAmountError
-from kit.money import to_minor_units
+from kit.money import decimal_places, to_minor_units
 from ledger.errors import InvalidDistributionError
 from ledger.models import Leg
 
@@ -40,10 +40,7 @@ def _percentage(text: str) -> Fraction:
         raise InvalidDistributionError(f"invalid percentage distribution {text!r}") from exc
     if not value.is_finite() or value <= 0 or value > HUNDRED:
         raise InvalidDistributionError(f"percentage must be above 0 and at most 100: {text!r}")
-    _, digits, exponent = value.as_tuple()
-    written = "".join(map(str, digits))
-    places = -int(exponent) - (len(written) - len(written.rstrip("0")))
-    if places > PERCENT_PLACES_MAX:  # trailing zeros (50.000%) add no places
+    if decimal_places(value) > PERCENT_PLACES_MAX:  # trailing zeros (50.000%) add none
         raise InvalidDistributionError(
             f"a percentage has at most {PERCENT_PLACES_MAX} decimal places: {text!r}"
         )

@@ -29,6 +29,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
 from kit.ids import IdPrefix, new_id, uuid4_text
+from kit.money import decimal_places
 from ledger import reconciliation_repository as repository
 from ledger.errors import LedgerValidationError
 from ledger.matching import (
@@ -58,6 +59,9 @@ MATCHING_RULE_IDS_MAX: Final = (
 )
 CRITERIA_PARSED_MAX: Final = 100  # parsed at most; more than CRITERIA_MAX is refused
 EXTERNAL_ID_LENGTH_MAX: Final = 255
+# An external amount's digits on either side of the point: a ledger amount carries at most 60
+# (kit.money.MINOR_UNITS_DIGITS_MAX), and PostgreSQL's NUMERIC cannot store 1E+999999999.
+AMOUNT_DIGITS_MAX: Final = 60
 TEXT_LENGTH_MAX: Final = 255  # reference, source
 CURRENCY_LENGTH_MAX: Final = 32
 DESCRIPTION_LENGTH_MAX: Final = 4096
@@ -178,6 +182,12 @@ def _amount(value: float | int | str, where: str) -> Decimal:
         raise UploadFailedError(f"{where}: amount {str(value)[:40]!r} is not a number") from exc
     if not amount.is_finite():
         raise UploadFailedError(f"{where}: amount must be finite")
+    if amount and (
+        amount.adjusted() >= AMOUNT_DIGITS_MAX or decimal_places(amount) > AMOUNT_DIGITS_MAX
+    ):
+        raise UploadFailedError(
+            f"{where}: amount has more than {AMOUNT_DIGITS_MAX} digits on a side of the point"
+        )
     return amount
 
 

@@ -20,6 +20,7 @@ from kit.money import (
     InvalidPrecisionError,
     Money,
     decimal_from_float,
+    decimal_places,
     format_amount,
     from_minor_units,
     parse_minor_units,
@@ -170,3 +171,16 @@ class TestProperties:
     def test_significant_digit_limit_constant(self) -> None:
         """The limit is the 15 digits a float64 carries exactly."""
         assert AMOUNT_SIGNIFICANT_DIGITS_MAX == 15
+
+
+@pytest.mark.parametrize(
+    ("text", "places"),
+    [("1.50", 1), ("1E+3", 0), ("1E-9", 9), ("0.000", 0), ("-12.345", 3), ("50." + "0" * 70, 0)],
+)
+def test_decimal_places_ignore_trailing_zeros(text: str, places: int) -> None:
+    assert decimal_places(Decimal(text)) == places
+
+
+def test_decimal_places_of_an_infinity_is_refused() -> None:
+    with pytest.raises(InvalidAmountError):
+        decimal_places(Decimal("Infinity"))

@@ -430,6 +430,30 @@ class TestRuns:
         assert no_records.status_code == 400
         assert no_records.json()["error_detail"]["code"] == "RECON_EXTERNAL_TXNS_REQUIRED"
 
+    @pytest.mark.parametrize("amount", ["1E+999999999", "1E-999999999", "1" * 61 + ".5"])
+    def test_an_amount_no_ledger_holds_is_400(self, ledger_url: str, amount: str) -> None:
+        """More than 60 digits on a side of the point (NUMERIC cannot even store the first two;
+        they were a 500) is refused before anything is stored."""
+        response = httpx.post(
+            f"{ledger_url}/reconciliation/start-instant",
+            json={
+                "external_transactions": [
+                    {
+                        "id": f"ext-{uuid.uuid4()}",
+                        "amount": amount,
+                        "reference": "r",
+                        "currency": "USD",
+                        "description": "d",
+                        "date": "2026-01-01T00:00:00Z",
+                    }
+                ],
+                "strategy": "one_to_one",
+                "matching_rule_ids": [],
+            },
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error_detail"]["code"] == "RECON_UPLOAD_FAILED"
+
 
 class TestMatchIntegrity:
     async def _run(self, conn: asyncpg.Connection, *, strategy: str, dry_run: bool) -> str:
