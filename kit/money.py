@@ -34,6 +34,10 @@ DIVISION_PLACES: Final = (
     16  # shopspring-decimal's default DivisionPrecision for non-decimal precisions
 )
 _CONTEXT_DIGITS: Final = 120  # wide enough that products of bounded inputs are exact
+# The largest power of ten any client number may carry, either way: far past any amount (60
+# digits), precision (10**18), rate or limit, and small enough that no conversion of it to an
+# integer or normalisation of it costs more than microseconds.
+DECIMAL_EXPONENT_MAX: Final = 1_000
 
 _EXACT = decimal.Context(
     prec=_CONTEXT_DIGITS,
@@ -110,6 +114,10 @@ def parse_decimal(value: Decimal | int | float | str) -> Decimal:
         raise InvalidAmountError("amount is not a number", amount=str(value)[:64]) from exc
     if not result.is_finite():
         raise InvalidAmountError("amount must be a finite number", amount=str(value)[:64])
+    if abs(result.adjusted()) > DECIMAL_EXPONENT_MAX:
+        # `int(Decimal("1E+999999999"))` builds a billion-digit integer (minutes of CPU), and
+        # the exact context cannot normalise it: refused here, before any arithmetic.
+        raise InvalidAmountError("number out of range", amount=str(value)[:64])
     return result
 
 
@@ -156,6 +164,11 @@ def to_minor_units(amount: Decimal | int | float | str, precision: int) -> int:
             amount=str(value)[:64],
         )
     scaled = _EXACT.multiply(value, Decimal(precision))
+    if scaled.adjusted() >= MINOR_UNITS_DIGITS_MAX:
+        raise InvalidAmountError(
+            f"amount is more than {MINOR_UNITS_DIGITS_MAX} digits of minor units",
+            amount=str(value)[:64],
+        )
     return int(scaled.quantize(Decimal(1), rounding=ROUND_HALF_UP, context=_EXACT))
 
 
@@ -167,6 +180,11 @@ def parse_minor_units(value: int | str | Decimal | float) -> int:
         result = value
     else:
         number = parse_decimal(value)
+        if number.adjusted() >= MINOR_UNITS_DIGITS_MAX:  # before int() builds it
+            raise InvalidAmountError(
+                f"precise_amount has more than {MINOR_UNITS_DIGITS_MAX} digits",
+                amount=str(value)[:64],
+            )
         if number != number.to_integral_value(context=_EXACT):
             raise InvalidAmountError(
                 "precise_amount must be a whole number", amount=str(value)[:64]

@@ -179,13 +179,17 @@ class LedgerEngine:
                     entry.future.set_result(outcome)
 
     async def _run_isolating(self, commands: list[Command], *, depth: int) -> list[Outcome]:
-        """Run a batch; if PostgreSQL refuses it, halve it until the culprit is alone."""
+        """Run a batch; if PostgreSQL refuses it, or a command breaks the posting code itself
+        (a bug: anything else is an outcome), halve it until the culprit is alone. Every
+        caller gets an answer: an exception escaping here would leave the batch's callers
+        waiting for ever."""
         try:
             return await self._run_with_retries(commands)
-        except asyncpg.PostgresError as exc:
+        except Exception as exc:  # isolated, logged with its stack, answered 500
             if len(commands) == 1 or depth >= SPLIT_DEPTH_MAX:
                 logger.exception("the ledger refused a command", extra={"writer": self.writer})
-                error = InvariantError("the ledger refused the transaction", sqlstate=exc.sqlstate)
+                sqlstate = getattr(exc, "sqlstate", None)
+                error = InvariantError("the ledger refused the transaction", sqlstate=sqlstate)
                 return [Outcome(error.status, error=error) for _ in commands]
             middle = len(commands) // 2
             first = await self._run_isolating(commands[:middle], depth=depth + 1)

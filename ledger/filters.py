@@ -11,12 +11,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import InvalidOperation
 from enum import StrEnum
 from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kit.money import InvalidAmountError, parse_decimal
 from ledger.errors import FilterParseError, LedgerValidationError
 
 LIMIT_MAX: Final = 100  # Blnk's FilterRequest bound
@@ -165,7 +166,7 @@ def _coerce(value: Any, kind: Kind, field_name: str) -> Any:
         raise LedgerValidationError(f"filter on {field_name} needs a value")
     try:
         if kind is Kind.NUMBER:
-            return Decimal(str(value))
+            return parse_decimal(str(value))  # bounded: 1E+999999999 is refused, not encoded
         if kind is Kind.TIME:
             return (
                 value
@@ -176,7 +177,7 @@ def _coerce(value: Any, kind: Kind, field_name: str) -> Any:
             if isinstance(value, bool):
                 return value
             return {"true": True, "1": True, "false": False, "0": False}[str(value).lower()]
-    except (InvalidOperation, ValueError, KeyError) as exc:
+    except (InvalidOperation, ValueError, KeyError, InvalidAmountError) as exc:
         raise LedgerValidationError(f"invalid value for {field_name}") from exc
     return str(value)
 

@@ -23,6 +23,7 @@ from kit.money import (
     decimal_places,
     format_amount,
     from_minor_units,
+    parse_decimal,
     parse_minor_units,
     parse_precision,
     to_minor_units,
@@ -184,3 +185,29 @@ def test_decimal_places_ignore_trailing_zeros(text: str, places: int) -> None:
 def test_decimal_places_of_an_infinity_is_refused() -> None:
     with pytest.raises(InvalidAmountError):
         decimal_places(Decimal("Infinity"))
+
+
+class TestOutOfRange:
+    """Numbers whose exponent alone is huge are refused before any arithmetic: `int()` of
+    1E+999999999 would build a billion-digit integer (minutes of CPU in a replica)."""
+
+    @pytest.mark.parametrize("text", ["1E+999999999", "1E-999999999", "-1e1001", "0E+5000"])
+    def test_parse_decimal_refuses_an_extreme_exponent(self, text: str) -> None:
+        with pytest.raises(InvalidAmountError, match="out of range"):
+            parse_decimal(text)
+
+    def test_precise_amounts_and_precisions_refuse_it_too(self) -> None:
+        with pytest.raises(InvalidAmountError):
+            parse_minor_units("1E+999999999")
+        with pytest.raises(InvalidAmountError):
+            parse_minor_units("1e60")  # 61 digits
+        assert parse_minor_units("1e59") == 10**59
+        with pytest.raises(InvalidAmountError):
+            parse_precision("1E+999999999")
+
+    def test_minor_units_stop_at_sixty_digits(self) -> None:
+        assert to_minor_units("1e57", 100) == 10**59
+        with pytest.raises(InvalidAmountError, match="60 digits"):
+            to_minor_units("1e58", 100)
+        with pytest.raises(InvalidAmountError):
+            to_minor_units("1e400", 100)  # was decimal.InvalidOperation: a 500

@@ -242,6 +242,36 @@ class TestBadInput:
         assert "error_detail" in response.json()
         _untouched(http, balance_id, body["reference"])
 
+    @pytest.mark.parametrize("huge", ["1E+999999999", "1E-999999999", "1e400"])
+    @pytest.mark.parametrize("field", ["amount", "precise_amount", "precision"])
+    def test_numbers_out_of_range(self, http: httpx.Client, field: str, huge: str) -> None:
+        """An exponent no amount needs is 400 at once: `precise_amount: "1E+999999999"` held a
+        replica's CPU for minutes building a billion-digit integer, and `amount: 1e400` was a
+        500."""
+        balance_id = _balance(http)
+        body = _body(balance_id)
+        if field == "amount":
+            body.pop("precise_amount")
+        body[field] = huge
+        response = http.post("/transactions", json=body)
+        assert response.status_code == 400, response.text
+        _untouched(http, balance_id, body["reference"])
+
+    @pytest.mark.parametrize("huge", ["1E+999999999", "1e400"])
+    def test_a_commit_out_of_range_is_400_and_leaves_the_hold(
+        self, http: httpx.Client, huge: str
+    ) -> None:
+        """A commit of `amount: 1e400` broke the batch it ran in, and its caller was never
+        answered."""
+        balance_id = _balance(http)
+        hold = http.post("/transactions", json=_body(balance_id, inflight=True)).json()
+        response = http.put(
+            f"/transactions/inflight/{hold['transaction_id']}",
+            json={"status": "commit", "amount": huge, "skip_queue": True},
+        )
+        assert response.status_code == 400, response.text
+        assert http.get(f"/balances/{balance_id}").json()["inflight_credit_balance"] == 100
+
     def test_an_overlong_idempotency_key(self, http: httpx.Client) -> None:
         balance_id = _balance(http)
         body = _body(balance_id)

@@ -10,7 +10,9 @@ how many attempts the engine made.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from dataclasses import replace
 
 import pytest
 
@@ -162,3 +164,17 @@ class TestBatchFailures:
         assert await _balance(db, b) == 0
         (fits,) = await engine.execute([transfer(a, b, 1)])
         assert fits.error is None
+
+    async def test_a_command_that_breaks_the_posting_code_fails_alone(
+        self, db: Database, make_balance: MakeBalance
+    ) -> None:
+        """A bug met by one command (here a command built with an amount of the wrong type,
+        which no API would pass) is that command's 500; the rest of its batch commits and every
+        caller is answered (an exception escaping the batch left its callers waiting)."""
+        engine = LedgerEngine(db, writer="test")
+        a, b = await funded_balance(engine, make_balance, 10_000), await make_balance()
+        commands = [transfer(a, b, 10 + i) for i in range(5)]
+        commands.insert(2, replace(transfer(a, b, 1), precise_amount="not a number"))  # type: ignore[arg-type]
+        outcomes = await asyncio.wait_for(engine.execute(commands), timeout=60)
+        assert [_code(o) for o in outcomes] == [None, None, "GEN_INTERNAL", None, None, None]
+        assert await _balance(db, b) == sum(10 + i for i in range(5))
