@@ -22,6 +22,18 @@ def _ref() -> str:
     return f"ref-{uuid.uuid4()}"
 
 
+def _body(amount: int | str, **fields: Any) -> dict[str, Any]:
+    """A transaction request of `amount` minor units in USD at precision 100, with a fresh
+    reference; `fields` add to the request or replace any of these."""
+    return {
+        "precise_amount": amount,
+        "precision": 100,
+        "reference": _ref(),
+        "currency": "USD",
+        **fields,
+    }
+
+
 def _ledger(blnk: Any) -> str:
     response = blnk.ledgers.create(
         {"name": f"ledger-{uuid.uuid4()}", "meta_data": {"team": "payments"}}
@@ -40,17 +52,15 @@ def _balance(blnk: Any, ledger_id: str, currency: str = "USD") -> str:
 
 def _fund(blnk: Any, balance_id: str, amount: int, currency: str = "USD") -> dict[str, Any]:
     response = blnk.transactions.create(
-        {
-            "precise_amount": amount,
-            "precision": 100,
-            "reference": _ref(),
-            "currency": currency,
-            "description": "funding",
-            "source": f"@World{currency}",
-            "destination": balance_id,
-            "allow_overdraft": True,
-            "skip_queue": True,
-        }
+        _body(
+            amount,
+            currency=currency,
+            description="funding",
+            source=f"@World{currency}",
+            destination=balance_id,
+            allow_overdraft=True,
+            skip_queue=True,
+        )
     )
     assert response.status == 201, response.to_dict()
     data: dict[str, Any] = response.data
@@ -58,18 +68,8 @@ def _fund(blnk: Any, balance_id: str, amount: int, currency: str = "USD") -> dic
 
 
 def _move(blnk: Any, source: str, destination: str, amount: int, **extra: Any) -> Any:
-    body = {
-        "precise_amount": amount,
-        "precision": 100,
-        "reference": _ref(),
-        "currency": "USD",
-        "description": "move",
-        "source": source,
-        "destination": destination,
-        "skip_queue": True,
-    }
-    body.update(extra)
-    return blnk.transactions.create(body)
+    fields = {"description": "move", "source": source, "destination": destination}
+    return blnk.transactions.create(_body(amount, **{**fields, "skip_queue": True, **extra}))
 
 
 class TestSystem:
@@ -145,18 +145,15 @@ class TestBalances:
         posted; an undated one from now."""
         balance_id = _balance(blnk, _ledger(blnk))
         dated = blnk.transactions.create(
-            {
-                "precise_amount": 700,
-                "precision": 100,
-                "reference": _ref(),
-                "currency": "USD",
-                "description": "back-dated",
-                "source": "@WorldUSD",
-                "destination": balance_id,
-                "allow_overdraft": True,
-                "skip_queue": True,
-                "effective_date": "2020-06-01T12:00:00Z",
-            }
+            _body(
+                700,
+                description="back-dated",
+                source="@WorldUSD",
+                destination=balance_id,
+                allow_overdraft=True,
+                skip_queue=True,
+                effective_date="2020-06-01T12:00:00Z",
+            )
         )
         assert dated.status == 201, dated.to_dict()
         _fund(blnk, balance_id, 50)
@@ -332,15 +329,7 @@ class TestTransactions:
 
 def _split_body(amount: int | str, **ends: Any) -> dict[str, Any]:
     """A skip_queue transaction of `amount` minor units with the given ends, legs and flags."""
-    return {
-        "precise_amount": amount,
-        "precision": 100,
-        "reference": _ref(),
-        "currency": "USD",
-        "description": "split",
-        "skip_queue": True,
-        **ends,
-    }
+    return _body(amount, **{"description": "split", "skip_queue": True, **ends})
 
 
 def _split(blnk: Any, amount: int | str, **ends: Any) -> Any:
@@ -493,15 +482,7 @@ class TestSplits:
         _fund(blnk, alice, 1_000)
 
         def item(amount: int, **ends: Any) -> dict[str, Any]:
-            return {
-                "precise_amount": amount,
-                "precision": 100,
-                "reference": _ref(),
-                "currency": "USD",
-                "description": "bulk split",
-                "source": alice,
-                **ends,
-            }
+            return _body(amount, description="bulk split", source=alice, **ends)
 
         split = item(
             200,
@@ -629,18 +610,7 @@ class TestDryRuns:
         ledger_id = _ledger(blnk)
         alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
         _fund(blnk, alice, 1_000)
-        items = [
-            {
-                "precise_amount": 600,
-                "precision": 100,
-                "reference": _ref(),
-                "currency": "USD",
-                "description": "preview",
-                "source": alice,
-                "destination": bob,
-            }
-            for _ in range(2)
-        ]
+        items = [_body(600, description="preview", source=alice, destination=bob) for _ in "ab"]
         fits = blnk.transactions.create_bulk(
             {"transactions": items[:1], "atomic": True, "dry_run": True}
         )
@@ -903,26 +873,7 @@ class TestRefundsAndBulk:
         ledger_id = _ledger(blnk)
         alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
         _fund(blnk, alice, 100)
-        items = [
-            {
-                "precise_amount": 60,
-                "precision": 100,
-                "reference": _ref(),
-                "currency": "USD",
-                "description": "a",
-                "source": alice,
-                "destination": bob,
-            },
-            {
-                "precise_amount": 60,
-                "precision": 100,
-                "reference": _ref(),
-                "currency": "USD",
-                "description": "b",
-                "source": alice,
-                "destination": bob,
-            },
-        ]
+        items = [_body(60, description=text, source=alice, destination=bob) for text in "ab"]
         refused = blnk.transactions.create_bulk({"transactions": items, "atomic": True})
         assert refused.status == 400, refused.to_dict()
         assert refused.data["batch_id"].startswith("bulk_")
@@ -954,18 +905,16 @@ class TestRefundsAndBulk:
         offset), patterns, metadata keys; a value that does not fit its field is 400."""
         balance_id = _balance(blnk, _ledger(blnk))
         for amount, channel in ((100, "card"), (250, "bank"), (400, "card")):
-            body = {
-                "precise_amount": amount,
-                "precision": 100,
-                "reference": f"flt-{channel}-{uuid.uuid4()}",
-                "currency": "USD",
-                "description": "filter",
-                "source": "@WorldUSD",
-                "destination": balance_id,
-                "allow_overdraft": True,
-                "skip_queue": True,
-                "meta_data": {"channel": channel},
-            }
+            body = _body(
+                amount,
+                reference=f"flt-{channel}-{uuid.uuid4()}",
+                description="filter",
+                source="@WorldUSD",
+                destination=balance_id,
+                allow_overdraft=True,
+                skip_queue=True,
+                meta_data={"channel": channel},
+            )
             assert blnk.transactions.create(body).status == 201
 
         def amounts(**params: str) -> list[int]:
