@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import operator
 import re
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from fractions import Fraction
 from typing import Any, Final, TypeVar
 
 from kit.errors import AppError
@@ -302,10 +304,12 @@ class PostTransaction:
         """The lowest available balance allowed, in minor units; None means no check at all.
 
         Blnk: `allow_overdraft` without a limit skips the check; a positive limit is honoured
-        with or without `allow_overdraft`.
+        with or without `allow_overdraft`. The limit is in major units; its floor is exact
+        (truncated toward zero), whatever its digits: a product in the default 28-digit decimal
+        context would round a larger one.
         """
         if self.overdraft_limit > 0:
-            return -int(self.overdraft_limit * self.precision)
+            return -math.trunc(Fraction(self.overdraft_limit) * self.precision)
         if self.allow_overdraft:
             return None
         return 0

@@ -656,6 +656,29 @@ class TestPostingRules:
         assert refused.error.code == "TXN_INSUFFICIENT_FUNDS"
         assert _amounts(blnk, alice, bob) == [-200, 300]
 
+    def test_an_overdraft_limit_past_28_digits_is_exact(
+        self, blnk: Any, ledger_url: str
+    ) -> None:
+        """A limit whose floor in minor units has 30 digits: the floor is exact, not rounded in
+        Python's 28-digit default decimal context (which allowed 9 units more)."""
+        ledger_id = _ledger(blnk)
+        alice, bob = _balance(blnk, ledger_id), _balance(blnk, ledger_id)
+        floor = 123_456_789_012_345_678_901_234_567_891
+        limit = "1234567890123456789012345678.91"
+
+        def move(amount: int) -> httpx.Response:
+            body = _body(
+                str(amount), source=alice, destination=bob, skip_queue=True, overdraft_limit=limit
+            )
+            return httpx.post(f"{ledger_url}/transactions", json=body, headers=UA, timeout=30)
+
+        refused = move(floor + 1)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error_detail"]["code"] == "TXN_INSUFFICIENT_FUNDS"
+        assert _amounts(blnk, alice, bob) == [0, 0]
+        assert move(floor).status_code == 201
+        assert _amounts(blnk, alice, bob) == [-floor, floor]
+
     def test_a_balance_in_another_currency_is_refused(self, blnk: Any) -> None:
         ledger_id = _ledger(blnk)
         dollars, euros = _balance(blnk, ledger_id), _balance(blnk, ledger_id, "EUR")
