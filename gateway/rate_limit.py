@@ -248,7 +248,9 @@ class RateLimits:
             self._metrics.rate_limit_exceeded.labels(
                 self._service, edge.route.template, tier, window.name
             ).inc()
-        first = violated[0]
+        # The detail names the window the client waits for: the one whose oldest counted
+        # request leaves last (with a minute and a 15-minute window both full, the latter).
+        first = max(violated, key=lambda w: (w.reset_s, w.window_s))
         error = QuotaExceededError(
             f"The {first.name} limit of {first.limit} requests is exhausted; "
             f"retry in {decision.retry_after_s} s.",

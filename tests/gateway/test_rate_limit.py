@@ -252,6 +252,22 @@ class TestKeys:
         refused = http.post("/api/v1/auth/login", headers=address)
         assert sorted(refused.json()["violated-policies"]) == ["15min", "minute"]
 
+    def test_the_detail_names_the_window_that_sets_the_wait(
+        self, http: httpx.Client, clock: FrozenClock
+    ) -> None:
+        """Login's minute and 15-minute windows both full: the wait is the 15-minute one's,
+        and so is the window the detail names (it named the first exhausted, the minute)."""
+        address = {"X-Forwarded-For": _fresh_ip()}
+        for _ in range(5):
+            assert http.post("/api/v1/auth/login", headers=address).status_code == 200
+            clock.advance(1)
+        refused = http.post("/api/v1/auth/login", headers=address)
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "895"
+        assert refused.json()["detail"] == (
+            "The 15min limit of 5 requests is exhausted; retry in 895 s."
+        )
+
 
 @pytest.fixture(scope="module")
 def down_url(serve: Callable[[FastAPI], str], edge_app: Callable[..., FastAPI]) -> str:
