@@ -656,9 +656,7 @@ class TestPostingRules:
         assert refused.error.code == "TXN_INSUFFICIENT_FUNDS"
         assert _amounts(blnk, alice, bob) == [-200, 300]
 
-    def test_an_overdraft_limit_past_28_digits_is_exact(
-        self, blnk: Any, ledger_url: str
-    ) -> None:
+    def test_an_overdraft_limit_past_28_digits_is_exact(self, blnk: Any, ledger_url: str) -> None:
         """A limit whose floor in minor units has 30 digits: the floor is exact, not rounded in
         Python's 28-digit default decimal context (which allowed 9 units more)."""
         ledger_id = _ledger(blnk)
