@@ -347,6 +347,57 @@ class TestBlnkErrorBodies:
         )
         _refusal(not_json, 400, "GEN_MALFORMED_REQUEST", key="error")
 
+    @pytest.mark.parametrize(
+        ("change", "words"),
+        [
+            ({"allocation_strategy": "RANDOM"}, "FIFO, LIFO or PROPORTIONAL"),
+            ({"ledger_id": "own", "indicator": "@fees"}, "only in the general ledger"),
+            ({"indicator": "fees"}, "starts with @"),
+            ({"indicator": "@fee s"}, "no spaces"),
+            ({"ledger_id": ""}, "ledger_id is required"),
+            ({"currency": "US D"}, "currency is required"),
+        ],
+    )
+    def test_balance_create_rules(
+        self, http: httpx.Client, change: dict[str, Any], words: str
+    ) -> None:
+        """Each create rule Blnk checks is 400 under `errors`, and no balance appears."""
+        ledger = http.post("/ledgers", json={"name": f"rules-{uuid.uuid4()}"}).json()["ledger_id"]
+        body = {"ledger_id": "general_ledger_id", "currency": "USD", **change}
+        if body["ledger_id"] == "own":
+            body["ledger_id"] = ledger
+        before = http.get("/balances", params={"ledger_id": ledger}).json()
+        refused = _refusal(
+            http.post("/balances", json=body), 400, "BAL_VALIDATION_ERROR", key="errors"
+        )
+        assert words in refused["errors"]
+        assert http.get("/balances", params={"ledger_id": ledger}).json() == before == []
+        if "indicator" in body:
+            found = http.get(f"/balances/indicator/{body['indicator']}/currency/USD")
+            assert found.status_code == 404
+
+    def test_balance_in_an_unknown_ledger(self, http: httpx.Client) -> None:
+        """A ledger that does not exist is 400 BAL_VALIDATION_ERROR (under `error`, naming it)."""
+        missing = f"ldg_{uuid.uuid4()}"
+        response = http.post("/balances", json={"ledger_id": missing, "currency": "USD"})
+        body = _refusal(response, 400, "BAL_VALIDATION_ERROR", key="error")
+        assert missing in body["error"]
+        assert http.get("/balances", params={"ledger_id": missing}).json() == []
+
+    def test_an_indicator_is_one_balance_per_currency(self, http: httpx.Client) -> None:
+        """(indicator, currency) is unique: the second create is 409 and the first stays the
+        one found; the same indicator in another currency is another balance."""
+        indicator = f"@fees-{uuid.uuid4().hex[:8]}"
+        body = {"ledger_id": "general_ledger_id", "currency": "USD", "indicator": indicator}
+        first = http.post("/balances", json=body)
+        assert first.status_code == 201
+        _refusal(http.post("/balances", json=body), 409, "BAL_DUPLICATE_INDICATOR", key="error")
+        found = http.get(f"/balances/indicator/{indicator}/currency/USD").json()
+        assert found["balance_id"] == first.json()["balance_id"]
+        euros = http.post("/balances", json={**body, "currency": "EUR"})
+        assert euros.status_code == 201
+        assert euros.json()["balance_id"] != found["balance_id"]
+
     def test_monitor_validation(self, http: httpx.Client) -> None:
         """A balance monitor that breaks a create rule is refused under `errors`."""
         response = http.post("/balance-monitors", json={"condition": {"field": "balance"}})
