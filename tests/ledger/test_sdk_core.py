@@ -961,7 +961,14 @@ class TestRefundsAndBulk:
             400,
         ]
         assert amounts(created_at_lt="2000-01-01T00:00:00+02:00") == []
+        assert amounts(reference_ilike="FLT-BANK-%") == [250]
+        assert amounts(allow_overdraft_eq="true") == [100, 250, 400]
+        assert amounts(allow_overdraft_eq="0") == []
+        assert amounts(**{"meta_data.channel_isnotnull": ""}) == [100, 250, 400]
+        assert amounts(**{"meta_data.absent_isnull": ""}) == [100, 250, 400]
+        assert amounts(**{"meta_data.channel_isnull": ""}) == []
         for bad in (
+            {"allow_overdraft_eq": "maybe"},
             {"precise_amount_gte": "many"},
             {"created_at_gt": "yesterday"},
             {"nonexistent_eq": "1"},
