@@ -226,6 +226,50 @@ class TestLostAnswers:
         assert [o.status_code for o in outcomes] == [201, 201, 201]
         assert await _amount(api, destination) == 300
 
+    async def test_a_lost_atomic_bulk_answer_is_resolved_by_reference(
+        self, ledger_url: str, remote: BlnkHttpLedger, api: httpx.AsyncClient
+    ) -> None:
+        """An atomic bulk that applied but whose answer was lost: the retry is refused (its
+        references are taken), and the port finds every item stored as sent: one success,
+        the money moved once."""
+        source = await _funded(remote, api, 1_000)
+        destination = await _balance(api)
+        transport = LossyTransport(lambda r: r.url.path == "/transactions/bulk", losses=1)
+        items = (transfer(source, destination, 100), transfer(source, destination, 150))
+        async with httpx.AsyncClient(transport=transport) as http:
+            port = BlnkHttpLedger(RemoteConfig(base_url=ledger_url), http=http, sleep=_no_sleep)
+            (outcome,) = await port.execute(
+                [PostBulk(f"bulk_{uuid.uuid4()}", items, atomic=True, inflight=False)]
+            )
+        assert transport.losses == 0
+        assert outcome.status_code == 201, outcome.body
+        assert outcome.body is not None
+        assert (outcome.body["status"], outcome.body["transaction_count"]) == ("applied", 2)
+        assert await _amount(api, destination) == 250
+        assert await _amount(api, source) == 750
+
+    async def test_a_lost_refund_answer_is_resolved_by_reference(
+        self, ledger_url: str, remote: BlnkHttpLedger, api: httpx.AsyncClient
+    ) -> None:
+        """A refund that applied but whose answer was lost: the retry is 409 already refunded,
+        and the port answers the stored refund (`<id>_refund`) instead: refunded once."""
+        source = await _funded(remote, api, 1_000)
+        destination = await _balance(api)
+        (paid,) = await remote.execute([transfer(source, destination, 400)])
+        assert paid.body is not None
+        paid_id = paid.body["transaction_id"]
+        transport = LossyTransport(lambda r: r.url.path.startswith("/refund-transaction/"), 1)
+        async with httpx.AsyncClient(transport=transport) as http:
+            port = BlnkHttpLedger(RemoteConfig(base_url=ledger_url), http=http, sleep=_no_sleep)
+            (refund,) = await port.execute([RefundTransaction(paid_id, "", skip_queue=True)])
+        assert transport.losses == 0
+        assert refund.status_code == 201, refund.error
+        assert refund.body is not None
+        assert refund.body["reference"] == paid_id + "_refund"
+        assert (refund.body["source"], refund.body["destination"]) == (destination, source)
+        assert await _amount(api, destination) == 0
+        assert await _amount(api, source) == 1_000
+
     async def test_a_partial_commit_whose_answer_was_lost_is_not_retried(
         self, ledger_url: str, remote: BlnkHttpLedger, api: httpx.AsyncClient
     ) -> None:
