@@ -19,7 +19,7 @@ from kit.clock import FrozenClock
 from kit.db import Database
 from ledger.engine import LedgerEngine
 from ledger.models import CommitInflight, Leg, VoidInflight
-from ledger.scheduler import Due, Scheduler, is_done, plan
+from ledger.scheduler import RETRY_BACKOFF_BASE_S, Due, Scheduler, is_done, plan
 from tests.ledger.conftest import MakeBalance, funded_balance, transfer
 
 pytestmark = pytest.mark.db
@@ -213,3 +213,38 @@ class TestTicks:
         report = await second.tick()
         assert report.failed == 0
         assert await _figures(db, source) == (1_000, 0, 0)
+
+
+class TestFailures:
+    async def test_a_failed_row_waits_out_its_backoff_then_runs(
+        self, db: Database, engine: LedgerEngine, make_balance: MakeBalance
+    ) -> None:
+        """A scheduled row the ledger cannot take (its queue is full: 503) is counted failed,
+        left alone until its backoff has passed even once the ledger answers again, then run."""
+        source = await funded_balance(engine, make_balance, 1_000)
+        destination = await make_balance()
+        when = _later(1)
+        (scheduled,) = await engine.execute(
+            [transfer(source, destination, 300, skip_queue=False, scheduled_for=when)]
+        )
+        assert scheduled.record is not None
+        row_id = scheduled.record.transaction_id
+        saturated = LedgerEngine(db, writer="saturated", queue_items_max=0)
+        clock = FrozenClock(when + timedelta(milliseconds=10))
+        scheduler = Scheduler(db, saturated, clock=clock)
+        first = await scheduler.tick()
+        assert first.failed >= 1
+        assert (await _figures(db, destination))[0] == 0
+        scheduler.port = engine  # the ledger answers again, but the backoff has not passed
+        second = await scheduler.tick()
+        assert second.skipped >= 1
+        assert (await _figures(db, destination))[0] == 0
+        clock.advance(RETRY_BACKOFF_BASE_S + 0.1)
+        third = await scheduler.tick()
+        assert third.executed >= 1
+        assert (await _figures(db, destination))[0] == 300
+        async with db.connection() as conn:
+            outcome = await conn.fetchval(
+                "SELECT outcome FROM ledger.transactions WHERE transaction_id = $1", row_id
+            )
+        assert outcome["status"] == "APPLIED"
