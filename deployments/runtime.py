@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -202,6 +203,52 @@ def _pid_file(settings: Settings) -> Path:
     return settings.data_dir / "run" / PID_FILE_NAME
 
 
+class DataDirClaim:
+    """This process's claim on a data folder: an exclusive lock on its pid file, held while
+    `dwaybank up` runs and released by the kernel if the process dies. A second `up` on the
+    same folder fails to take it and leaves the file alone (it names the running process);
+    checking, then writing, would let two starts race, and a refused start that removed the
+    file on its way out would hide the running one from `dwaybank down`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.path = _pid_file(settings)
+        self._fd: int | None = None
+
+    @property
+    def is_held(self) -> bool:
+        """True while this process holds the folder."""
+        return self._fd is not None
+
+    def take(self) -> None:
+        """Lock the pid file and write this process's id in it.
+
+        Raises:
+            ConfigurationError: another process holds the folder.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigurationError(
+                f"dwaybank is already running on {self.path.parent.parent} (pid {other})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Remove the pid file and unlock, if this process holds the folder."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
+
+
 def _running_pid(settings: Settings) -> int | None:
     try:
         pid = int(_pid_file(settings).read_text().strip())
@@ -269,6 +316,7 @@ class Runtime:
         self.servers: Servers | None = None
         self.is_ray_started = False
         self.stop_requested = threading.Event()
+        self.claim = DataDirClaim(settings)
 
     @property
     def base_url(self) -> str:
@@ -277,11 +325,7 @@ class Runtime:
 
     def start(self) -> list[str]:
         """Everything up to "ready"; returns the lines to print."""
-        other = _running_pid(self.settings)
-        if other is not None:
-            raise ConfigurationError(
-                f"dwaybank is already running on {self.settings.data_dir} (pid {other})"
-            )
+        self.claim.take()
         ports = [
             (self.settings.http_host, self.settings.http_port, "HTTP"),
             (self.settings.dashboard_host, self.settings.dashboard_port, "dashboard"),
@@ -293,9 +337,6 @@ class Runtime:
             ]
         for host, port, what in ports:
             _require_free_port(host, port, what)
-        pid_file = _pid_file(self.settings)
-        pid_file.parent.mkdir(parents=True, exist_ok=True)
-        pid_file.write_text(str(os.getpid()))
         load_keyring(
             self.settings
         )  # creates the development KEK, or refuses production without one
@@ -410,8 +451,7 @@ class Runtime:
             _terminate(descendants)
         if self.servers is not None:
             self.servers.stop_started()
-        with contextlib.suppress(FileNotFoundError):
-            _pid_file(self.settings).unlink()
+        self.claim.release()
 
 
 def request_down(settings: Settings) -> int | None:

@@ -11,7 +11,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from deployments.runtime import server_warnings
+from deployments.runtime import DataDirClaim, server_warnings
+from kit.errors import ConfigurationError
+from kit.settings import Settings
 
 pytestmark = pytest.mark.db
 
@@ -116,3 +118,30 @@ class TestServerWarnings:
         warnings = await server_warnings(conn)
         is_on = await conn.fetchval("SHOW autovacuum") == "on"
         assert any("autovacuum is off" in line for line in warnings) is not is_on
+
+
+class TestOneUpPerDataFolder:
+    def test_a_second_up_is_refused_and_leaves_the_first_findable(self, tmp_path: Path) -> None:
+        """While a process holds a data folder, `up` on it exits with one line naming that
+        process, and leaves its pid file in place: `dwaybank down` still finds the first
+        (the refused start used to remove the file on its way out). Released, the folder can
+        be taken again."""
+        settings = Settings().model_copy(update={"data_dir": tmp_path / "data"})
+        first = DataDirClaim(settings)
+        first.take()
+        try:
+            result = _run(tmp_path, "up")
+            assert result.returncode != 0
+            line = _one_error_line(result)
+            assert "already running" in line
+            assert f"(pid {os.getpid()})" in line
+            assert first.path.read_text() == str(os.getpid())
+            with pytest.raises(ConfigurationError, match="already running"):
+                DataDirClaim(settings).take()
+        finally:
+            first.release()
+        assert not first.path.exists()
+        again = DataDirClaim(settings)
+        again.take()
+        assert again.is_held
+        again.release()
