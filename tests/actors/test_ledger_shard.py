@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -22,7 +24,17 @@ import ray
 
 from actors.ledger_shard import CALL_POSTINGS_MAX, ShardConfig, ShardedLedger, start_shards
 from kit.db import Database
-from ledger.models import IdempotencyClaim, Outcome, PostBulk, PostTransaction
+from ledger.models import (
+    CommitInflight,
+    IdempotencyClaim,
+    Outcome,
+    PostBulk,
+    PostTransaction,
+    RefundTransaction,
+    TransactionRecord,
+    VoidInflight,
+)
+from ledger.verification import verify
 
 pytestmark = [pytest.mark.ray, pytest.mark.db]
 
@@ -31,6 +43,9 @@ TRANSFERS = 2_000
 HOT_TRANSFERS = 1_000
 SHARDS = 2
 CRASH_IN_FLIGHT = 64  # transfers outstanding at once in the crash test
+MIXED_BALANCES = 8
+MIXED_WORKERS = 12
+MIXED_OPERATIONS = 40  # each worker's, one at a time
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +134,64 @@ async def _currency_sum(db: Database) -> int:
     return int(total)
 
 
+class _MixedModel:
+    """What the answers alone imply: every balance, and what each hold still holds."""
+
+    def __init__(self, balances: list[str], funded: int) -> None:
+        self.balances = dict.fromkeys(balances, funded)
+        self.holds: dict[str, list[Any]] = {}  # hold id -> [source, destination, left]
+        self.settled: list[str] = []  # applied transactions, to refund
+        self.successes: Counter[str] = Counter()
+        self.refusals: Counter[str] = Counter()
+
+    def move(self, record: TransactionRecord) -> None:
+        assert record.source is not None
+        assert record.destination is not None
+        self.balances[record.source] -= record.precise_amount
+        self.balances[record.destination] += record.precise_amount
+
+    def answered(self, kind: str, key: str, outcome: Outcome) -> None:
+        """Take in one answer: `key` is the hold a commit or void named."""
+        if outcome.error is not None:
+            self.refusals[outcome.error.code] += 1
+            return
+        record = outcome.record
+        assert record is not None
+        status, settled_id = record.status.value, record.transaction_id
+        if status == "QUEUED":  # the queued path ran its child in the same batch
+            assert record.outcome is not None
+            status, settled_id = record.outcome["status"], record.outcome["transaction_id"]
+        if status == "REJECTED":
+            self.refusals["REJECTED"] += 1
+            return
+        self.successes[kind] += 1
+        if kind == "hold":
+            assert status == "INFLIGHT"
+            self.holds[record.transaction_id] = [
+                record.source,
+                record.destination,
+                record.precise_amount,
+            ]
+        elif kind == "void":
+            self.holds[key][2] -= record.precise_amount
+        else:
+            assert status == "APPLIED"
+            self.move(record)
+            if kind == "commit":
+                self.holds[key][2] -= record.precise_amount
+            if kind != "refund":
+                self.settled.append(settled_id)
+
+    def inflight(self, end: int) -> dict[str, int]:
+        """Outstanding holds per balance: debits at their sources (end 0), credits at their
+        destinations (end 1)."""
+        totals = dict.fromkeys(self.balances, 0)
+        for hold in self.holds.values():
+            assert hold[2] >= 0
+            totals[hold[end]] += hold[2]
+        return totals
+
+
 class TestConcurrency:
     async def test_2000_concurrent_transfers_among_50_balances(
         self, ledger: ShardedLedger, db: Database
@@ -157,6 +230,62 @@ class TestConcurrency:
         assert all(o.error is None for (o,) in outcomes)
         assert (await _figures(db, [hot]))[hot] == sum(a for _, a in plans)
         assert await _currency_sum(db) == 0
+
+    async def test_mixed_operations_over_two_shards_match_a_model(
+        self, ledger: ShardedLedger, db: Database
+    ) -> None:
+        """Transfers and holds (queued and not), whole and partial commits, voids and refunds
+        racing over balances on both shards: every balance and every outstanding hold is what
+        the answers alone imply, and the books verify."""
+        balances = await _make_balances(db, MIXED_BALANCES)
+        await _fund(ledger, balances, 10_000)
+        model = _MixedModel(balances, 10_000)
+
+        async def worker(seed: int) -> None:
+            rng = random.Random(seed)
+            for _ in range(MIXED_OPERATIONS):
+                kind = rng.choice(["transfer", "transfer", "hold", "commit", "void", "refund"])
+                key = ""
+                command: Any
+                if kind in {"transfer", "hold"}:
+                    source, destination = rng.sample(balances, 2)
+                    command = replace(
+                        _transfer(source, destination, rng.randint(1, 3_000)),
+                        skip_queue=rng.random() < 0.5,
+                        inflight=kind == "hold",
+                    )
+                elif kind in {"commit", "void"} and model.holds:
+                    key = rng.choice(list(model.holds))
+                    child = (f"txn_{uuid.uuid4()}", f"ref_{uuid.uuid4()}")
+                    part = rng.randint(1, 2_000) if rng.random() < 0.5 else None
+                    command = (
+                        CommitInflight(key, *child, precise_amount=part)
+                        if kind == "commit"
+                        else VoidInflight(key, *child)
+                    )
+                elif kind == "refund" and model.settled:
+                    original = rng.choice(model.settled)
+                    command = RefundTransaction(original, f"txn_{uuid.uuid4()}", skip_queue=True)
+                else:
+                    continue
+                (outcome,) = await ledger.execute([command])
+                model.answered(kind, key, outcome)
+
+        await asyncio.gather(*(worker(seed) for seed in range(MIXED_WORKERS)))
+        assert set(model.successes) == {"transfer", "hold", "commit", "void", "refund"}
+        assert model.refusals["REJECTED"] + model.refusals["TXN_INSUFFICIENT_FUNDS"] > 0
+        async with db.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT balance_id, balance, inflight_debit_balance, inflight_credit_balance"
+                " FROM ledger.balances WHERE balance_id = ANY($1)",
+                balances,
+            )
+            report = await verify(conn)
+        assert {r["balance_id"]: int(r["balance"]) for r in rows} == model.balances
+        held_out, held_in = model.inflight(0), model.inflight(1)
+        assert {r["balance_id"]: int(r["inflight_debit_balance"]) for r in rows} == held_out
+        assert {r["balance_id"]: int(r["inflight_credit_balance"]) for r in rows} == held_in
+        assert report.is_clean, report.findings[:3]
 
     async def test_concurrent_bulks_heavier_than_one_call_land_exactly(
         self, ledger: ShardedLedger, db: Database
