@@ -14,6 +14,8 @@ from contextlib import asynccontextmanager
 from typing import Final
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -22,6 +24,10 @@ from kit.settings import Settings, redact_url
 
 KEY_PART_LENGTH_MAX: Final = 256  # keys are built from ids and hashes, never from bodies
 HEALTH_CHECK_INTERVAL_S: Final = 30
+# A command that finds its pooled connection closed (the server restarted, or dropped idle
+# clients) is sent again once on a new connection, at once; a timeout is never retried (the
+# command may have run) and a server that stays down still fails fast.
+RECONNECT_RETRIES: Final = 1
 
 UNAVAILABLE: Final = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 
@@ -35,6 +41,7 @@ def create_redis(settings: Settings, url: str) -> aioredis.Redis:
         socket_timeout=settings.redis_socket_timeout_s,
         socket_connect_timeout=settings.redis_socket_timeout_s,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        retry=Retry(NoBackoff(), RECONNECT_RETRIES, supported_errors=(RedisConnectionError,)),
     )
     return aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it on aclose()
 
