@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final, TypeVar
 
@@ -50,6 +50,8 @@ from ledger.models import (
     RefundTransaction,
     VoidInflight,
 )
+
+GO_ZERO_TIME: Final = datetime(1, 1, 1, tzinfo=UTC)  # `0001-01-01T00:00:00Z`: unset
 
 BODY_BYTES_MAX: Final = 5 * 1024 * 1024  # Blnk's limit (api: 5 MiB)
 BULK_TRANSACTIONS_MAX: Final = 10_000  # Blnk's bulk limit
@@ -153,6 +155,13 @@ class TransactionIn(_Body):
         if value is not None and value.tzinfo is None:
             raise ValueError("times need a UTC offset (RFC 3339)")
         return value
+
+    @field_validator("scheduled_for", "inflight_expiry_date", "inflight_commit_date")
+    @classmethod
+    def _unset_when_zero(cls, value: datetime | None) -> datetime | None:
+        """Go's zero time is how Blnk (and these answers) write an unset time; Blnk reads it
+        back as unset. Stored as a date, it would make a hold expire or commit at once."""
+        return None if value == GO_ZERO_TIME else value
 
 
 class BulkIn(_Body):

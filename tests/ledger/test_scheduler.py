@@ -20,6 +20,7 @@ from kit.db import Database
 from ledger.engine import LedgerEngine
 from ledger.models import CommitInflight, Leg, VoidInflight
 from ledger.scheduler import RETRY_BACKOFF_BASE_S, Due, Scheduler, is_done, plan
+from ledger.schemas import TransactionIn, transaction_command
 from tests.ledger.conftest import MakeBalance, funded_balance, transfer
 
 pytestmark = pytest.mark.db
@@ -248,3 +249,52 @@ class TestFailures:
                 "SELECT outcome FROM ledger.transactions WHERE transaction_id = $1", row_id
             )
         assert outcome["status"] == "APPLIED"
+
+
+class TestGoZeroTimes:
+    async def test_a_hold_with_go_zero_dates_neither_expires_nor_commits(
+        self, db: Database, engine: LedgerEngine, make_balance: MakeBalance
+    ) -> None:
+        """`0001-01-01T00:00:00Z`, Go's zero time, is how Blnk (and these answers) write an
+        unset time, and Blnk reads it back as unset: a hold sent with it as its expiry and
+        commit dates stays INFLIGHT through a scheduler tick (stored as dates, they were due
+        at once), and a zero `scheduled_for` schedules nothing."""
+        source = await funded_balance(engine, make_balance, 1_000)
+        destination = await make_balance()
+        zero = "0001-01-01T00:00:00Z"
+        body = TransactionIn.model_validate(
+            {
+                "precise_amount": 300,
+                "precision": 100,
+                "reference": f"zero-{uuid.uuid4()}",
+                "currency": "USD",
+                "source": source,
+                "destination": destination,
+                "inflight": True,
+                "skip_queue": True,
+                "scheduled_for": zero,
+                "inflight_expiry_date": zero,
+                "inflight_commit_date": zero,
+            }
+        )
+        (hold,) = await engine.execute([transaction_command(body, now=datetime.now(UTC))])
+        assert hold.record is not None
+        assert hold.record.status.value == "INFLIGHT"
+        await Scheduler(db, engine).tick()
+        async with db.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT status, scheduled_for, inflight_expiry_date, inflight_commit_date,"
+                " committed_amount, voided_amount FROM ledger.transactions"
+                " WHERE transaction_id = $1",
+                hold.record.transaction_id,
+            )
+        assert row is not None
+        assert dict(row) == {
+            "status": "INFLIGHT",
+            "scheduled_for": None,
+            "inflight_expiry_date": None,
+            "inflight_commit_date": None,
+            "committed_amount": 0,
+            "voided_amount": 0,
+        }
+        assert await _figures(db, source) == (1_000, 300, 0)
