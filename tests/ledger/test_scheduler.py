@@ -46,6 +46,31 @@ async def _figures(db: Database, balance_id: str) -> tuple[int, int, int]:
     )
 
 
+async def _scheduled_transfer(
+    engine: LedgerEngine, make_balance: MakeBalance, amount: int
+) -> tuple[str, datetime, str]:
+    """A funded source pays a new balance `amount` an hour from now: (destination, when,
+    the SCHEDULED row's id)."""
+    source = await funded_balance(engine, make_balance, 1_000)
+    destination = await make_balance()
+    when = _later(1)
+    (scheduled,) = await engine.execute(
+        [transfer(source, destination, amount, skip_queue=False, scheduled_for=when)]
+    )
+    assert scheduled.record is not None
+    assert scheduled.record.status.value == "SCHEDULED"
+    return destination, when, scheduled.record.transaction_id
+
+
+async def _outcome_status(db: Database, row_id: str) -> str:
+    async with db.connection() as conn:
+        outcome = await conn.fetchval(
+            "SELECT outcome FROM ledger.transactions WHERE transaction_id = $1", row_id
+        )
+    status: str = outcome["status"]
+    return status
+
+
 class TestPlan:
     def test_each_kind_becomes_its_command(self) -> None:
         """Due scheduled rows run, expired holds void, holds due for commit commit."""
@@ -75,17 +100,10 @@ class TestTicks:
         self, db: Database, engine: LedgerEngine, make_balance: MakeBalance
     ) -> None:
         """A SCHEDULED row is left alone before its time, runs after it, and never twice."""
-        source = await funded_balance(engine, make_balance, 1_000)
-        destination = await make_balance()
-        when = _later(1)
-        (scheduled,) = await engine.execute(
-            [transfer(source, destination, 300, skip_queue=False, scheduled_for=when)]
-        )
-        assert scheduled.record is not None
-        assert scheduled.record.status.value == "SCHEDULED"
+        destination, when, row_id = await _scheduled_transfer(engine, make_balance, 300)
         before = Scheduler(db, engine, clock=FrozenClock(when - timedelta(seconds=1)))
         assert all(
-            a.row_id != scheduled.record.transaction_id
+            a.row_id != row_id
             for a in plan(await before.due(before.clock.now()), now=before.clock.now())
         )
         scheduler = Scheduler(db, engine, clock=FrozenClock(when + timedelta(milliseconds=10)))
@@ -93,17 +111,12 @@ class TestTicks:
         assert report.executed >= 1
         assert (await _figures(db, destination))[0] == 300
         again = await scheduler.tick()
-        assert scheduled.record.transaction_id not in [
+        assert row_id not in [
             a.row_id
             for a in plan(await scheduler.due(scheduler.clock.now()), now=scheduler.clock.now())
         ]
         assert again.failed == 0
-        async with db.connection() as conn:
-            outcome = await conn.fetchval(
-                "SELECT outcome FROM ledger.transactions WHERE transaction_id = $1",
-                scheduled.record.transaction_id,
-            )
-        assert outcome["status"] == "APPLIED"
+        assert await _outcome_status(db, row_id) == "APPLIED"
 
     async def test_a_scheduled_split_is_stored_then_runs_its_legs(
         self, db: Database, engine: LedgerEngine, make_balance: MakeBalance
@@ -222,14 +235,7 @@ class TestFailures:
     ) -> None:
         """A scheduled row the ledger cannot take (its queue is full: 503) is counted failed,
         left alone until its backoff has passed even once the ledger answers again, then run."""
-        source = await funded_balance(engine, make_balance, 1_000)
-        destination = await make_balance()
-        when = _later(1)
-        (scheduled,) = await engine.execute(
-            [transfer(source, destination, 300, skip_queue=False, scheduled_for=when)]
-        )
-        assert scheduled.record is not None
-        row_id = scheduled.record.transaction_id
+        destination, when, row_id = await _scheduled_transfer(engine, make_balance, 300)
         saturated = LedgerEngine(db, writer="saturated", queue_items_max=0)
         clock = FrozenClock(when + timedelta(milliseconds=10))
         scheduler = Scheduler(db, saturated, clock=clock)
@@ -244,11 +250,7 @@ class TestFailures:
         third = await scheduler.tick()
         assert third.executed >= 1
         assert (await _figures(db, destination))[0] == 300
-        async with db.connection() as conn:
-            outcome = await conn.fetchval(
-                "SELECT outcome FROM ledger.transactions WHERE transaction_id = $1", row_id
-            )
-        assert outcome["status"] == "APPLIED"
+        assert await _outcome_status(db, row_id) == "APPLIED"
 
 
 class TestGoZeroTimes:
