@@ -250,15 +250,21 @@ class DataDirClaim:
 
 
 def _running_pid(settings: Settings) -> int | None:
+    """The pid of the `up` that holds the data folder, or None. A pid file nobody holds
+    locked is left over from a crash: its pid may belong to another process by now."""
     try:
-        pid = int(_pid_file(settings).read_text().strip())
-    except (FileNotFoundError, ValueError):
+        fd = os.open(_pid_file(settings), os.O_RDONLY)
+    except FileNotFoundError:
         return None
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    return pid
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.read(fd, 32).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else None
+    else:
+        return None  # the lock was free: nobody runs here
+    finally:
+        os.close(fd)  # closing releases a lock taken here
 
 
 def _down_checks(response: httpx.Response) -> str:

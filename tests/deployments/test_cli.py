@@ -145,3 +145,20 @@ class TestOneUpPerDataFolder:
         again.take()
         assert again.is_held
         again.release()
+
+    def test_down_ignores_a_pid_file_left_by_a_crash(self, tmp_path: Path) -> None:
+        """A pid file nobody holds is a crash's leftover, and its pid may be another process
+        by now: `down` reports nothing running and signals nobody."""
+        bystander = subprocess.Popen(["sleep", "30"])
+        try:
+            settings = Settings().model_copy(update={"data_dir": tmp_path / "data"})
+            stale = DataDirClaim(settings).path
+            stale.parent.mkdir(parents=True)
+            stale.write_text(str(bystander.pid))
+            result = _run(tmp_path, "down")
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.strip() == "dwaybank was not running."
+            assert bystander.poll() is None
+        finally:
+            bystander.kill()
+            bystander.wait()
