@@ -95,6 +95,11 @@ def serve_ingress_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def serve_controller_env(settings: Settings) -> dict[str, str]:
+    """The environment that sets Serve's control loop period, as `up` runs it."""
+    return {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": str(settings.serve_control_loop_s)}
+
+
 @dataclass(slots=True)
 class Servers:
     """The PostgreSQL and Redis in use, and which of them this process started."""
@@ -383,6 +388,7 @@ class Runtime:
             "REDIS_URL": self.servers.redis_url,
             "DWAYBANK_DATA_DIR": str(self.settings.data_dir.resolve()),
             **SERVE_CLIENT_ADDRESS_ENV,
+            **serve_controller_env(self.settings),
         }
         if self.settings.serve_ingress is ServeIngress.HAPROXY:
             env.update(serve_ingress_env(self.settings))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 from pydantic import ValidationError
@@ -11,6 +13,7 @@ from deployments.runtime import (
     HAPROXY_CORES_PER_THREAD,
     haproxy_threads,
     machine_cores,
+    serve_controller_env,
     serve_ingress_env,
 )
 from kit.settings import Settings
@@ -49,3 +52,31 @@ class TestServeIngressEnv:
         assert env["RAY_SERVE_HAPROXY_METRICS_PORT"] == "9201"
         assert env["RAY_SERVE_HAPROXY_STATS_PORT"] == "9202"
         assert all(isinstance(value, str) for value in env.values())
+
+
+class TestServeControllerEnv:
+    def test_the_control_loop_period_is_the_setting(self) -> None:
+        """Serve reads its controller's loop period from this variable; the default is the
+        cheaper 0.5 s, and the setting is bounded."""
+        assert serve_controller_env(_settings()) == {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5"}
+        env = serve_controller_env(_settings(serve_control_loop_s=0.2))
+        assert env == {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.2"}
+        with pytest.raises(ValidationError):
+            _settings(serve_control_loop_s=0)
+
+    def test_serve_reads_that_variable(self) -> None:
+        """The name is Serve's own: a process given this environment runs its controller's
+        loop at that period (a renamed variable in a Ray upgrade would silently be 0.1 s)."""
+        read = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from ray.serve._private.constants import CONTROL_LOOP_INTERVAL_S as s; print(s)",
+            ],
+            env={**os.environ, **serve_controller_env(_settings(serve_control_loop_s=0.7))},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        assert read.stdout.strip() == "0.7"
