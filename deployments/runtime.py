@@ -253,23 +253,22 @@ class DataDirClaim:
         os.close(self._fd)
         self._fd = None
 
-
-def _running_pid(settings: Settings) -> int | None:
-    """The pid of the `up` that holds the data folder, or None. A pid file nobody holds
-    locked is left over from a crash: its pid may belong to another process by now."""
-    try:
-        fd = os.open(_pid_file(settings), os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        text = os.read(fd, 32).decode(errors="replace").strip()
-        return int(text) if text.isdigit() else None
-    else:
-        return None  # the lock was free: nobody runs here
-    finally:
-        os.close(fd)  # closing releases a lock taken here
+    def holder(self) -> int | None:
+        """The pid of the process that holds the folder, or None. A pid file nobody holds
+        locked is left over from a crash: its pid may belong to another process by now."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 32).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else None
+        else:
+            return None  # the lock was free: nobody runs here
+        finally:
+            os.close(fd)  # closing releases a lock taken here
 
 
 def _down_checks(response: httpx.Response) -> str:
@@ -468,13 +467,14 @@ class Runtime:
 
 def request_down(settings: Settings) -> int | None:
     """Ask the running `dwaybank up` to stop and wait for it; returns its pid, or None."""
-    pid = _running_pid(settings)
+    claim = DataDirClaim(settings)
+    pid = claim.holder()
     if pid is None:
         return None
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + DOWN_WAIT_S
     while time.monotonic() < deadline:
-        if _running_pid(settings) is None:
+        if claim.holder() is None:
             return pid
         time.sleep(READY_POLL_S)
     raise ClusterUnavailableError(f"dwaybank (pid {pid}) did not stop within {DOWN_WAIT_S:.0f}s")
