@@ -16,7 +16,7 @@ import random
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -134,12 +134,19 @@ async def _currency_sum(db: Database) -> int:
     return int(total)
 
 
+@dataclass(slots=True)
+class _Hold:
+    source: str
+    destination: str
+    left: int  # what neither a commit nor a void has taken yet
+
+
 class _MixedModel:
     """What the answers alone imply: every balance, and what each hold still holds."""
 
     def __init__(self, balances: list[str], funded: int) -> None:
         self.balances = dict.fromkeys(balances, funded)
-        self.holds: dict[str, list[Any]] = {}  # hold id -> [source, destination, left]
+        self.holds: dict[str, _Hold] = {}
         self.settled: list[str] = []  # applied transactions, to refund
         self.successes: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()
@@ -167,29 +174,30 @@ class _MixedModel:
         self.successes[kind] += 1
         if kind == "hold":
             assert status == "INFLIGHT"
-            self.holds[record.transaction_id] = [
-                record.source,
-                record.destination,
-                record.precise_amount,
-            ]
+            assert record.source is not None
+            assert record.destination is not None
+            self.holds[record.transaction_id] = _Hold(
+                record.source, record.destination, record.precise_amount
+            )
         elif kind == "void":
-            self.holds[key][2] -= record.precise_amount
+            self.holds[key].left -= record.precise_amount
         else:
             assert status == "APPLIED"
             self.move(record)
             if kind == "commit":
-                self.holds[key][2] -= record.precise_amount
+                self.holds[key].left -= record.precise_amount
             if kind != "refund":
                 self.settled.append(settled_id)
 
-    def inflight(self, end: int) -> dict[str, int]:
-        """Outstanding holds per balance: debits at their sources (end 0), credits at their
-        destinations (end 1)."""
-        totals = dict.fromkeys(self.balances, 0)
+    def inflight(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Outstanding holds per balance: debits at their sources, credits at their
+        destinations."""
+        held_out, held_in = dict.fromkeys(self.balances, 0), dict.fromkeys(self.balances, 0)
         for hold in self.holds.values():
-            assert hold[2] >= 0
-            totals[hold[end]] += hold[2]
-        return totals
+            assert hold.left >= 0
+            held_out[hold.source] += hold.left
+            held_in[hold.destination] += hold.left
+        return held_out, held_in
 
 
 class TestConcurrency:
@@ -282,7 +290,7 @@ class TestConcurrency:
             )
             report = await verify(conn)
         assert {r["balance_id"]: int(r["balance"]) for r in rows} == model.balances
-        held_out, held_in = model.inflight(0), model.inflight(1)
+        held_out, held_in = model.inflight()
         assert {r["balance_id"]: int(r["inflight_debit_balance"]) for r in rows} == held_out
         assert {r["balance_id"]: int(r["inflight_credit_balance"]) for r in rows} == held_in
         assert report.is_clean, report.findings[:3]
