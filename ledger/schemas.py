@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final, TypeVar
 
@@ -50,8 +50,7 @@ from ledger.models import (
     RefundTransaction,
     VoidInflight,
 )
-
-GO_ZERO_TIME: Final = datetime(1, 1, 1, tzinfo=UTC)  # `0001-01-01T00:00:00Z`: unset
+from ledger.wire import ZERO_TIME_VALUE
 
 BODY_BYTES_MAX: Final = 5 * 1024 * 1024  # Blnk's limit (api: 5 MiB)
 BULK_TRANSACTIONS_MAX: Final = 10_000  # Blnk's bulk limit
@@ -161,7 +160,7 @@ class TransactionIn(_Body):
     def _unset_when_zero(cls, value: datetime | None) -> datetime | None:
         """Go's zero time is how Blnk (and these answers) write an unset time; Blnk reads it
         back as unset. Stored as a date, it would make a hold expire or commit at once."""
-        return None if value == GO_ZERO_TIME else value
+        return None if value == ZERO_TIME_VALUE else value
 
 
 class BulkIn(_Body):

@@ -15,6 +15,7 @@ from kit.money import format_amount, from_minor_units
 from ledger.models import BalanceRecord, Leg, Outcome, TransactionRecord
 
 ZERO_TIME: Final = "0001-01-01T00:00:00Z"
+ZERO_TIME_VALUE: Final = datetime(1, 1, 1, tzinfo=UTC)  # the same instant, as a request parses it
 
 
 def timestamp(value: datetime | None) -> str:
