@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,27 +13,21 @@ import pytest
 from deployments.runtime import DataDirClaim, server_warnings
 from kit.errors import ConfigurationError
 from kit.settings import Settings
+from tests.ports import free_port
 
 pytestmark = pytest.mark.db
 
 EXIT_DEADLINE_S = 10  # the acceptance bound for a bad DATABASE_URL
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     environment.update(
         DWAYBANK_DATA_DIR=str(tmp_path / "data"),
-        DWAYBANK_HTTP_PORT=str(_free_port()),
-        DWAYBANK_DASHBOARD_PORT=str(_free_port()),
-        DWAYBANK_HAPROXY_METRICS_PORT=str(_free_port()),
-        DWAYBANK_HAPROXY_STATS_PORT=str(_free_port()),
+        DWAYBANK_HTTP_PORT=str(free_port()),
+        DWAYBANK_DASHBOARD_PORT=str(free_port()),
+        DWAYBANK_HAPROXY_METRICS_PORT=str(free_port()),
+        DWAYBANK_HAPROXY_STATS_PORT=str(free_port()),
         **env,
     )
     return subprocess.run(

@@ -8,7 +8,6 @@ from Redis itself.
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 
 import pytest
@@ -18,6 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from kit.errors import CacheUnavailableError
 from kit.redis_client import create_redis, ping, translated
 from kit.settings import Settings
+from tests.ports import free_port
 
 pytestmark = pytest.mark.db
 
@@ -73,10 +73,7 @@ async def test_a_timed_out_command_is_not_sent_again(
 
 async def test_a_server_that_is_gone_is_reported_unavailable(settings: Settings) -> None:
     """Nobody listening: the retry does not hide it; callers get CacheUnavailableError."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"redis://127.0.0.1:{port}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     client = create_redis(settings, url)
     try:
         with pytest.raises(CacheUnavailableError, match="cannot reach Redis"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from kit.settings import Settings
 from ledger.endpoints import LedgerDeps, build_routers
 from ledger.engine import LedgerEngine
 from ledger.monitors import MonitorHook
+from tests.ports import free_port
 
 MASTER_KEY: Final = "test-master-" + secrets.token_urlsafe(24)
 SERVER_START_TIMEOUT_S: Final = 10.0
@@ -59,9 +59,7 @@ def run_ledger_app(
     policy: GatewayPolicy = LEDGER_POLICY,
 ) -> Iterator[str]:
     """Serve the ledger app built on `deps_for(db)` on a free port until the block ends."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     state: dict[str, uvicorn.Server] = {}
     ready = threading.Event()
 
