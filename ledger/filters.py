@@ -160,6 +160,15 @@ class Query:
         self.args.append(value)
         return f"${len(self.args)}"
 
+    def bind_as(self, value: Any, kind: Kind, *, is_list: bool = False) -> str:
+        """Add a parameter of a column's kind. A number is bound as NUMERIC whatever its column:
+        bound against an integer column (`version`) the driver would truncate 0.5 to 0 and fail
+        on 10^20, where the comparison must be the number's own."""
+        placeholder = self.bind(value)
+        if kind is not Kind.NUMBER:
+            return placeholder
+        return f"{placeholder}::numeric[]" if is_list else f"{placeholder}::numeric"
+
 
 def _coerce(value: Any, kind: Kind, field_name: str) -> Any:
     if value is None:
@@ -206,21 +215,22 @@ def add_condition(
     op = operator.lower()
     if op in _OPERATORS:
         query.conditions.append(
-            f"{column} {_OPERATORS[op]} {query.bind(_coerce(value, kind, name))}"
+            f"{column} {_OPERATORS[op]} {query.bind_as(_coerce(value, kind, name), kind)}"
         )
     elif op == "in":
         items = list(values) if values is not None else [v for v in str(value).split(",") if v]
         if not 1 <= len(items) <= IN_VALUES_MAX:
             raise LedgerValidationError(f"in takes 1 to {IN_VALUES_MAX} values")
-        query.conditions.append(
-            f"{column} = ANY({query.bind([_coerce(v, kind, name) for v in items])})"
-        )
+        coerced = [_coerce(v, kind, name) for v in items]
+        query.conditions.append(f"{column} = ANY({query.bind_as(coerced, kind, is_list=True)})")
     elif op == "between":
         items = list(values) if values is not None else str(value).split("|")
         if len(items) != 2:
             raise LedgerValidationError("between takes two values")
         low, high = (_coerce(v, kind, name) for v in items)
-        query.conditions.append(f"{column} BETWEEN {query.bind(low)} AND {query.bind(high)}")
+        query.conditions.append(
+            f"{column} BETWEEN {query.bind_as(low, kind)} AND {query.bind_as(high, kind)}"
+        )
     elif op in {"like", "ilike"}:
         if kind is not Kind.TEXT:
             raise LedgerValidationError(f"{op} applies to text fields only")

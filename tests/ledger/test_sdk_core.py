@@ -984,6 +984,36 @@ class TestRefundsAndBulk:
             assert response.status_code == 400, (bad, response.text)
             assert {"error", "errors"} & response.json().keys()  # a parse error lists them all
 
+    def test_number_filters_on_an_integer_column_are_exact(
+        self, blnk: Any, ledger_url: str
+    ) -> None:
+        """A balance's `version` is an integer, yet a fraction or a number past 64 bits compares
+        as the number it is: 0 < 0.5, 0 != 0.5, and 10^20 is no 500."""
+        balance_id = _balance(blnk, _ledger(blnk))
+
+        def found(**params: str) -> bool:
+            response = httpx.get(
+                f"{ledger_url}/balances",
+                params={"balance_id_eq": balance_id, **params},
+                headers=UA,
+                timeout=30,
+            )
+            assert response.status_code == 200, (params, response.text)
+            return [b["balance_id"] for b in response.json()] == [balance_id]
+
+        assert blnk.ledger_balances.get(balance_id).data["version"] == 0
+        assert found(version_lt="0.5")
+        assert found(version_lte="0.5")
+        assert not found(version_gt="0.5")
+        assert not found(version_eq="0.5")
+        assert found(version_ne="0.5")
+        assert not found(version_in="0.5,7")
+        assert not found(version_between="0.25|0.75")
+        assert found(version_between="-0.5|0.5")
+        assert not found(version_gt="99999999999999999999")
+        assert found(version_lt="99999999999999999999")
+        assert found(version_in="0,99999999999999999999")
+
     def test_metadata_merge(self, blnk: Any) -> None:
         """Metadata merges into a transaction's existing keys."""
         posted = _fund(blnk, _balance(blnk, _ledger(blnk)), 5)
