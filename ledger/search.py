@@ -30,8 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kit.clock import Clock
 from ledger import repository, search_repository
+from ledger.errors import MalformedRequestError
 from ledger.filters import Query
 from ledger.identities import identity_json
+from ledger.schemas import validate_body
 from ledger.search_filter import parse_filter
 from ledger.search_repository import SEARCH_TABLES, SearchTable
 from ledger.service import ledger_json
@@ -157,8 +159,6 @@ def _conditions(table: SearchTable, params: SearchIn) -> Query:
 
 
 def _order(table: SearchTable, sort_by: str) -> list[tuple[str, bool]]:
-    if not sort_by.strip():
-        return [(table.fields["created_at"][0], True)]
     order: list[tuple[str, bool]] = []
     for part in (p.strip() for p in sort_by.split(",") if p.strip()):
         name, _, direction = part.partition(":")
@@ -170,7 +170,8 @@ def _order(table: SearchTable, sort_by: str) -> list[tuple[str, bool]]:
         order.append((search_repository.resolve_field(table, name.strip())[0], descending))
     if len(order) > SORT_FIELDS_MAX:
         raise SearchQueryInvalidError(f"sort_by names at most {SORT_FIELDS_MAX} fields")
-    return order
+    # Typesense's default, newest first, also when `_text_match` alone was asked for.
+    return order or [(table.fields["created_at"][0], True)]
 
 
 async def search(
@@ -230,12 +231,10 @@ async def multi_search(
             results.append({"code": 404, "error": f"Collection `{collection[:64]}` not found."})
             continue
         try:
-            params = SearchIn.model_validate(entry)
+            params = validate_body(SearchIn, entry)
             results.append(await search(conn, collection, params, clock=clock))
-        except SearchQueryInvalidError as exc:
+        except (SearchQueryInvalidError, MalformedRequestError) as exc:
             results.append({"code": 400, "error": exc.message})
-        except ValueError as exc:  # pydantic's ValidationError is a ValueError
-            results.append({"code": 400, "error": str(exc).splitlines()[0]})
     return {"results": results}
 
 

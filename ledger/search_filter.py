@@ -134,7 +134,9 @@ class _Parser:
             raise _invalid(f"a list cannot follow {op} on {field}")
         self.pos += 1
         items: list[str] = []
+        quoted: list[bool] = []  # a backticked value is literal, even when it holds `..`
         while True:
+            quoted.append(self.peek("`"))
             items.append(self.parse_value(stop=(",", "]")))
             if len(items) > LIST_VALUES_MAX:
                 raise _invalid(f"a list holds at most {LIST_VALUES_MAX} values")
@@ -146,7 +148,11 @@ class _Parser:
                 self.pos += 1
                 break
             raise _invalid(f"missing ']' after {field}")
-        ranges = [item.split("..", 1) for item in items if ".." in item]
+        ranges = [
+            item.split("..", 1)
+            for item, is_quoted in zip(items, quoted, strict=True)
+            if ".." in item and not is_quoted
+        ]
         if ranges:
             if len(ranges) != len(items) or op == "ne":
                 raise _invalid(f"mix of ranges and values on {field}")

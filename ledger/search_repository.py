@@ -11,12 +11,13 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import InvalidOperation
 from typing import Any, Final
 
 import asyncpg
 
 from kit.errors import InvariantError
+from kit.money import InvalidAmountError, parse_decimal
 from ledger.filters import Kind, Query
 from ledger.search_filter import Both, Either, Node
 from ledger.surface_errors import SearchQueryInvalidError, SearchTimeoutError
@@ -164,12 +165,13 @@ def _time(value: str) -> datetime:
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
         raise ValueError(f"{value} has no UTC offset")
-    return moment
+    # PostgreSQL stores the UTC instant: 0001-01-01T00:00:00+14:00 has none (OverflowError).
+    return moment.astimezone(UTC)
 
 
 _CONVERTERS: Final[dict[Kind, Callable[[str], Any]]] = {
     Kind.TEXT: str,
-    Kind.NUMBER: Decimal,
+    Kind.NUMBER: parse_decimal,  # finite and bounded: 1E+999999999 is refused, not encoded
     Kind.BOOL: lambda value: {"true": True, "false": False}[value.lower()],
     Kind.TIME: _time,
 }
@@ -178,7 +180,7 @@ _CONVERTERS: Final[dict[Kind, Callable[[str], Any]]] = {
 def _coerce(value: str, kind: Kind, name: str) -> Any:
     try:
         converted = _CONVERTERS[kind](value)
-    except (InvalidOperation, KeyError, ValueError, OverflowError) as exc:
+    except (InvalidAmountError, InvalidOperation, KeyError, ValueError, OverflowError) as exc:
         raise _invalid(f"invalid value {value[:64]!r} for {name}") from exc
     return converted
 
@@ -197,13 +199,16 @@ def compile_filter(table: SearchTable, node: Node, query: Query) -> str:
     if node.op == "match" and kind is Kind.TEXT:
         return f"{expr} ILIKE {query.bind(_escaped_like(values[0]))}"
     if node.op in _COMPARISONS:
-        return f"{expr} {_COMPARISONS[node.op]} {query.bind(values[0])}"
+        return f"{expr} {_COMPARISONS[node.op]} {query.bind_as(values[0], kind)}"
     if node.op in {"in", "not_in"}:
-        member = f"coalesce({expr} = ANY({query.bind(values)}), false)"
+        member = f"coalesce({expr} = ANY({query.bind_as(values, kind, is_list=True)}), false)"
         return member if node.op == "in" else f"NOT {member}"
     # The parser makes no other operator: what is left is a list of ranges.
     pairs = zip(values[::2], values[1::2], strict=True)
-    ranges = [f"{expr} BETWEEN {query.bind(low)} AND {query.bind(high)}" for low, high in pairs]
+    ranges = [
+        f"{expr} BETWEEN {query.bind_as(low, kind)} AND {query.bind_as(high, kind)}"
+        for low, high in pairs
+    ]
     return "(" + " OR ".join(ranges) + ")"
 
 
