@@ -5,15 +5,17 @@ Each call POSTs `{transaction_id, hook_type, timestamp, data}` with Blnk's heade
 `X-Blnk-Timestamp` (unix seconds), `X-Blnk-Signature` (lowercase hex HMAC-SHA256, keyed by the
 server secret, i.e. the master key, over `"{timestamp}.{body}"`), `X-Hook-ID`, `X-Hook-Type`.
 The reply is `{success, message, data?}`; as in Blnk, an empty or non-JSON 2xx reply counts as
-success, and a JSON object counts as success only with `success: true`.
+success, `null` as a refusal, and a JSON object counts as success only with `success: true`. A
+4xx reply is a refusal whatever its body (Blnk reads a JSON body whatever the status); 408, 429
+and 5xx are retried; any other status, or a reply past 1 MiB, is no answer.
 
 Unlike Blnk, whose pre-transaction hooks are fire-and-forget, a PRE_TRANSACTION hook here is a
-gate: the transaction is recorded only after every active pre hook said yes. `success: false`
-refuses it (400 TXN_HOOK_REJECTED, with the hook's message); a hook that gives no answer within
-its timeout and retries refuses it too (503 HOOK_UNAVAILABLE: a gate fails closed). POST hooks
-run after the transaction is durable, in the background, with bounded concurrency and a bounded
-backlog; one that cannot be delivered is recorded as a failed run and logged, not retried later
-(use webhooks from the outbox for at-least-once delivery).
+gate: the transaction is recorded only after every active pre hook said yes. A no
+(`success: false`, `null`, a 4xx) refuses it (400 TXN_HOOK_REJECTED, with the hook's message); a
+hook that gives no answer within its timeout and retries refuses it too (503 HOOK_UNAVAILABLE:
+a gate fails closed). POST hooks run after the transaction is durable, in the background, with
+bounded concurrency and a bounded backlog; one that cannot be delivered is recorded as a failed
+run and logged, not retried later (use webhooks from the outbox for at-least-once delivery).
 
 Every run updates the hook's `last_run` and `last_success`. The active hooks are cached in
 memory for two seconds, so a transaction with no hooks registered costs no query; a change made
@@ -407,6 +409,8 @@ class HookRunner:
                     return _NO_ANSWER
         if response.status_code >= 500 or response.status_code in _RETRYABLE_STATUSES:
             raise _RetryableError(f"status {response.status_code}")
+        if 400 <= response.status_code < 500:
+            return _read_refusal(bytes(received), response.status_code)
         if not 200 <= response.status_code < 300:
             return _NO_ANSWER
         return _read_reply(bytes(received))
@@ -458,6 +462,8 @@ def _read_reply(body: bytes) -> HookReply:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         return HookReply(answered=True, success=True, message="non-JSON reply")
+    if parsed is None:  # Go decodes `null` to a reply whose `success` is false
+        return HookReply(answered=True, success=False)
     if not isinstance(parsed, dict):
         return HookReply(answered=True, success=True)
     return HookReply(
@@ -465,3 +471,14 @@ def _read_reply(body: bytes) -> HookReply:
         success=parsed.get("success") is True,
         message=str(parsed.get("message") or ""),
     )
+
+
+def _read_refusal(body: bytes, status: int) -> HookReply:
+    """A 4xx reply: the hook answered no (whatever its body says), with the `message` of a JSON
+    object body, else its status. Asking again would get the same answer."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    message = parsed.get("message") if isinstance(parsed, dict) else None
+    return HookReply(answered=True, success=False, message=str(message or f"HTTP {status}"))

@@ -182,7 +182,8 @@ class HookInvalidError(DomainError):
 
 
 class HookRejectedError(DomainError):
-    """A PRE_TRANSACTION hook answered `success: false`: the transaction was not recorded."""
+    """A PRE_TRANSACTION hook answered no (`success: false`, `null`, or a 4xx status): the
+    transaction was not recorded."""
 
     code = "TXN_HOOK_REJECTED"
     status = 400

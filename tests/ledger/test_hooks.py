@@ -5,19 +5,24 @@ thread stands in for the customer's hook endpoint: it records every call (header
 body) and answers as each test scripts it (approve, refuse, fail a few times, hang). The
 assertions check Blnk's wire contract (signature, headers, body) and our gate semantics: a
 pre hook that refuses or cannot answer keeps the transaction out of the ledger; a post hook is
-called once the transaction is durable. Every test removes the hooks it registered.
+called once the transaction is durable; each kind of reply (4xx, 5xx, none, garbage, too big)
+decides it as documented in `ledger/hooks.py`. A few tests drive the `HookRunner` in-process
+(its cache, its bounded backlog, a lost run stamp). Every test removes the hooks it registered.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -25,7 +30,21 @@ import httpx
 import pytest
 from blnk_sdk.errors import parse_blnk_api_error_body
 
+from kit.clock import FrozenClock, SystemClock
+from kit.db import Database
+from kit.settings import Settings
+from ledger.hooks import (
+    POST_HOOK_BACKLOG_MAX,
+    HookIn,
+    HookRecord,
+    HookReply,
+    HookRunner,
+    HookType,
+    create_hook,
+    delete_hook,
+)
 from tests.ledger.servers import MASTER_KEY
+from tests.ports import free_port
 
 pytestmark = pytest.mark.db
 
@@ -53,6 +72,7 @@ class Receiver:
     base_url: str = ""
     calls: list[Call] = field(default_factory=list)
     scripts: dict[str, Callable[[int], Reply]] = field(default_factory=dict)
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)  # extra reply headers
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def url(self, path: str, script: Callable[[int], Reply]) -> str:
@@ -94,6 +114,8 @@ def receiver() -> Iterator[Receiver]:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(reply)))
+                for name, value in state.headers.get(self.path, {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(reply)
             except (BrokenPipeError, ConnectionResetError):
@@ -266,6 +288,98 @@ class TestHookManagement:
         assert bad_type.json()["error_detail"]["code"] == "HOOK_INVALID"
         assert hooks.hooks.list().data == []
 
+    @pytest.mark.parametrize(
+        ("change", "message"),
+        [
+            ({"url": "  "}, "hook URL is required"),
+            ({"url": "http://[::1/h"}, "not a valid URL"),
+            ({"url": "http:///h"}, "http(s) URL"),
+            ({"url": "http://example.com/" + "h" * 2030}, "at most 2048 characters"),
+            ({"name": "n" * 256}, "longer than 255"),
+            ({"retry_count": 6}, "retry_count is at most 5"),
+        ],
+    )
+    def test_bounds_are_checked(self, hooks: Any, change: dict[str, Any], message: str) -> None:
+        """A blank, unparsable, hostless or overlong URL, a long name or more than 5 retries is
+        400 HOOK_INVALID, and nothing is registered."""
+        body = {
+            "name": "x",
+            "url": "http://example.com/h",
+            "type": "PRE_TRANSACTION",
+            "active": True,
+            "timeout": 5,
+            "retry_count": 0,
+        }
+        refused = hooks.hooks.create({**body, **change})
+        assert refused.status == 400, refused.to_dict()
+        assert refused.error.code == "HOOK_INVALID"
+        assert message in refused.error.message
+        assert hooks.hooks.list().data == []
+
+    def test_limits_are_inclusive(self, hooks: Any) -> None:
+        """A URL of 2048 characters, a name of 255, 5 retries and a 30 s timeout are accepted."""
+        url = "http://example.com/" + "h" * 2029
+        created = _register(
+            hooks, url, "POST_TRANSACTION", name="n" * 255, retry_count=5, timeout=30
+        )
+        assert (len(created["url"]), len(created["name"])) == (2048, 255)
+        assert (created["retry_count"], created["timeout"]) == (5, 30)
+
+    def test_unset_settings_take_blnks_defaults(self, hooks: Any, secure_ledger_url: str) -> None:
+        """A timeout <= 0 becomes 30 s and a negative retry count 3, as in Blnk; the URL is
+        trimmed; PUT replaces every setting, absent ones by their defaults."""
+        headers = {"X-Blnk-Key": MASTER_KEY}
+        with httpx.Client(base_url=secure_ledger_url, headers=headers) as client:
+            created = client.post(
+                "/hooks",
+                json={
+                    "url": "  http://example.com/h  ",
+                    "type": "POST_TRANSACTION",
+                    "active": True,
+                    "timeout": 0,
+                    "retry_count": -1,
+                },
+            )
+            assert created.status_code == 201, created.text
+            hook = created.json()
+            assert (hook["url"], hook["timeout"], hook["retry_count"]) == (
+                "http://example.com/h",
+                30,
+                3,
+            )
+            replaced = client.put(
+                f"/hooks/{hook['id']}",
+                json={"url": "http://example.com/h", "type": "POST_TRANSACTION", "timeout": -4},
+            )
+        assert replaced.status_code == 200, replaced.text
+        assert (replaced.json()["timeout"], replaced.json()["retry_count"]) == (30, 0)
+        assert (replaced.json()["name"], replaced.json()["active"]) == ("", False)
+
+    def test_an_invalid_update_changes_nothing(self, hooks: Any, secure_ledger_url: str) -> None:
+        """PUT with a setting out of bounds is 400 HOOK_INVALID and the hook keeps its settings."""
+        created = _register(hooks, "http://example.com/h", "PRE_TRANSACTION")
+        refused = httpx.put(
+            f"{secure_ledger_url}/hooks/{created['id']}",
+            json={"url": "http://example.com/h", "type": "PRE_TRANSACTION", "retry_count": 9},
+            headers={"X-Blnk-Key": MASTER_KEY},
+        )
+        _hook_refusal(refused, 400, "INVALID_INPUT", "HOOK_INVALID")
+        assert hooks.hooks.get(created["id"]).data == created
+
+    def test_at_most_50_hooks(self, hooks: Any, secure_ledger_url: str) -> None:
+        """The 51st hook is 400 HOOK_INVALID; deleting one makes room again."""
+        headers = {"X-Blnk-Key": MASTER_KEY}
+        body = {"url": "http://example.com/h", "type": "POST_TRANSACTION"}
+        with httpx.Client(base_url=secure_ledger_url, headers=headers) as client:
+            ids = [client.post("/hooks", json=body).json()["id"] for _ in range(50)]
+            over = client.post("/hooks", json=body)
+            assert over.status_code == 400, over.text
+            assert over.json()["error_detail"]["code"] == "HOOK_INVALID"
+            assert "at most 50 hooks" in over.json()["message"]
+            assert len(client.get("/hooks").json()) == 50
+            assert client.delete(f"/hooks/{ids[0]}").status_code == 200
+            assert client.post("/hooks", json=body).status_code == 201
+
 
 class TestPreTransactionHooks:
     def test_approval_is_signed_like_blnk(self, hooks: Any, receiver: Receiver) -> None:
@@ -337,6 +451,138 @@ class TestPreTransactionHooks:
         assert receiver.calls_to(url, wait_s=0) == []
 
 
+class TestPreTransactionHookReplies:
+    """How each kind of reply of a pre hook decides the transaction."""
+
+    @pytest.mark.parametrize(
+        ("status", "reply"),
+        [
+            (403, b'{"success": false, "message": "blocked by fraud check"}'),
+            (422, b'{"message": "blocked by fraud check"}'),
+        ],
+    )
+    def test_a_4xx_refusal_carries_the_hooks_message(
+        self, hooks: Any, receiver: Receiver, status: int, reply: bytes
+    ) -> None:
+        """A 4xx reply is the hook's answer: 400 TXN_HOOK_REJECTED with its message, not retried."""
+        url = receiver.url("refuse-4xx", lambda _: (status, reply, 0.0))
+        hook = _register(hooks, url, "PRE_TRANSACTION", retry_count=2)
+        reference = f"ref-{uuid.uuid4()}"
+        refused = _post(hooks, _funded_balance(hooks), reference)
+        assert refused.status == 400, refused.to_dict()
+        assert refused.error.code == "TXN_HOOK_REJECTED"
+        assert "blocked by fraud check" in refused.error.message
+        assert len(receiver.calls_to(url, wait_s=0)) == 1
+        assert hooks.transactions.get_by_reference(reference).status == 404
+        assert _wait_for_run(hooks, hook["id"])["last_success"] is False
+
+    @pytest.mark.parametrize(
+        ("status", "reply"),
+        [(404, b""), (401, b"unauthorized"), (400, b'{"success": true, "message": "ok"}')],
+    )
+    def test_a_4xx_never_approves(
+        self, hooks: Any, receiver: Receiver, status: int, reply: bytes
+    ) -> None:
+        """A 4xx reply refuses whatever its body (even `success: true`), naming its status when
+        it gives no message."""
+        url = receiver.url("plain-4xx", lambda _: (status, reply, 0.0))
+        _register(hooks, url, "PRE_TRANSACTION")
+        reference = f"ref-{uuid.uuid4()}"
+        refused = _post(hooks, _funded_balance(hooks), reference)
+        assert refused.status == 400, refused.to_dict()
+        assert refused.error.code == "TXN_HOOK_REJECTED"
+        if not reply.startswith(b"{"):
+            assert str(status) in refused.error.message
+        assert hooks.transactions.get_by_reference(reference).status == 404
+
+    def test_a_null_reply_refuses(self, hooks: Any, receiver: Receiver) -> None:
+        """A 2xx `null` refuses, as in Blnk (it decodes to a reply whose `success` is false)."""
+        url = receiver.url("null", lambda _: (200, b"null", 0.0))
+        hook = _register(hooks, url, "PRE_TRANSACTION")
+        reference = f"ref-{uuid.uuid4()}"
+        refused = _post(hooks, _funded_balance(hooks), reference)
+        assert refused.status == 400, refused.to_dict()
+        assert refused.error.code == "TXN_HOOK_REJECTED"
+        assert hooks.transactions.get_by_reference(reference).status == 404
+        assert _wait_for_run(hooks, hook["id"])["last_success"] is False
+
+    @pytest.mark.parametrize(("status", "retry_count"), [(429, 2), (408, 1), (502, 0)])
+    def test_retries_are_bounded_then_fail_closed(
+        self, hooks: Any, receiver: Receiver, status: int, retry_count: int
+    ) -> None:
+        """408, 429 and 5xx are retried exactly retry_count times; then 503 HOOK_UNAVAILABLE."""
+        url = receiver.url("busy", lambda _: (status, b"{}", 0.0))
+        hook = _register(hooks, url, "PRE_TRANSACTION", retry_count=retry_count)
+        reference = f"ref-{uuid.uuid4()}"
+        response = _post(hooks, _funded_balance(hooks), reference)
+        assert response.status == 503, response.to_dict()
+        assert response.error.code == "HOOK_UNAVAILABLE"
+        assert response.data["error_detail"]["details"] == {"hook_id": hook["id"]}
+        # Every attempt ends before the answer, so the count is final.
+        assert len(receiver.calls_to(url, wait_s=0)) == retry_count + 1
+        assert hooks.transactions.get_by_reference(reference).status == 404
+        assert _wait_for_run(hooks, hook["id"])["last_success"] is False
+
+    def test_a_reply_past_1_mib_is_no_answer(self, hooks: Any, receiver: Receiver) -> None:
+        """A 2xx reply one byte past 1 MiB is not read: 503 HOOK_UNAVAILABLE, not retried."""
+        url = receiver.url("huge", lambda _: (200, _approval_of_size((1 << 20) + 1), 0.0))
+        _register(hooks, url, "PRE_TRANSACTION", retry_count=2)
+        reference = f"ref-{uuid.uuid4()}"
+        response = _post(hooks, _funded_balance(hooks), reference)
+        assert response.status == 503, response.to_dict()
+        assert response.error.code == "HOOK_UNAVAILABLE"
+        assert len(receiver.calls_to(url, wait_s=0)) == 1
+        assert hooks.transactions.get_by_reference(reference).status == 404
+
+    def test_a_reply_of_exactly_1_mib_is_read(self, hooks: Any, receiver: Receiver) -> None:
+        """A reply of exactly 1 MiB (Blnk's bound) is read, and its yes lets the transaction in."""
+        url = receiver.url("large", lambda _: (200, _approval_of_size(1 << 20), 0.0))
+        _register(hooks, url, "PRE_TRANSACTION")
+        assert _post(hooks, _funded_balance(hooks), f"ref-{uuid.uuid4()}").status == 201
+
+    @pytest.mark.parametrize(
+        ("status", "reply"),
+        [(204, b""), (200, b"  \n"), (200, b"accepted"), (202, b"[false]"), (200, b'"no"')],
+    )
+    def test_a_2xx_without_a_reply_object_approves(
+        self, hooks: Any, receiver: Receiver, status: int, reply: bytes
+    ) -> None:
+        """As in Blnk, an empty, non-JSON or non-object 2xx reply (but `null`) is a yes."""
+        url = receiver.url("bare", lambda _: (status, reply, 0.0))
+        hook = _register(hooks, url, "PRE_TRANSACTION")
+        posted = _post(hooks, _funded_balance(hooks), f"ref-{uuid.uuid4()}")
+        assert posted.status == 201, posted.to_dict()
+        assert _wait_for_run(hooks, hook["id"])["last_success"] is True
+
+    @pytest.mark.parametrize("reply", [b'{"success": "true"}', b'{"success": 1}', b"{}"])
+    def test_only_the_boolean_true_approves(
+        self, hooks: Any, receiver: Receiver, reply: bytes
+    ) -> None:
+        """A reply object approves only with `success: true`; a string, a number or nothing refuses."""
+        url = receiver.url("loose", lambda _: (200, reply, 0.0))
+        _register(hooks, url, "PRE_TRANSACTION")
+        refused = _post(hooks, _funded_balance(hooks), f"ref-{uuid.uuid4()}")
+        assert refused.status == 400, refused.to_dict()
+        assert refused.error.code == "TXN_HOOK_REJECTED"
+
+    def test_a_redirect_is_not_followed(self, hooks: Any, receiver: Receiver) -> None:
+        """A 3xx is not followed (the signed body goes only where it was registered): no answer."""
+        target = receiver.url("redirect-target", _approve)
+        url = receiver.url("redirect", lambda _: (307, b"", 0.0))
+        receiver.headers[url.removeprefix(receiver.base_url)] = {"Location": target}
+        _register(hooks, url, "PRE_TRANSACTION", retry_count=1)
+        response = _post(hooks, _funded_balance(hooks), f"ref-{uuid.uuid4()}")
+        assert response.status == 503, response.to_dict()
+        assert len(receiver.calls_to(url, wait_s=0)) == 1
+        assert receiver.calls_to(target, wait_s=0) == []
+
+
+def _approval_of_size(size: int) -> bytes:
+    """`{"success": true, "message": "xxx"}` padded to exactly `size` bytes."""
+    frame = b'{"success": true, "message": ""}'
+    return frame[:-2] + b"x" * (size - len(frame)) + frame[-2:]
+
+
 class TestPostTransactionHooks:
     def test_called_after_the_transaction_is_durable(self, hooks: Any, receiver: Receiver) -> None:
         """A post hook receives the recorded transaction (status APPLIED) once it is committed."""
@@ -364,6 +610,125 @@ class TestPostTransactionHooks:
         assert len(receiver.calls_to(url, 2)) == 2
         assert _wait_for_run(hooks, hook["id"])["last_success"] is False
         assert hooks.transactions.get_by_reference(reference).status == 200
+
+
+def _unregistered(url: str, hook_type: HookType = HookType.POST_TRANSACTION) -> HookRecord:
+    """A hook the runner is handed directly (its run stamps match no row)."""
+    return HookRecord(
+        hook_id=f"hook_{uuid.uuid4()}",
+        name="direct",
+        url=url,
+        hook_type=hook_type,
+        active=True,
+        timeout_s=5,
+        retry_count=0,
+        created_at=datetime.now(UTC),
+        last_run=None,
+        last_success=False,
+    )
+
+
+class TestHookRunner:
+    """The runner in-process, on the test database and the local receiver."""
+
+    async def test_the_active_set_is_cached_for_its_lifetime(self, db: Database) -> None:
+        """A hook registered elsewhere is seen once the 2 s cache runs out; a change made
+        through the runner's own replica (invalidate) is seen at once."""
+        clock = FrozenClock(datetime(2026, 3, 1, tzinfo=UTC))
+        runner = HookRunner(db, clock=clock, secret=None, http=None)
+        body = HookIn(url="http://example.com/h", type="POST_TRANSACTION", active=True)
+        created: list[str] = []
+        try:
+            async with db.transaction() as conn:
+                created.append((await create_hook(conn, body, now=clock.now()))["id"])
+            assert [h.hook_id for h in await runner.active(HookType.POST_TRANSACTION)] == created
+            clock.advance(1.0)
+            async with db.transaction() as conn:
+                created.append((await create_hook(conn, body, now=clock.now()))["id"])
+            clock.advance(0.9)
+            cached = await runner.active(HookType.POST_TRANSACTION)
+            assert [h.hook_id for h in cached] == created[:1]
+            clock.advance(0.1)
+            assert [h.hook_id for h in await runner.active(HookType.POST_TRANSACTION)] == created
+            async with db.transaction() as conn:
+                await delete_hook(conn, created.pop())
+            runner.invalidate()
+            assert [h.hook_id for h in await runner.active(HookType.POST_TRANSACTION)] == created
+        finally:
+            async with db.transaction() as conn:
+                for hook_id in created:
+                    await delete_hook(conn, hook_id)
+
+    async def test_a_load_in_flight_during_a_change_is_not_cached(self, db: Database) -> None:
+        """A read of the active set begun before a change here is answered but not cached: the
+        next call reads again instead of keeping the old set for the cache's lifetime."""
+        clock = FrozenClock(datetime(2026, 3, 1, tzinfo=UTC))
+        runner = HookRunner(db, clock=clock, secret=None, http=None)
+        loading = asyncio.ensure_future(runner.active(HookType.POST_TRANSACTION))
+        await asyncio.sleep(0)  # the read has begun
+        runner.invalidate()
+        assert await loading == ()
+        body = HookIn(url="http://example.com/h", type="POST_TRANSACTION", active=True)
+        async with db.transaction() as conn:
+            hook_id = (await create_hook(conn, body, now=clock.now()))["id"]
+        try:
+            fresh = await runner.active(HookType.POST_TRANSACTION)
+            assert [h.hook_id for h in fresh] == [hook_id]
+        finally:
+            async with db.transaction() as conn:
+                await delete_hook(conn, hook_id)
+
+    async def test_the_post_backlog_is_bounded(
+        self, db: Database, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Past 1,000 post-hook deliveries waiting, the next transaction's are dropped and logged."""
+        hook = _unregistered(f"http://127.0.0.1:{free_port()}/h")  # refused at once
+        async with httpx.AsyncClient(trust_env=False) as http:
+            runner = HookRunner(db, clock=SystemClock(), secret=None, http=http)
+            with caplog.at_level(logging.WARNING, logger="ledger.hooks"):
+                for index in range(POST_HOOK_BACKLOG_MAX + 1):
+                    runner.schedule_post([hook], f"txn_{index}", {})
+                await runner.drain(timeout_s=30.0)
+                await runner.drain(timeout_s=10.0)  # the run stamps the deliveries left behind
+                runner.schedule_post([hook], "txn_after", {})  # drained: room again
+                await runner.drain(timeout_s=10.0)
+        assert [(r.getMessage(), getattr(r, "transaction_id", None)) for r in caplog.records] == [
+            ("post-transaction hooks dropped: backlog full", f"txn_{POST_HOOK_BACKLOG_MAX}")
+        ]
+
+    async def test_calls_go_unsigned_without_a_secret(
+        self, db: Database, receiver: Receiver
+    ) -> None:
+        """Without a server secret a hook is called without X-Blnk-Signature (the rest as usual)."""
+        url = receiver.url("unsigned", _approve)
+        hook = _unregistered(url, HookType.PRE_TRANSACTION)
+        async with httpx.AsyncClient(trust_env=False) as http:
+            runner = HookRunner(db, clock=SystemClock(), secret=None, http=http)
+            await runner.run_pre([hook], "txn_unsigned", {"amount": 1})
+            await runner.drain(timeout_s=5.0)
+        (call,) = receiver.calls_to(url, wait_s=0)
+        assert "X-Blnk-Signature" not in call.headers
+        assert call.headers["X-Hook-ID"] == hook.hook_id
+        assert call.json()["data"] == {"amount": 1}
+
+    async def test_a_lost_run_stamp_does_not_fail_the_call(
+        self,
+        settings: Settings,
+        database_dsn: str,
+        receiver: Receiver,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """With the database gone, a hook's answer still counts; the lost stamp is logged."""
+        closed = await Database.open(settings, database_dsn)
+        await closed.close()
+        url = receiver.url("no-stamp", _approve)
+        async with httpx.AsyncClient(trust_env=False) as http:
+            runner = HookRunner(closed, clock=SystemClock(), secret=None, http=http)
+            with caplog.at_level(logging.WARNING, logger="ledger.hooks"):
+                reply = await runner.call(_unregistered(url), b"{}")
+                await runner.drain(timeout_s=5.0)
+        assert reply == HookReply(answered=True, success=True, message="ok")
+        assert [record.getMessage() for record in caplog.records] == ["hook run not recorded"]
 
 
 def _hook_refusal(response: httpx.Response, status: int, legacy_code: str, code: str) -> Any:
