@@ -23,8 +23,8 @@ from typing import Any, Final, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import orjson
 
+from kit import json_exact
 from kit.errors import ConfigurationError, DatabaseUnavailableError
 from kit.settings import Settings, redact_url
 
@@ -64,16 +64,21 @@ JSONB_FORMAT_VERSION: Final = b"\x01"  # the binary jsonb wire format starts wit
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    # Binary codecs: orjson straight to and from the wire, no text round trip.
+    # Binary codecs: orjson straight to and from the wire, no text round trip; integers past
+    # 64 bits (amounts in answers, outcomes and events) stay exact both ways.
     await conn.set_type_codec(
         "jsonb",
-        encoder=lambda value: JSONB_FORMAT_VERSION + orjson.dumps(value),
-        decoder=lambda data: orjson.loads(data[1:]),
+        encoder=lambda value: JSONB_FORMAT_VERSION + json_exact.encode(value),
+        decoder=lambda data: json_exact.loads(data[1:]),
         schema="pg_catalog",
         format="binary",
     )
     await conn.set_type_codec(
-        "json", encoder=orjson.dumps, decoder=orjson.loads, schema="pg_catalog", format="binary"
+        "json",
+        encoder=json_exact.encode,
+        decoder=json_exact.loads,
+        schema="pg_catalog",
+        format="binary",
     )
 
 
@@ -214,4 +219,4 @@ def dsn_with_database(dsn: str, database: str) -> str:
 
 def jsonb(value: Any) -> str:
     """Encode a value for a `$n::jsonb` parameter when no codec is installed."""
-    return orjson.dumps(value).decode()
+    return json_exact.encode(value).decode()

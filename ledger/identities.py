@@ -23,9 +23,9 @@ from datetime import datetime
 from typing import Any, Final
 
 import asyncpg
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from kit import json_exact
 from kit.crypto import EnvelopeCipher
 from kit.ids import IdPrefix, new_id
 from ledger import identity_repository as repository
@@ -159,7 +159,7 @@ def _dob(text: str | None) -> datetime | None:
 
 def _meta_data(given: dict[str, Any] | None) -> dict[str, Any]:
     meta = {k: v for k, v in (given or {}).items() if k != TOKENIZED_FIELDS_KEY}
-    if len(orjson.dumps(meta)) > META_DATA_BYTES_MAX:
+    if len(json_exact.encode(meta)) > META_DATA_BYTES_MAX:
         raise IdentityValidationError(f"meta_data is larger than {META_DATA_BYTES_MAX} bytes")
     return meta
 

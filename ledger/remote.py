@@ -43,8 +43,8 @@ from enum import StrEnum
 from typing import Any, Final, Protocol
 
 import httpx
-import orjson
 
+from kit import json_exact
 from kit.clock import Clock, SystemClock
 from kit.db import Database
 from kit.errors import AppError, ConflictError, DomainError, NotFoundError, iter_error_classes
@@ -463,7 +463,7 @@ class BlnkHttpLedger:
         response, _ = await self._call(method, path, body, retry=retry)
         if response.status_code >= 400:
             raise error_from_response(response)
-        return orjson.loads(response.content) if response.content else None
+        return json_exact.loads(response.content) if response.content else None
 
     # ------------------------------------------------------------ the port
 

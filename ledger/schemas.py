@@ -15,10 +15,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final, TypeVar
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from kit import json_exact
 from kit.errors import DomainError
 from kit.ids import IdPrefix, new_id
 from kit.money import (
@@ -77,8 +77,8 @@ def load_json(raw: bytes) -> Any:
     if not raw.strip():
         raise MalformedRequestError()
     try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        parsed = json_exact.loads(raw)  # integers exact: orjson reads 10^20 + 1 as a float
+    except ValueError as exc:
         raise MalformedRequestError() from exc
     if _NUL_ESCAPE in raw and _NUL_ESCAPE_RE.search(raw):
         raise MalformedRequestError("text may not contain the NUL character (U+0000)")
@@ -102,7 +102,7 @@ def validate_body(model: type[M], data: Any) -> M:
 
 def request_hash(data: Any) -> str:
     """SHA-256 of the canonical JSON of a request (for Idempotency-Key comparisons)."""
-    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return hashlib.sha256(json_exact.encode(data, sort_keys=True)).hexdigest()
 
 
 class _Body(BaseModel):
@@ -321,7 +321,7 @@ def transaction_command(
     precision = _precision(body.precision)
     units = _minor_units(body.amount, body.precise_amount, precision)
     meta = dict(body.meta_data or {})
-    if len(orjson.dumps(meta)) > META_DATA_BYTES_MAX:
+    if len(json_exact.encode(meta)) > META_DATA_BYTES_MAX:
         raise TransactionValidationError(f"meta_data is larger than {META_DATA_BYTES_MAX} bytes")
     inflight = body.inflight or bool(meta.pop("inflight", False) is True)
     claim = None
