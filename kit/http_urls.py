@@ -10,7 +10,10 @@ def is_requestable(url: str) -> bool:
     one). A registered URL it cannot would fail every call (and, unguarded, the caller's work
     around it), so registration refuses it."""
     try:
-        httpx.URL(url)
-    except httpx.InvalidURL:
+        # Building the request, not only parsing the URL: parsing accepts an `xn--` label with
+        # no punycode after it (`http://xn--/`), which only building finds (an IDNAError, a
+        # ValueError).
+        httpx.Request("POST", url)
+    except (httpx.InvalidURL, ValueError):
         return False
     return True

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -100,10 +101,28 @@ class DispatcherConfig:
     rounds_per_pass_max: int = ROUNDS_PER_PASS_MAX
 
     def __post_init__(self) -> None:
-        if self.lease_s <= self.delivery_timeout_s:
-            raise ValueError("the lease must outlast one delivery attempt")
-        if min(self.batches_per_round_max, self.deliveries_per_round_max, self.attempts_max) < 1:
-            raise ValueError("round sizes and attempts must be at least 1")
+        if not 0 < self.delivery_timeout_s < self.lease_s:
+            raise ValueError("the lease must outlast one delivery attempt, which takes time")
+        if (
+            min(
+                self.batches_per_round_max,
+                self.deliveries_per_round_max,
+                self.delivery_concurrency_max,
+                self.attempts_max,
+            )
+            < 1
+        ):
+            raise ValueError("round sizes, concurrency and attempts must be at least 1")
+
+    @property
+    def deliveries_per_claim_max(self) -> int:
+        """Deliveries one round claims: no more than its slots can send, and the round can record,
+        before their lease runs out. A slot sends its claims one after another, each within
+        the delivery timeout, and the results are recorded once all are sent; a claim whose
+        lease ran out first is claimed and sent again by another dispatcher, and the first
+        result is dropped as stale. `waves` keeps one timeout of the lease for the rest."""
+        waves = max(1, math.floor(self.lease_s / self.delivery_timeout_s) - 1)
+        return min(self.deliveries_per_round_max, self.delivery_concurrency_max * waves)
 
 
 @dataclass(slots=True)
@@ -261,7 +280,7 @@ class EventDispatcher:
                 conn,
                 now=now,
                 lease_until=now + timedelta(seconds=self.config.lease_s),
-                limit=self.config.deliveries_per_round_max,
+                limit=self.config.deliveries_per_claim_max,
             )
         if not claimed:
             return report
@@ -277,7 +296,7 @@ class EventDispatcher:
             else:
                 report.failed += 1
             DELIVERIES.labels(result.status).inc()
-        report.is_full = len(claimed) >= self.config.deliveries_per_round_max
+        report.is_full = len(claimed) >= self.config.deliveries_per_claim_max
         return report
 
     def _secret(self, subscription: Subscription) -> str:
@@ -298,13 +317,26 @@ class EventDispatcher:
                 headers = delivery_headers(
                     delivery, self._secret(claimed.subscription), int(self.clock.now().timestamp())
                 )
-                response = await self.http.post(
-                    claimed.subscription.url, content=delivery.body.encode(), headers=headers
-                )
-                status_code = response.status_code
+                # The client's timeouts bound each read, not the attempt: a receiver sending a
+                # byte now and then would hold the round (and outlive the lease) for ever. The
+                # status is the receiver's answer; its body, of any size, is never read.
+                async with (
+                    asyncio.timeout(self.config.delivery_timeout_s),
+                    self.http.stream(
+                        "POST",
+                        claimed.subscription.url,
+                        content=delivery.body.encode(),
+                        headers=headers,
+                    ) as response,
+                ):
+                    status_code = response.status_code
                 error = None if response.is_success else f"HTTP {status_code}"
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:  # one delivery's, not the round's
+            # One delivery's failure, not the round's. A host the client parses but cannot
+            # encode (`xn--` with nothing after it) raises an IDNAError, a UnicodeError.
+            except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
                 error = f"{type(exc).__name__}: {exc}"
+            except TimeoutError:
+                error = f"TimeoutError: no answer within {self.config.delivery_timeout_s} s"
             except AppError as exc:
                 error = f"{exc.code}: {exc.message}"
         finished = self.clock.now()

@@ -127,9 +127,12 @@ def sign(secret: str, timestamp_s: int, body: bytes) -> str:
 
 def is_valid_signature(secret: str, timestamp_s: str, body: bytes, signature: str) -> bool:
     """What a receiver checks (constant-time)."""
-    if not timestamp_s.isdigit():
+    # A header is any text a sender chose: `isdigit` alone passes digits `int` refuses ("²"),
+    # and `compare_digest` refuses str with non-ASCII characters, so both are checked as bytes.
+    if not (timestamp_s.isascii() and timestamp_s.isdigit()):
         return False
-    return hmac.compare_digest(sign(secret, int(timestamp_s), body), signature)
+    expected = sign(secret, int(timestamp_s), body)
+    return hmac.compare_digest(expected.encode(), signature.encode())
 
 
 def event_body(event_type: str, data: Any) -> str:

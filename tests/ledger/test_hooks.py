@@ -294,14 +294,15 @@ class TestHookManagement:
             ({"url": "  "}, "hook URL is required"),
             ({"url": "http://[::1/h"}, "not a valid URL"),
             ({"url": "http:///h"}, "http(s) URL"),
+            ({"url": "http://xn--/h"}, "http(s) URL"),  # parses; its host cannot be encoded
             ({"url": "http://example.com/" + "h" * 2030}, "at most 2048 characters"),
             ({"name": "n" * 256}, "longer than 255"),
             ({"retry_count": 6}, "retry_count is at most 5"),
         ],
     )
     def test_bounds_are_checked(self, hooks: Any, change: dict[str, Any], message: str) -> None:
-        """A blank, unparsable, hostless or overlong URL, a long name or more than 5 retries is
-        400 HOOK_INVALID, and nothing is registered."""
+        """A blank, unparsable, hostless, unencodable or overlong URL, a long name or more than
+        5 retries is 400 HOOK_INVALID, and nothing is registered."""
         body = {
             "name": "x",
             "url": "http://example.com/h",

@@ -90,6 +90,21 @@ class TestSigning:
         assert is_valid_signature("secret", "1700000000", b'{"event":"x"}', expected)
         assert not is_valid_signature("secret", "1700000001", b'{"event":"x"}', expected)
 
+    @pytest.mark.parametrize(
+        ("timestamp_s", "signature"),
+        [
+            ("", "00"),
+            ("-1700000000", "00"),
+            ("1.7e9", "00"),
+            ("\u00b2", "00"),  # a superscript two: a digit to str.isdigit, not to int()
+            ("1700000000", "\u00e9" * 64),  # not hex, not even ASCII
+        ],
+    )
+    def test_a_forged_header_is_refused_not_raised(self, timestamp_s: str, signature: str) -> None:
+        """Whatever a sender puts in the two headers, the check answers False (it raised
+        ValueError on a Unicode digit and TypeError on a non-ASCII signature)."""
+        assert not is_valid_signature("secret", timestamp_s, b'{"event":"x"}', signature)
+
     def test_patterns(self) -> None:
         """A subscription matches its exact types, a family wildcard, or everything."""
         assert matches(("transaction.applied",), "transaction.applied")
@@ -146,6 +161,98 @@ class TestSubscriptionsApi:
         assert response.status_code == 400, response.text
         assert response.json()["error_detail"]["code"] == "WHK_VALIDATION_ERROR"
         assert (await api.get("/webhooks")).json() == []
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            [],
+            {"url": "http://127.0.0.1:1/x", "event_types": []},
+            {"url": "http://127.0.0.1:1/x", "event_types": ["transaction.applied"] * 65},
+            {"url": "http://127.0.0.1:1/x", "event_types": "transaction.applied"},
+            {"url": "http://127.0.0.1:1/x", "event_types": [1]},
+            {"url": "http://127.0.0.1:1/x", "event_types": ["*.*"]},
+            {"url": "http://127.0.0.1:1/x", "event_types": "*", "description": 7},
+            {"url": "http://127.0.0.1:1/x", "event_types": "*", "description": "d" * 4097},
+            {"url": "http://127.0.0.1:1/x", "event_types": "*", "active": "yes"},
+            {"url": "ftp://127.0.0.1/x", "event_types": "*"},
+        ],
+    )
+    async def test_a_malformed_subscription_is_refused(
+        self, api: httpx.AsyncClient, body: Any
+    ) -> None:
+        """Each rule of the body is a 400 WHK_VALIDATION_ERROR, and nothing is stored."""
+        response = await api.post("/webhooks", json=body)
+        assert response.status_code == 400, response.text
+        assert response.json()["error_detail"]["code"] == "WHK_VALIDATION_ERROR"
+        assert (await api.get("/webhooks")).json() == []
+
+    async def test_a_host_whose_a_label_does_not_decode_is_refused(
+        self, api: httpx.AsyncClient
+    ) -> None:
+        """`xn--` with no punycode after it parses as a URL, but the client cannot build a
+        request for it: refused at subscription, not failed on every delivery."""
+        response = await api.post("/webhooks", json={"url": "http://xn--/hook", "event_types": "*"})
+        assert response.status_code == 400, response.text
+        assert response.json()["error_detail"]["code"] == "WHK_VALIDATION_ERROR"
+
+    async def test_a_patch_checks_what_it_changes_and_keeps_the_rest(
+        self, api: httpx.AsyncClient, webhook_receiver: WebhookReceiver
+    ) -> None:
+        """A PATCH with a bad field is a 400 that changes nothing; a good one changes only the
+        fields it names, and repeated event types are stored once."""
+        response = await api.post(
+            "/webhooks",
+            json={
+                "url": webhook_receiver.url("/ok/patch"),
+                "event_types": ["balance.created"],
+                "description": "balances feed",
+            },
+        )
+        assert response.status_code == 201, response.text
+        created = response.json()
+        assert created["description"] == "balances feed"
+        path = f"/webhooks/{created['subscription_id']}"
+        bad_bodies: list[Any] = [
+            {"active": None},
+            {"url": "not a url"},
+            {"event_types": []},
+            ["active"],
+        ]
+        for bad in bad_bodies:
+            response = await api.patch(path, json=bad)
+            assert response.status_code == 400, response.text
+            assert response.json()["error_detail"]["code"] == "WHK_VALIDATION_ERROR"
+        assert (await api.get(path)).json() == {k: v for k, v in created.items() if k != "secret"}
+        changed = await api.patch(
+            path,
+            json={
+                "event_types": ["transaction.applied", "transaction.*", "transaction.applied"],
+                "description": None,
+            },
+        )
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["event_types"] == ["transaction.applied", "transaction.*"]
+        assert changed.json()["description"] == ""
+        assert changed.json()["url"] == created["url"]
+        assert changed.json()["active"] is True
+
+    @pytest.mark.parametrize(
+        ("query", "code"),
+        [
+            ("status=failed", "WHK_VALIDATION_ERROR"),
+            ("limit=0", "GEN_VALIDATION_ERROR"),
+            ("offset=-1", "GEN_VALIDATION_ERROR"),
+            ("limit=x", "GEN_VALIDATION_ERROR"),
+        ],
+    )
+    async def test_a_bad_deliveries_query_is_refused(
+        self, api: httpx.AsyncClient, webhook_receiver: WebhookReceiver, query: str, code: str
+    ) -> None:
+        """An unknown status filter or a page out of range is a 400, not an empty page."""
+        created = await _subscribe(api, webhook_receiver.url("/ok/q"), "*")
+        response = await api.get(f"/webhooks/{created['subscription_id']}/deliveries?{query}")
+        assert response.status_code == 400, response.text
+        assert response.json()["error_detail"]["code"] == code
 
     async def test_unknown_subscription_is_404(self, api: httpx.AsyncClient) -> None:
         """Get and delete of an unknown subscription answer WHK_NOT_FOUND."""
