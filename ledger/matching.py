@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
@@ -41,6 +41,8 @@ AMOUNT_DRIFT_MAX: Final = Decimal(1)  # a fraction of the ledger amount (Blnk's 
 DATE_DRIFT_S_MAX: Final = Decimal(366 * 24 * 3600)  # a year of seconds
 TEXT_DRIFT_MAX: Final = Decimal(100)  # percent of the longer string
 MIXED_CURRENCY: Final = "MIXED"
+DATE_FIRST: Final = datetime.min.replace(tzinfo=UTC)
+DATE_LAST: Final = datetime.max.replace(tzinfo=UTC)
 OPERATORS_BY_FIELD: Final[dict[str, frozenset[str]]] = {
     "amount": frozenset({"equals", "greater_than", "less_than"}),
     "date": frozenset({"equals", "greater_than", "less_than"}),
@@ -241,8 +243,8 @@ def _rule_bounds(rule: Sequence[Criterion], external: Side) -> Bounds | None:
             if c.operator == "equals":
                 drift = timedelta(seconds=float(c.allowable_drift))
                 date_low, date_high = (
-                    _tighter_low(date_low, moment - drift),
-                    _tighter_high(date_high, moment + drift),
+                    _tighter_low(date_low, _shifted(moment, -drift)),
+                    _tighter_high(date_high, _shifted(moment, drift)),
                 )
             elif c.operator == "greater_than":
                 date_high = _tighter_high(date_high, moment)
@@ -251,6 +253,14 @@ def _rule_bounds(rule: Sequence[Criterion], external: Side) -> Bounds | None:
         elif c.field == "currency" and c.operator == "equals" and len(external.currencies) == 1:
             currency = external.currencies[0]
     return Bounds(amount_low, amount_high, date_low, date_high, currency)
+
+
+def _shifted(moment: datetime, by: timedelta) -> datetime:
+    """`moment + by`, held within years 1-9999 (a statement may date a line at either end)."""
+    try:
+        return moment + by
+    except OverflowError:
+        return DATE_FIRST if by < timedelta(0) else DATE_LAST
 
 
 def _tighter_low(current: Any, new: Any) -> Any:

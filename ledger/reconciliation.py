@@ -2,9 +2,11 @@
 
 An upload is a CSV with a header naming at least `id`, `amount` and `date` (and optionally
 `reference`, `currency`, `description`, `source`; other columns are ignored). It is all or
-nothing: a malformed row, a duplicate id, or more than 100,000 rows refuses the whole file
-with 400 RECON_UPLOAD_FAILED naming the row (Blnk keeps going and reports a 500). Amounts are
-exact decimals in major units; dates are RFC 3339 or `YYYY-MM-DD` (midnight UTC). Uploads by
+nothing: a malformed row (a NUL character, which PostgreSQL text cannot hold, or a date that
+leaves years 1-9999 once in UTC), a duplicate id, or more than 100,000 rows refuses the whole
+file with 400 RECON_UPLOAD_FAILED naming the row (Blnk keeps going and reports a 500). Amounts
+are exact decimals in major units (a zero is stored as 0 however it is written); dates are
+RFC 3339 or `YYYY-MM-DD` (midnight UTC), stored in UTC. Uploads by
 URL are refused: no host is allowed (Blnk's default whitelist is empty too), so the server
 never fetches a URL on a client's say.
 
@@ -172,7 +174,13 @@ def _date(text: str, where: str) -> datetime | None:
         ) from exc
     if moment.tzinfo is None:
         raise UploadFailedError(f"{where}: date {text[:40]!r} needs a UTC offset")
-    return moment
+    try:
+        # Stored in UTC: an offset may carry the first or last day of the calendar past it.
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise UploadFailedError(
+            f"{where}: date {text[:40]!r} is outside years 1-9999 in UTC"
+        ) from exc
 
 
 def _amount(value: float | int | str, where: str) -> Decimal:
@@ -182,17 +190,24 @@ def _amount(value: float | int | str, where: str) -> Decimal:
         raise UploadFailedError(f"{where}: amount {str(value)[:40]!r} is not a number") from exc
     if not amount.is_finite():
         raise UploadFailedError(f"{where}: amount must be finite")
-    if amount and (
-        amount.adjusted() >= AMOUNT_DIGITS_MAX or decimal_places(amount) > AMOUNT_DIGITS_MAX
-    ):
+    if not amount:
+        return Decimal(0)  # `0E+999999999` is a zero too, and NUMERIC cannot hold its exponent
+    if amount.adjusted() >= AMOUNT_DIGITS_MAX or decimal_places(amount) > AMOUNT_DIGITS_MAX:
         raise UploadFailedError(
             f"{where}: amount has more than {AMOUNT_DIGITS_MAX} digits on a side of the point"
         )
     return amount
 
 
+def _check_text(text: str, where: str) -> str:
+    # PostgreSQL text cannot hold NUL; refused here, the file is refused whole, not a 500.
+    if "\x00" in text:
+        raise UploadFailedError(f"{where} holds a NUL character")
+    return text
+
+
 def _record(fields: Mapping[str, Any], where: str, *, source: str) -> ExternalRecord:
-    external_id = str(fields.get("id") or "").strip()
+    external_id = _check_text(str(fields.get("id") or "").strip(), f"{where}: id")
     if not 1 <= len(external_id) <= EXTERNAL_ID_LENGTH_MAX:
         raise UploadFailedError(
             f"{where}: id is required (at most {EXTERNAL_ID_LENGTH_MAX} characters)"
@@ -202,11 +217,15 @@ def _record(fields: Mapping[str, Any], where: str, *, source: str) -> ExternalRe
         "currency": CURRENCY_LENGTH_MAX,
         "description": DESCRIPTION_LENGTH_MAX,
     }
-    values = {name: str(fields.get(name) or "").strip() for name in texts}
+    values = {
+        name: _check_text(str(fields.get(name) or "").strip(), f"{where}: {name}") for name in texts
+    }
     for name, limit in texts.items():
         if len(values[name]) > limit:
             raise UploadFailedError(f"{where}: {name} is longer than {limit} characters")
-    record_source = str(fields.get("source") or source).strip()[:TEXT_LENGTH_MAX]
+    record_source = _check_text(
+        str(fields.get("source") or source).strip()[:TEXT_LENGTH_MAX], f"{where}: source"
+    )
     return ExternalRecord(
         external_id=external_id,
         amount=_amount(fields.get("amount", ""), where),
@@ -231,6 +250,7 @@ def parse_csv(data: bytes, *, source: str) -> list[ExternalRecord]:
     """A statement's records (CPU-bound: run it off the event loop)."""
     if len(data) > UPLOAD_BYTES_MAX:
         raise UploadFailedError(f"the file is larger than {UPLOAD_BYTES_MAX} bytes")
+    _check_text(source, "source")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

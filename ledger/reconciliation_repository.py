@@ -326,7 +326,9 @@ async def candidates(
 ) -> list[asyncpg.Record]:
     """Applied ledger transactions within `bounds`: closest in amount to `closest_to` first,
     then closest in time to `closest_at`, then newest; each with its grouping value when
-    `group_key` names one (`LEDGER_GROUP_KEYS`, or `meta_data.<key>`)."""
+    `group_key` names one (`LEDGER_GROUP_KEYS`, or `meta_data.<key>`). Amounts come in minor
+    units with their precision: PostgreSQL's division keeps only about 16 significant digits,
+    so the major-unit amount is the caller's to compute exactly."""
     meta_key = (
         group_key.removeprefix("meta_data.")
         if group_key and group_key.startswith("meta_data.")
@@ -336,7 +338,7 @@ async def candidates(
     async with conn.transaction(readonly=True):
         await conn.execute(f"SET LOCAL statement_timeout = {CANDIDATE_STATEMENT_TIMEOUT_MS}")
         rows: list[asyncpg.Record] = await conn.fetch(
-            "SELECT transaction_id, (precise_amount / precision) AS amount, currency, reference,"  # noqa: S608 - whitelisted expressions
+            "SELECT transaction_id, precise_amount, precision, currency, reference,"  # noqa: S608 - whitelisted expressions
             " description, parent_transaction, created_at,"
             f" CASE WHEN $8::text IS NULL THEN {group_column} ELSE meta_data ->> $8::text END AS group_value"
             " FROM ledger.transactions WHERE status = 'APPLIED'"
@@ -346,7 +348,7 @@ async def candidates(
             " AND ($4::timestamptz IS NULL OR created_at <= $4)"
             " AND ($5::text IS NULL OR upper(currency) = upper($5))"
             " ORDER BY CASE WHEN $7::numeric IS NULL THEN 0"
-            " ELSE abs(precise_amount / precision - $7::numeric) END,"
+            " ELSE abs(precise_amount - $7::numeric * precision) / precision END,"
             " CASE WHEN $9::timestamptz IS NULL THEN 0"
             " ELSE abs(extract(epoch FROM created_at - $9::timestamptz)) END,"
             " created_at DESC, transaction_id"

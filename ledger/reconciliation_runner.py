@@ -43,7 +43,7 @@ import asyncpg
 from kit.clock import Clock
 from kit.db import Database
 from kit.errors import AppError
-from kit.money import exact_sum
+from kit.money import exact_sum, from_minor_units
 from ledger import reconciliation_repository as repository
 from ledger.matching import Criterion, Side, aggregate, candidate_bounds, group_bounds, rules_hold
 from ledger.reconciliation import UPLOAD_ROWS_MAX
@@ -90,13 +90,18 @@ def external_side(row: asyncpg.Record) -> Side:
     )
 
 
+def ledger_amount(row: asyncpg.Record) -> Decimal:
+    """A candidate transaction's amount in major units, exact to its minor unit."""
+    return from_minor_units(int(row["precise_amount"]), int(row["precision"]))
+
+
 def ledger_side(row: asyncpg.Record) -> Side:
     """A candidate transaction as a side (a queued copy compared under its original reference)."""
     reference = row["reference"]
     if row["parent_transaction"] and reference.endswith(QUEUED_COPY_SUFFIX):
         reference = reference.removesuffix(QUEUED_COPY_SUFFIX)
     return Side(
-        amount=row["amount"],
+        amount=ledger_amount(row),
         occurred_at=row["created_at"],
         currencies=(row["currency"],),
         references=(reference,),
@@ -278,7 +283,7 @@ class ReconciliationRunner:
                 continue
             if rules_hold(plan.rules, side, aggregate([ledger_side(m) for m in members])):
                 claimed.update(m["transaction_id"] for m in members)
-                return [(m["transaction_id"], m["amount"]) for m in members]
+                return [(m["transaction_id"], ledger_amount(m)) for m in members]
         return []
 
     async def _many_to_one(self, plan: _Plan) -> None:

@@ -4,7 +4,9 @@ Goal: prove that a runner's heartbeat keeps its runs alive, that runs nobody bea
 `SILENT_AFTER_S` are failed with a reason (and only those: finished runs and live ones are left
 alone), and that the scheduler actor's sweep calls it. Method: run rows written with SQL (the
 "stopped replica" is a row nobody holds), a real `ReconciliationRunner` holding a run, and
-`fail_interrupted_runs` with explicit times.
+`fail_interrupted_runs` with explicit times. The runner's own bounds are proved here too: a run
+that breaks while matching is failed with its reason, and a replica holding too many runs
+refuses the next.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from kit.db import Database
 from ledger.reconciliation_runner import (
     INTERRUPTED_ERROR,
     RUNS_CONCURRENT_MAX,
+    RUNS_PENDING_MAX,
     SILENT_AFTER_S,
     ReconciliationRunner,
     fail_interrupted_runs,
 )
+from ledger.surface_errors import ReconciliationBackpressureError
 from tests.ledger.conftest import insert_reconciliation_run
 
 pytestmark = pytest.mark.db
@@ -79,3 +83,42 @@ class TestInterruptedRuns:
             assert beaten == now
             assert run not in await fail_interrupted_runs(db, now=now)
         await runner.drain(timeout_s=10)
+
+
+class TestRunnerBounds:
+    async def test_a_run_that_breaks_is_failed_with_its_reason(self, db: Database) -> None:
+        """A run whose stored rules cannot be read ends `failed` with the error, not
+        `in_progress` for ever."""
+        now = datetime.now(UTC)
+        run = await insert_reconciliation_run(db, status="started", heartbeat_at=now)
+        async with db.transaction() as conn:
+            await conn.execute(
+                "UPDATE ledger.reconciliations SET rules = $2 WHERE reconciliation_id = $1",
+                run,
+                [{"criteria": [{"operator": "equals"}]}],
+            )
+        await ReconciliationRunner(db, clock=FrozenClock(now)).run(run)
+        status, error, _ = await _state(db, run)
+        assert status == "failed"
+        assert error == "KeyError: 'field'"
+
+    async def test_a_replica_refuses_runs_past_its_pending_bound(self, db: Database) -> None:
+        """With RUNS_PENDING_MAX runs waiting on one replica the next start is refused (503),
+        and accepted again once they have finished."""
+        now = datetime.now(UTC)
+        runner = ReconciliationRunner(db, clock=FrozenClock(now))
+        runs = [
+            await insert_reconciliation_run(db, status="started", heartbeat_at=now)
+            for _ in range(RUNS_PENDING_MAX)
+        ]
+        async with contextlib.AsyncExitStack() as busy:
+            for _ in range(RUNS_CONCURRENT_MAX):  # every slot taken: the runs wait
+                await busy.enter_async_context(runner._slots)
+            for run in runs:
+                runner.check_capacity()
+                runner.launch(run)
+            with pytest.raises(ReconciliationBackpressureError):
+                runner.check_capacity()
+        await runner.drain(timeout_s=10)
+        runner.check_capacity()
+        assert {(await _state(db, run))[0] for run in runs} == {"completed"}
