@@ -15,9 +15,11 @@ zero; the FX indicator balances carry the house's position in each currency. Bot
 the rate, the pair, the rate's source and both amounts in `meta_data`.
 
 **Rounding.** `destination = source_units x rate x dst_precision / src_precision`, computed on
-integers and `Decimal` in a context wide enough to be exact, then truncated toward zero: the
-destination never receives more than the rate buys, and the fraction of a minor unit stays
-with the house (it is not posted anywhere, since each leg balances on its own). A transfer that
+exact ratios of integers, then truncated toward zero: the destination never receives more than
+the rate buys, and the fraction of a minor unit stays with the house (it is not posted
+anywhere, since each leg balances on its own). A rate derived from the opposite pair divides by
+that pair's rate exactly (its 18-digit inverse is for display only: multiplying by a rounded
+inverse would credit a minor unit less, or more, than the stored rate buys). A transfer that
 would credit nothing is refused.
 """
 
@@ -31,7 +33,8 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -42,8 +45,8 @@ import yaml
 from kit.clock import Clock
 from kit.db import Database
 from kit.errors import DependencyError, DomainError, NotFoundError, ProviderUnavailableError
+from kit.money import MINOR_UNITS_DIGITS_MAX, format_amount, parse_decimal
 from kit.money import InvalidAmountError as MoneyInvalidAmountError
-from kit.money import format_amount, parse_decimal
 from ledger import fx_repository
 from ledger.errors import TransactionValidationError
 from ledger.fx_model import Rate
@@ -113,13 +116,14 @@ def invert(rate: Decimal) -> Decimal:
     return context.divide(Decimal(1), rate)
 
 
-def convert(units: int, *, rate: Decimal, source_precision: int, destination_precision: int) -> int:
+def convert(
+    units: int, *, rate: Decimal | Fraction, source_precision: int, destination_precision: int
+) -> int:
     """Destination minor units for `units` source minor units, truncated toward zero."""
-    exact = _EXACT.divide(
-        _EXACT.multiply(_EXACT.multiply(Decimal(units), rate), Decimal(destination_precision)),
-        Decimal(source_precision),
+    exact = Fraction(rate)
+    return (units * destination_precision * exact.numerator) // (
+        source_precision * exact.denominator
     )
-    return int(exact.to_integral_value(rounding=ROUND_DOWN, context=_EXACT))
 
 
 def fx_indicator(currency: str) -> str:
@@ -309,7 +313,12 @@ async def find_rate(conn: asyncpg.Connection, base: str, quote: str) -> Rate:
         return direct
     if inverse is not None:
         return Rate(
-            base, quote, invert(inverse.rate), f"inverse:{inverse.source}"[:64], inverse.as_of
+            base,
+            quote,
+            invert(inverse.rate),
+            f"inverse:{inverse.source}"[:64],
+            inverse.as_of,
+            inverse_of=inverse.rate,
         )
     raise FxRateNotFoundError(base=base, quote=quote)
 
@@ -353,12 +362,16 @@ def fx_bulk(
         )
     credited = convert(
         source_leg.precise_amount,
-        rate=rate.rate,
+        rate=rate.exact(),
         source_precision=source_leg.precision,
         destination_precision=destination_precision,
     )
     if credited <= 0:
         raise TransactionValidationError("the converted amount is less than one minor unit")
+    if len(str(credited)) > MINOR_UNITS_DIGITS_MAX:  # the bound every posted amount keeps
+        raise TransactionValidationError(
+            f"the converted amount has more than {MINOR_UNITS_DIGITS_MAX} digits"
+        )
     meta = {
         **source_leg.meta_data,
         "fx_rate": format(rate.rate, "f"),
@@ -370,6 +383,8 @@ def fx_bulk(
         "fx_destination_amount": format_amount(credited, destination_precision),
         "fx_destination_currency": destination_currency,
     }
+    if rate.inverse_of is not None:  # what the amount was divided by, to recompute it exactly
+        meta["fx_rate_inverse_of"] = format(rate.inverse_of, "f")
     debit = replace(
         source_leg,
         reference=source_leg.reference + LEG_OUT_SUFFIX,

@@ -9,21 +9,36 @@ a hash, `last_used_at`, and Blnk's `BLNK_GENERATED_BY` stamp on what a key creat
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import secrets
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from blnk_sdk import BlnkClientOptions, blnk_init
+from pydantic import SecretStr
 
+from kit.clock import FrozenClock
 from kit.db import Database
+from kit.settings import Settings
+from ledger.apikeys import (
+    API_KEY_CACHE_TTL_S,
+    LAST_USED_WRITE_INTERVAL_S,
+    LAST_USED_WRITES_PENDING_MAX,
+    KeyVerifier,
+)
+from ledger.surface_errors import ExpiredApiKeyError
 from ledger.wire import ZERO_TIME
+from tests.ledger.servers import MASTER_KEY
 
 pytestmark = pytest.mark.db
 
@@ -360,3 +375,328 @@ class TestDocumentedAuthentication:
         assert all(
             "security" not in op for item in schema["paths"].values() for op in item.values()
         )
+
+
+def _create(url: str, key: str, **overrides: Any) -> tuple[int, str]:
+    """POST /api-keys over plain HTTP (the SDK refuses some bodies before sending them)."""
+    body = {"name": "k", "owner": _owner(), "scopes": ["ledgers:read"], "expires_at": FUTURE}
+    body.update(overrides)
+    response = httpx.post(f"{url}/api-keys", json=body, headers={"X-Blnk-Key": key})
+    code: str = response.json().get("error_detail", {}).get("code", "")
+    return response.status_code, code
+
+
+class TestScopeRules:
+    @pytest.mark.parametrize(
+        "scopes",
+        [
+            [],
+            ["payments:read"],
+            ["ledgers"],
+            ["ledgers:"],
+            [":read"],
+            ["ledgers:read:extra"],
+            ["Ledgers:read"],
+            ["ledgers:read", "ledgers:fly"],
+        ],
+    )
+    def test_a_malformed_scope_list_is_400(self, secure_ledger_url: str, scopes: list[str]) -> None:
+        """No scope, an unknown resource or action, or a scope not `resource:action` is 400."""
+        assert _create(secure_ledger_url, MASTER_KEY, scopes=scopes) == (400, "APIKEY_INVALID")
+
+    @pytest.mark.parametrize(
+        ("overrides", "code"),
+        [
+            ({"name": ""}, "APIKEY_INVALID"),
+            ({"expires_at": "2999-01-01T00:00:00"}, "APIKEY_INVALID"),  # no offset
+            ({"owner": ""}, "APIKEY_OWNER_REQUIRED"),
+            ({"scopes": ["ledgers:read"] * 65}, "GEN_MALFORMED_REQUEST"),
+        ],
+    )
+    def test_an_invalid_key_request_is_400(
+        self, secure_ledger_url: str, overrides: dict[str, Any], code: str
+    ) -> None:
+        """An empty name, an expiry without an offset, no owner or too many scopes is 400."""
+        assert _create(secure_ledger_url, MASTER_KEY, **overrides) == (400, code)
+
+    def test_actions_follow_the_method(self, blnk_master: Any, secure_ledger_url: str) -> None:
+        """read and write on api-keys do not revoke (DELETE needs delete); fx:read reads rates
+        but only fx:write sets one."""
+        owner = _owner()
+        key = _mint(blnk_master, ["api-keys:read", "api-keys:write", "fx:read"], owner=owner)
+        with _client(secure_ledger_url, key["key"]) as client:
+            refused = client.api_keys.delete(key["api_key_id"])
+            assert (refused.status, refused.error.code) == (403, "AUTH_INSUFFICIENT_PERMISSIONS")
+        headers = {"X-Blnk-Key": key["key"]}
+        assert (
+            httpx.get(f"{secure_ledger_url}/fx/rates/USD/EUR", headers=headers).status_code == 200
+        )
+        set_rate = httpx.put(
+            f"{secure_ledger_url}/fx/rates/USD/EUR", json={"rate": "9"}, headers=headers
+        )
+        assert (set_rate.status_code, set_rate.json()["error_detail"]["code"]) == (
+            403,
+            "AUTH_INSUFFICIENT_PERMISSIONS",
+        )
+        assert blnk_master.api_keys.list({"owner": owner}).data[0]["is_revoked"] is False
+
+    async def test_a_stored_scope_of_an_unknown_resource_grants_nothing(
+        self, secure_ledger_url: str, db: Database
+    ) -> None:
+        """A stored scope naming a resource this version does not serve (PostgreSQL holds any
+        lower-case word) grants no request and cannot be passed on; the key's other scopes work."""
+        key, owner = secrets.token_urlsafe(32), _owner()
+        now = datetime.now(UTC)
+        async with db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO ledger.api_keys (api_key_id, key_hash, name, owner_id, scopes, expires_at, created_at)"
+                " VALUES ($1, $2, 'imported', $3, $4, $5, $6)",
+                f"api_key_{uuid.uuid4()}",
+                hashlib.sha256(key.encode()).hexdigest(),
+                owner,
+                ["payments:*", "ledgers:read", "api-keys:write"],
+                now + timedelta(days=1),
+                now,
+            )
+        with _client(secure_ledger_url, key) as client:
+            assert client.ledgers.list().status == 200
+            assert client.ledgers.create({"name": "nope"}).status == 403
+        assert _create(secure_ledger_url, key, owner=owner, scopes=["api-keys:write"])[0] == 201
+        assert _create(secure_ledger_url, key, owner=owner, scopes=["ledgers:write"]) == (
+            403,
+            "AUTH_SCOPE_ESCALATION",
+        )
+
+
+class TestKeyHeader:
+    @pytest.mark.parametrize(
+        ("key", "code"),
+        [
+            ("k" * 513, "AUTH_INVALID_API_KEY"),
+            ("k" * 512, "AUTH_INVALID_API_KEY"),
+            ("not a key", "AUTH_INVALID_API_KEY"),
+            ("", "AUTH_MISSING_API_KEY"),
+        ],
+    )
+    def test_a_missing_or_malformed_key_is_401(
+        self, secure_ledger_url: str, key: str, code: str
+    ) -> None:
+        """An empty, overlong or made-up X-Blnk-Key answers Blnk's 401 with its code."""
+        response = httpx.get(f"{secure_ledger_url}/ledgers", headers={"X-Blnk-Key": key})
+        assert (response.status_code, response.json()["error_detail"]["code"]) == (401, code)
+
+    def test_the_master_key_with_extra_text_is_not_the_master_key(
+        self, secure_ledger_url: str
+    ) -> None:
+        """Only the exact master key is the master key: a prefix or a longer text is 401."""
+        for key in (MASTER_KEY[:-1], MASTER_KEY + "x"):
+            response = httpx.get(f"{secure_ledger_url}/ledgers", headers={"X-Blnk-Key": key})
+            assert response.status_code == 401
+        ok = httpx.get(f"{secure_ledger_url}/ledgers", headers={"X-Blnk-Key": MASTER_KEY})
+        assert ok.status_code == 200
+
+
+async def _insert_keys(db: Database, count: int, *, now: datetime) -> list[tuple[str, str]]:
+    """`count` keys (secret, api_key_id) for the scope `ledgers:read`, written with SQL."""
+    keys = [(secrets.token_urlsafe(32), f"api_key_{uuid.uuid4()}") for _ in range(count)]
+    async with db.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO ledger.api_keys (api_key_id, key_hash, name, owner_id, scopes, expires_at, created_at)"
+            " SELECT id, hash, 'k', 'owner-verifier', '{ledgers:read}', $3, $4"
+            " FROM unnest($1::text[], $2::text[]) AS k(id, hash)",
+            [key_id for _, key_id in keys],
+            [hashlib.sha256(key.encode()).hexdigest() for key, _ in keys],
+            now + timedelta(days=1),
+            now,
+        )
+    return keys
+
+
+async def _last_used(db: Database, api_key_id: str) -> datetime | None:
+    async with db.connection() as conn:
+        value: datetime | None = await conn.fetchval(
+            "SELECT last_used_at FROM ledger.api_keys WHERE api_key_id = $1", api_key_id
+        )
+    return value
+
+
+async def _until_last_used(db: Database, api_key_id: str, expected: datetime) -> datetime | None:
+    """Poll the background write until it lands (or the wait bound passes)."""
+    deadline = time.monotonic() + LAST_USED_WAIT_S
+    value = await _last_used(db, api_key_id)
+    while value != expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        value = await _last_used(db, api_key_id)
+    return value
+
+
+class _Signal(logging.Handler):
+    """Sets an event when a record is logged (the background write reports only by logging)."""
+
+    def __init__(self, event: asyncio.Event) -> None:
+        super().__init__(logging.WARNING)
+        self.event = event
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.event.set()
+
+
+def _verifier(db: Database, clock: FrozenClock, **limits: Any) -> KeyVerifier:
+    return KeyVerifier(db, master_key=SecretStr(MASTER_KEY), clock=clock, **limits)
+
+
+class TestVerifierCache:
+    async def test_a_revocation_elsewhere_takes_at_most_the_cache_lifetime(
+        self, db: Database
+    ) -> None:
+        """Another replica's revocation is seen once the cached entry is older than its TTL."""
+        now = datetime.now(UTC)
+        ((key, key_id),) = await _insert_keys(db, 1, now=now)
+        clock = FrozenClock(now)
+        verifier = _verifier(db, clock)
+        assert (await verifier.verify(key)).key is not None
+        async with db.transaction() as conn:
+            await conn.execute(
+                "UPDATE ledger.api_keys SET is_revoked = true, revoked_at = $2 WHERE api_key_id = $1",
+                key_id,
+                now,
+            )
+        assert (await verifier.verify(key)).key is not None  # cached, as documented
+        clock.advance(API_KEY_CACHE_TTL_S)
+        with pytest.raises(ExpiredApiKeyError):
+            await verifier.verify(key)
+
+    async def test_the_cache_is_bounded(self, db: Database) -> None:
+        """Past its entry bound the oldest key is dropped, so its next use reads PostgreSQL."""
+        now = datetime.now(UTC)
+        (first, first_id), (second, _) = await _insert_keys(db, 2, now=now)
+        verifier = _verifier(db, FrozenClock(now), cache_entries_max=1)
+        await verifier.verify(first)
+        await verifier.verify(second)
+        async with db.transaction() as conn:
+            await conn.execute(
+                "UPDATE ledger.api_keys SET is_revoked = true, revoked_at = $2 WHERE api_key_id = $1",
+                first_id,
+                now,
+            )
+        with pytest.raises(ExpiredApiKeyError):
+            await verifier.verify(first)
+
+    async def test_the_master_key_is_never_looked_up(
+        self, settings: Settings, database_dsn: str
+    ) -> None:
+        """The master key is the master principal even when the database is not reachable."""
+        closed = await Database.open(settings, database_dsn)
+        await closed.close()
+        verifier = _verifier(closed, FrozenClock(datetime.now(UTC)))
+        assert (await verifier.verify(MASTER_KEY)).is_master
+
+
+class TestLastUse:
+    async def test_a_use_is_written_once_a_minute(self, db: Database) -> None:
+        """The first use is written; uses within a minute are not; the next minute's is."""
+        now = datetime.now(UTC)
+        (key, key_id), (_, other_id) = await _insert_keys(db, 2, now=now)
+        clock = FrozenClock(now)
+        verifier = _verifier(db, clock)
+        record = (await verifier.verify(key)).key
+        assert record is not None
+        verifier.touch(record)
+        assert await _until_last_used(db, key_id, now) == now
+        clock.advance(LAST_USED_WRITE_INTERVAL_S)
+        verifier.touch(record)
+        minute = now + timedelta(seconds=LAST_USED_WRITE_INTERVAL_S)
+        assert await _until_last_used(db, key_id, minute) == minute
+        clock.advance(LAST_USED_WRITE_INTERVAL_S - 1)
+        verifier.touch(record)  # within the minute: not written
+        other = replace(record, api_key_id=other_id)
+        verifier.touch(other)
+        assert await _until_last_used(db, other_id, clock.now()) == clock.now()
+        assert await _last_used(db, key_id) == minute
+
+    async def test_writes_pending_are_bounded(
+        self, db: Database, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Past the bound of pending writes a use is dropped (and logged), never queued."""
+        now = datetime.now(UTC)
+        keys = await _insert_keys(db, LAST_USED_WRITES_PENDING_MAX + 1, now=now)
+        verifier = _verifier(db, FrozenClock(now))
+        record = (await verifier.verify(keys[0][0])).key
+        assert record is not None
+        with caplog.at_level(logging.WARNING, logger="ledger.apikeys"):
+            for _, key_id in keys:  # no await between: none of the writes can finish
+                verifier.touch(replace(record, api_key_id=key_id))
+        assert [r.getMessage() for r in caplog.records] == [
+            "api key use not recorded: too many writes pending"
+        ]
+        assert await _until_last_used(db, keys[-2][1], now) == now
+        assert await _last_used(db, keys[-1][1]) is None
+
+    async def test_a_failed_write_fails_no_request(
+        self,
+        *,
+        db: Database,
+        settings: Settings,
+        database_dsn: str,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """PostgreSQL out of reach: the use is not recorded, logged, and nothing raises."""
+        now = datetime.now(UTC)
+        ((key, _),) = await _insert_keys(db, 1, now=now)
+        record = (await _verifier(db, FrozenClock(now)).verify(key)).key
+        assert record is not None
+        closed = await Database.open(settings, database_dsn)
+        await closed.close()
+        logged = asyncio.Event()
+        handler = _Signal(logged)
+        logging.getLogger("ledger.apikeys").addHandler(handler)
+        try:
+            with caplog.at_level(logging.WARNING, logger="ledger.apikeys"):
+                _verifier(closed, FrozenClock(now)).touch(record)
+                await asyncio.wait_for(logged.wait(), timeout=LAST_USED_WAIT_S)
+        finally:
+            logging.getLogger("ledger.apikeys").removeHandler(handler)
+        assert [r.getMessage() for r in caplog.records] == ["api key use not recorded"]
+
+
+class TestStoredKeys:
+    """PostgreSQL keeps a key's identity whatever the code does (bypass tests with raw SQL)."""
+
+    async def test_a_malformed_scope_is_refused(self, db: Database) -> None:
+        """A scope that is not `resource:action` cannot be stored."""
+        now = datetime.now(UTC)
+        async with db.transaction() as conn:
+            with pytest.raises(asyncpg.CheckViolationError):
+                await conn.execute(
+                    "INSERT INTO ledger.api_keys (api_key_id, key_hash, name, owner_id, scopes, expires_at, created_at)"
+                    " VALUES ($1, $2, 'k', 'o', '{ledgers}', $3, $4)",
+                    f"api_key_{uuid.uuid4()}",
+                    "0" * 64,
+                    now + timedelta(days=1),
+                    now,
+                )
+
+    @pytest.mark.parametrize(
+        "assignment",
+        [
+            "scopes = '{*:*}'",
+            "expires_at = expires_at + interval '1 year'",
+            "is_revoked = false, revoked_at = NULL",
+        ],
+    )
+    async def test_a_key_cannot_be_widened_or_revived(self, db: Database, assignment: str) -> None:
+        """Scopes and expiry never change, and a revoked key stays revoked."""
+        now = datetime.now(UTC)
+        ((_, key_id),) = await _insert_keys(db, 1, now=now)
+        async with db.transaction() as conn:
+            await conn.execute(
+                "UPDATE ledger.api_keys SET is_revoked = true, revoked_at = $2 WHERE api_key_id = $1",
+                key_id,
+                now,
+            )
+        async with db.transaction() as conn:
+            with pytest.raises(asyncpg.CheckViolationError):
+                await conn.execute(
+                    f"UPDATE ledger.api_keys SET {assignment} WHERE api_key_id = $1",
+                    key_id,
+                )

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,7 +40,9 @@ from ledger.fx import (
     fx_bulk,
     fx_indicator,
     invert,
+    load_static_rates,
     parse_rate,
+    store_rates,
 )
 from ledger.fx_model import Rate
 from tests.ledger.conftest import transfer
@@ -128,6 +131,17 @@ class TestConversion:
         for bad in ("0", "-1", "abc"):
             with pytest.raises(FxValidationError):
                 parse_rate(bad)
+
+    @settings(max_examples=200, deadline=None)
+    @given(units=st.integers(min_value=1, max_value=10**20), stored=RATES, dst=PRECISIONS)
+    def test_an_inverse_rate_divides_exactly(self, units: int, stored: Decimal, dst: int) -> None:
+        """A rate derived from the opposite pair credits floor(units / stored x dst / src),
+        never what its rounded 18-digit display would give."""
+        derived = Rate("EUR", "USD", invert(stored), "inverse:test", NOW, inverse_of=stored)
+        exact = Fraction(units) / Fraction(stored) * dst / 100
+        assert convert(
+            units, rate=derived.exact(), source_precision=100, destination_precision=dst
+        ) == int(exact)
 
     def test_inverse_keeps_eighteen_significant_digits(self) -> None:
         """1 / 0.92 to 18 significant digits."""
@@ -343,6 +357,8 @@ class TestTransferApi:
             ("/fx/rates/US%20D/EUR", {"rate": "1.1"}, "FX_VALIDATION_ERROR"),
             ("/fx/rates/USD/EUR", {}, "FX_VALIDATION_ERROR"),  # no rate: Decimal's TypeError
             ("/fx/rates/USD/EUR", {"rate": {}}, "GEN_MALFORMED_REQUEST"),  # not NumberOrText
+            ("/fx/rates/USD/EUR", {"rate": True}, "GEN_MALFORMED_REQUEST"),  # once a rate of 1
+            ("/fx/rates/USD/EUR", {"rate": "1e-31"}, "FX_VALIDATION_ERROR"),
         ],
     )
     async def test_setting_a_bad_rate_is_400(
@@ -456,3 +472,349 @@ class TestRateRefresh:
         for bases in ([], [f"C{i:02d}" for i in range(REFRESH_BASES_MAX + 1)]):
             with pytest.raises(FxValidationError):
                 RateRefresher(db, provider, bases=bases, interval_s=60, clock=FrozenClock(NOW))
+
+
+def _code(response: httpx.Response) -> str:
+    body = response.json()
+    code: str = body["error_detail"]["code"] if "error_detail" in body else str(body)
+    return code
+
+
+class TestExactAmounts:
+    @pytest.fixture
+    async def api(self, ledger_url: str) -> Any:
+        """An HTTP client on the ledger app."""
+        async with httpx.AsyncClient(base_url=ledger_url, timeout=10) as client:
+            yield client
+
+    async def test_inverse_pair_credits_what_the_stored_rate_buys(
+        self, api: httpx.AsyncClient, db: Database
+    ) -> None:
+        """With only A/B = 151.50 stored, 1515 B (precision 1) buys exactly 10.00 A."""
+        major, minor = _currencies()
+        assert (
+            await api.put(f"/fx/rates/{major}/{minor}", json={"rate": "151.50"})
+        ).status_code == 200
+        source, destination = await _balance(api, minor), await _balance(api, major)
+        await _fund(api, source, 1_515, minor)
+        body = _fx_body(
+            source,
+            destination,
+            1_515,
+            precision=1,
+            currency=minor,
+            destination_currency=major,
+            destination_precision=100,
+        )
+        response = await api.post("/transactions/fx", json=body)
+        assert response.status_code == 201, response.text
+        assert response.json()["rate_source"] == "inverse:manual"
+        assert response.json()["destination_amount"]["precise_amount"] == 1_000
+        for leg in response.json()["transactions"]:  # enough to recompute the amount exactly
+            assert leg["meta_data"]["fx_rate_inverse_of"] == "151.50"
+        assert await _amount(api, destination) == 1_000
+        assert await _sums(db, major, minor) == {major: 0, minor: 0}
+
+    async def test_precisions_differ_per_currency(
+        self, api: httpx.AsyncClient, db: Database
+    ) -> None:
+        """10.01 at 151.5 into precision 1 is 1516 (1516.515 truncated); 1.00 at a 30-digit rate
+        into precision 10^8 keeps every digit the rate buys."""
+        src, yen, coin = _currencies()[0], *_currencies()
+        source = await _balance(api, src)
+        await _fund(api, source, 10_000, src)
+        to_yen = await api.post(
+            "/transactions/fx",
+            json=_fx_body(
+                source,
+                await _balance(api, yen),
+                1_001,
+                currency=src,
+                destination_currency=yen,
+                destination_precision=1,
+                rate="151.5",
+            ),
+        )
+        assert to_yen.status_code == 201, to_yen.text
+        assert to_yen.json()["destination_amount"] == {
+            "precise_amount": 1_516,
+            "precision": 1,
+            "amount": "1516",
+            "currency": yen,
+        }
+        to_coin = await api.post(
+            "/transactions/fx",
+            json=_fx_body(
+                source,
+                await _balance(api, coin),
+                100,
+                currency=src,
+                destination_currency=coin,
+                destination_precision=10**8,
+                rate="0.0000105263157894736842105263157",
+            ),
+        )
+        assert to_coin.status_code == 201, to_coin.text
+        assert to_coin.json()["destination_amount"]["precise_amount"] == 1_052
+        assert to_coin.json()["destination_amount"]["amount"] == "0.00001052"
+        assert await _sums(db, src, yen, coin) == {src: 0, yen: 0, coin: 0}
+
+    @pytest.mark.parametrize(
+        ("extra", "code"),
+        [
+            ({"rate": "0"}, "FX_VALIDATION_ERROR"),
+            ({"rate": "-0.92"}, "FX_VALIDATION_ERROR"),
+            ({"rate": "NaN"}, "FX_VALIDATION_ERROR"),
+            ({"rate": True}, "GEN_MALFORMED_REQUEST"),  # once read as a rate of 1
+            ({"rate": "1", "destination_precision": True}, "GEN_MALFORMED_REQUEST"),
+            ({"rate": "1e-31"}, "FX_VALIDATION_ERROR"),
+            ({"rate": "1." + "1" * 30}, "FX_VALIDATION_ERROR"),
+            ({"destination_currency": ""}, "FX_VALIDATION_ERROR"),
+            ({"destination_currency": "E UR", "rate": "1"}, "FX_VALIDATION_ERROR"),
+            ({"currency": "U SD", "rate": "1"}, "FX_VALIDATION_ERROR"),
+            ({"destination": None, "rate": "1"}, "TXN_VALIDATION_ERROR"),
+            ({"destination_precision": 1.5, "rate": "1"}, "TXN_PRECISION_NOT_INTEGER"),
+            ({"destination_precision": -100, "rate": "1"}, "TXN_PRECISION_NOT_INTEGER"),
+            (
+                {
+                    "rate": "1",
+                    "source": None,
+                    "sources": [{"identifier": "@a", "distribution": "100%"}],
+                },
+                "FX_VALIDATION_ERROR",
+            ),
+            (
+                {
+                    "rate": "1",
+                    "destination_precision": 10**18,
+                    "precise_amount": "9" * 60,
+                    "precision": 1,
+                },
+                "TXN_VALIDATION_ERROR",
+            ),
+        ],
+    )
+    async def test_a_bad_request_is_400_and_posts_nothing(
+        self, *, api: httpx.AsyncClient, db: Database, extra: dict[str, Any], code: str
+    ) -> None:
+        """Each refused request answers 400 with its code and writes no leg."""
+        source, destination = await _balance(api, "USD"), await _balance(api, "EUR")
+        await _fund(api, source, 1_000, "USD")
+        body = _fx_body(source, destination, 100, allow_overdraft=True)
+        body.update(extra)
+        response = await api.post("/transactions/fx", json=body)
+        assert (response.status_code, _code(response)) == (400, code), response.text
+        for reference in (body["reference"], body["reference"] + "_fx"):
+            assert (await api.get(f"/transactions/reference/{reference}")).status_code == 404
+        assert await _amount(api, destination) == 0
+
+    async def test_destination_in_another_currency_refuses_both_legs(
+        self, api: httpx.AsyncClient, db: Database
+    ) -> None:
+        """A destination balance that is not in destination_currency refuses the whole transfer."""
+        source, destination = await _balance(api, "USD"), await _balance(api, "GBP")
+        await _fund(api, source, 1_000, "USD")
+        body = _fx_body(source, destination, 100, rate="0.9")
+        response = await api.post("/transactions/fx", json=body)
+        assert (response.status_code, _code(response)) == (400, "TXN_CURRENCY_MISMATCH")
+        for reference in (body["reference"], body["reference"] + "_fx"):
+            assert (await api.get(f"/transactions/reference/{reference}")).status_code == 404
+        assert await _amount(api, source) == 1_000
+
+
+class TestRatesApi:
+    @pytest.fixture
+    async def api(self, ledger_url: str) -> Any:
+        """An HTTP client on the ledger app."""
+        async with httpx.AsyncClient(base_url=ledger_url, timeout=10) as client:
+            yield client
+
+    async def test_listing_shows_each_pair_exactly(self, api: httpx.AsyncClient) -> None:
+        """GET /fx/rates lists set pairs, by pair, with the rate as exact text and its source."""
+        base, quote = _currencies()
+        rate = "0.000000123456789012345678901234"
+        assert (await api.put(f"/fx/rates/{base}/{quote}", json={"rate": rate})).status_code == 200
+        assert (await api.put(f"/fx/rates/{quote}/{base}", json={"rate": 8.1})).status_code == 200
+        listed = (await api.get("/fx/rates")).json()
+        mine = [r for r in listed if {r["base_currency"], r["quote_currency"]} == {base, quote}]
+        assert [(r["base_currency"], r["rate"], r["source"]) for r in mine] == sorted(
+            [(base, rate, "manual"), (quote, "8.1", "manual")]
+        )
+        assert all(r["as_of"].endswith("Z") for r in mine)
+        pairs = [(r["base_currency"], r["quote_currency"]) for r in listed]
+        assert pairs == sorted(pairs)
+        assert ("USD", "EUR") in pairs  # the shipped file fills the table on first use
+
+    async def test_a_pair_of_one_currency_is_400(self, api: httpx.AsyncClient) -> None:
+        """Asking for the rate of USD in USD is 400 FX_VALIDATION_ERROR, not a rate of 1."""
+        response = await api.get("/fx/rates/USD/USD")
+        assert (response.status_code, _code(response)) == (400, "FX_VALIDATION_ERROR")
+
+
+class TestProviderAnswers:
+    async def test_a_timeout_is_provider_unavailable(self) -> None:
+        """A provider that does not answer in time is a ProviderUnavailableError naming why."""
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            raise httpx.ReadTimeout("no answer", request=request)
+
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+            with pytest.raises(ProviderUnavailableError, match="ReadTimeout"):
+                await FrankfurterProvider(http, base_url="https://rates.test").fetch_rates("USD")
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            '{"base":"USD","rates":{"EUR":0}}',
+            '{"base":"USD","rates":{"EUR":-0.92}}',
+            '{"base":"USD","rates":{"EUR":NaN}}',
+            '{"base":"USD","rates":{"EUR":"abc"}}',
+            '{"base":"USD","rates":[0.92]}',
+            '{"base":"USD"}',
+            '["USD"]',
+            '{"base":"USD","rates":{' + ",".join(f'"C{i:04d}":1' for i in range(1_001)) + "}}",
+        ],
+    )
+    async def test_garbage_is_provider_unavailable(self, text: str) -> None:
+        """A zero, negative or non-numeric quote, missing or listed rates, or more quotes than
+        one answer may carry: the whole answer is refused, never half used."""
+        async with httpx.AsyncClient(
+            transport=httpx.MockTransport(lambda _: httpx.Response(200, text=text))
+        ) as http:
+            with pytest.raises(ProviderUnavailableError, match="something else than rates"):
+                await FrankfurterProvider(http, base_url="https://rates.test").fetch_rates("USD")
+
+    async def test_a_timed_out_refresh_keeps_the_last_rate(self, db: Database) -> None:
+        """A refresh whose provider times out changes nothing and is counted as a failure."""
+        base, quote = _currencies()
+        answers: list[httpx.Response | str] = ["0.25"]
+        async with _frankfurter(base, quote, answers) as http:
+            refresher = RateRefresher(
+                db,
+                FrankfurterProvider(http, base_url="https://rates.test"),
+                bases=[base],
+                interval_s=60,
+                clock=FrozenClock(NOW),
+            )
+            assert await refresher.refresh_once() == 1
+
+        def hang(request: httpx.Request) -> httpx.Response:
+            raise httpx.ConnectTimeout("no answer", request=request)
+
+        async with httpx.AsyncClient(transport=httpx.MockTransport(hang)) as http:
+            refresher.provider = FrankfurterProvider(http, base_url="https://rates.test")
+            assert await refresher.refresh_once() == 0
+        async with db.connection() as conn:
+            assert (await find_rate(conn, base, quote)).rate == Decimal("0.25")
+        assert (refresher.refreshes, refresher.failures) == (1, 1)
+
+    async def test_unusable_pairs_are_skipped_not_fatal(self, db: Database) -> None:
+        """A quote for the base itself or a code no table holds is skipped; the rest is stored."""
+        base, quote = _currencies()
+        text = f'{{"base":"{base}","rates":{{"{quote}":"1.5","{base}":1,"BAD CODE":2}}}}'
+        async with httpx.AsyncClient(
+            transport=httpx.MockTransport(lambda _: httpx.Response(200, text=text))
+        ) as http:
+            refresher = RateRefresher(
+                db,
+                FrankfurterProvider(http, base_url="https://rates.test"),
+                bases=[base],
+                interval_s=60,
+                clock=FrozenClock(NOW),
+            )
+            assert await refresher.refresh_once() == 1
+        async with db.connection() as conn:
+            assert (await find_rate(conn, base, quote)).rate == Decimal("1.5")
+            assert (
+                await conn.fetchval(
+                    "SELECT count(*) FROM ledger.exchange_rates WHERE base_currency = $1", base
+                )
+                == 1
+            )
+
+    async def test_an_answer_without_quotes_changes_nothing(self, db: Database) -> None:
+        """An empty rates object is a successful refresh that writes no row."""
+        base, _ = _currencies()
+        text = f'{{"base":"{base}","rates":{{}}}}'
+        async with httpx.AsyncClient(
+            transport=httpx.MockTransport(lambda _: httpx.Response(200, text=text))
+        ) as http:
+            refresher = RateRefresher(
+                db,
+                FrankfurterProvider(http, base_url="https://rates.test"),
+                bases=[base],
+                interval_s=60,
+                clock=FrozenClock(NOW),
+            )
+            assert await refresher.refresh_once() == 0
+        assert (refresher.refreshes, refresher.failures) == (1, 0)
+
+
+def _rates_file(tmp_path: Path, text: str) -> StaticFileProvider:
+    path = tmp_path / "rates.yaml"
+    path.write_text(text)
+    return StaticFileProvider(path)
+
+
+class TestStaticFile:
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [
+            ("- {base: USD, quote: EUR, rate: '0.9'}\n", "needs a list of pairs"),
+            ("as_of: '2026-11-30T00:00:00Z'\npairs: {USD: EUR}\n", "needs a list of pairs"),
+            (
+                "as_of: '2026-11-30T00:00:00Z'\npairs:\n  - {base: USD, quote: EUR, rate: 0.9}\n",
+                "as a string",
+            ),
+            ("as_of: '2026-11-30T00:00:00Z'\npairs:\n  - USD/EUR 0.9\n", "as a string"),
+            ("pairs:\n  - {base: USD, quote: EUR, rate: '0.9'}\n", "needs an as_of time"),
+            (
+                "as_of: '2026-11-30T00:00:00Z'\npairs:\n  - {base: USD, quote: EUR, rate: '0'}\n",
+                "greater than zero",
+            ),
+            ("# " + "x" * (1 << 20) + "\n", "too large"),
+        ],
+    )
+    def test_a_malformed_file_is_refused(self, tmp_path: Path, text: str, message: str) -> None:
+        """A file that is not a bounded list of {base, quote, rate-as-text} with an as_of fails
+        loudly rather than loading part of it, or a float's approximation of a rate."""
+        with pytest.raises(FxValidationError, match=message):
+            _rates_file(tmp_path, text).load()
+
+    @pytest.mark.parametrize(
+        "as_of",
+        [
+            "2026-11-30T00:00:00Z",
+            "2026-11-30T00:00:00",
+            "2026-11-30 00:00:00",
+            "'2026-11-30T01:00:00+01:00'",
+        ],
+    )
+    def test_as_of_is_read_as_utc(self, tmp_path: Path, as_of: str) -> None:
+        """A YAML timestamp or text, with an offset or none (read as UTC), is one instant."""
+        provider = _rates_file(
+            tmp_path, f"as_of: {as_of}\npairs:\n  - {{base: USD, quote: EUR, rate: '0.9'}}\n"
+        )
+        (rate,) = provider.load()
+        assert rate.as_of == datetime(2026, 11, 30, tzinfo=UTC)
+        assert rate.source == "static"
+
+    async def test_the_file_fills_gaps_only(self, tmp_path: Path, db: Database) -> None:
+        """Loading a file writes its missing pairs and never replaces a stored rate."""
+        base, quote = _currencies()
+        third, _ = _currencies()
+        provider = _rates_file(
+            tmp_path,
+            "source: desk\nas_of: '2026-11-30T00:00:00Z'\npairs:\n"
+            f"  - {{base: {base}, quote: {quote}, rate: '2'}}\n"
+            f"  - {{base: {base}, quote: {third}, rate: '3'}}\n",
+        )
+        assert await provider.fetch_rates(base) == {quote: Decimal(2), third: Decimal(3)}
+        async with db.transaction() as conn:
+            await store_rates(
+                conn, [Rate(base, quote, Decimal("1.5"), "manual", NOW)], replace_existing=True
+            )
+            assert await load_static_rates(conn, provider) == 1
+            kept, filled = await find_rate(conn, base, quote), await find_rate(conn, base, third)
+        assert (kept.rate, kept.source) == (Decimal("1.5"), "manual")
+        assert (filled.rate, filled.source) == (Decimal(3), "desk")
