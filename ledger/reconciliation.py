@@ -42,6 +42,7 @@ from ledger.matching import (
     criterion,
     drift_of,
 )
+from ledger.schemas import NumberOrText
 from ledger.surface_errors import (
     ExternalTransactionsRequiredError,
     MatchingRuleInvalidError,
@@ -112,7 +113,7 @@ class CriterionIn(BaseModel):
     operator: str = Field(default="", max_length=32)
     value: str = ""
     pattern: str = ""
-    allowable_drift: float | int | str = 0
+    allowable_drift: NumberOrText = 0
 
 
 class MatchingRuleIn(BaseModel):
@@ -143,7 +144,7 @@ class ExternalIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     id: str = ""
-    amount: float | int | str = 0
+    amount: NumberOrText = 0
     reference: str = ""
     currency: str = ""
     description: str = ""

@@ -15,7 +15,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 from pydantic import ValidationError as PydanticValidationError
 
 from kit import json_exact
@@ -42,6 +51,7 @@ from ledger.errors import (
     TransactionValidationError,
 )
 from ledger.models import (
+    CURRENCY_CODE,
     CommitInflight,
     IdempotencyClaim,
     Leg,
@@ -109,7 +119,10 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-NumberOrText = int | float | str
+# A number field takes a JSON number or numeric text, never a boolean (which lax validation
+# reads as 1; Go's decoder refuses it).
+NumberOrText = StrictInt | StrictFloat | StrictStr
+IntegerOrText = StrictInt | StrictStr  # minor units: an integer or the digit string of one
 
 
 class LegIn(_Body):
@@ -117,7 +130,7 @@ class LegIn(_Body):
 
     identifier: str = Field(min_length=1, max_length=255)
     distribution: str | None = Field(default=None, max_length=64)
-    precise_distribution: int | str | None = None
+    precise_distribution: IntegerOrText | None = None
     narration: str | None = Field(default=None, max_length=DESCRIPTION_LENGTH_MAX)
 
 
@@ -125,7 +138,7 @@ class TransactionIn(_Body):
     """POST /transactions (and each item of a bulk)."""
 
     amount: NumberOrText | None = None
-    precise_amount: int | str | None = None
+    precise_amount: IntegerOrText | None = None
     precision: NumberOrText | None = None
     reference: str = ""
     description: str = Field(default="", max_length=DESCRIPTION_LENGTH_MAX)
@@ -179,7 +192,7 @@ class InflightUpdateIn(_Body):
 
     status: str = ""
     amount: NumberOrText | None = None
-    precise_amount: int | str | None = None
+    precise_amount: IntegerOrText | None = None
     skip_queue: StrictBool = False
     dry_run: StrictBool = False
 
@@ -189,7 +202,7 @@ class BulkCommitItemIn(_Body):
 
     transaction_id: str = Field(min_length=1, max_length=255)
     amount: NumberOrText | None = None
-    precise_amount: int | str | None = None
+    precise_amount: IntegerOrText | None = None
 
 
 class BulkCommitIn(_Body):
@@ -233,7 +246,7 @@ def _precision(value: NumberOrText | None) -> int:
         raise PrecisionNotIntegerError("precision must be a whole number") from exc
 
 
-def _minor_units(amount: NumberOrText | None, precise: int | str | None, precision: int) -> int:
+def _minor_units(amount: NumberOrText | None, precise: IntegerOrText | None, precision: int) -> int:
     try:
         if precise is not None and amount is None:
             units = parse_minor_units(precise)
@@ -315,8 +328,10 @@ def transaction_command(
         raise TransactionValidationError(
             f"reference is required (at most {REFERENCE_LENGTH_MAX} characters)"
         )
-    if not body.currency or len(body.currency) > 32:
-        raise TransactionValidationError("currency is required")
+    if not CURRENCY_CODE.match(body.currency):
+        raise TransactionValidationError(
+            "currency is required: a code of 1-32 letters, digits, _ . : -"
+        )
     _check_ends(body)
     precision = _precision(body.precision)
     units = _minor_units(body.amount, body.precise_amount, precision)
@@ -396,7 +411,7 @@ def bulk_command(body: BulkIn, *, now: datetime) -> PostBulk:
 
 
 def _commit_amount(
-    amount: NumberOrText | None, precise: int | str | None
+    amount: NumberOrText | None, precise: IntegerOrText | None
 ) -> tuple[int | None, Decimal | None]:
     try:
         if precise is not None:

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field
 
 from kit.ids import IdPrefix, new_id
 from kit.money import InvalidAmountError as MoneyInvalidAmountError
@@ -39,21 +39,19 @@ from ledger.fx import FxRateNotFoundError, FxValidationError, StaticFileProvider
 from ledger.fx_model import Rate
 from ledger.models import CURRENCY_CODE, PostBulk
 from ledger.preview import preview_bulk
-from ledger.schemas import TransactionIn, transaction_command, validate_body
+from ledger.schemas import NumberOrText, TransactionIn, transaction_command, validate_body
 from ledger.wire import transaction_json
 
 CURRENCY_LENGTH_MAX: Final = 32
 _CODE_RULE: Final = "1-32 letters, digits, _ . : -"
-# A rate or a precision is a JSON number or numeric text; never a boolean read as 1.
-StrictNumberOrText = StrictInt | StrictFloat | StrictStr
 
 
 class FxTransactionIn(TransactionIn):
     """POST /transactions/fx: a transaction body plus the destination currency and rate."""
 
     destination_currency: str = Field(default="", max_length=CURRENCY_LENGTH_MAX)
-    rate: StrictNumberOrText | None = None
-    destination_precision: StrictNumberOrText | None = None
+    rate: NumberOrText | None = None
+    destination_precision: NumberOrText | None = None
 
 
 class RateIn(BaseModel):
@@ -61,7 +59,7 @@ class RateIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    rate: StrictNumberOrText | None = None
+    rate: NumberOrText | None = None
 
 
 def fx_router(deps: LedgerDeps, rates_provider: StaticFileProvider | None = None) -> APIRouter:
@@ -110,10 +108,8 @@ def fx_router(deps: LedgerDeps, rates_provider: StaticFileProvider | None = None
         if not body.destination:
             raise TransactionValidationError("destination is required")
         source_leg = transaction_command(body, now=deps.clock.now())
-        if not CURRENCY_CODE.match(source_leg.currency) or not CURRENCY_CODE.match(
-            body.destination_currency
-        ):
-            raise FxValidationError(f"currency and destination_currency are codes ({_CODE_RULE})")
+        if not CURRENCY_CODE.match(body.destination_currency):  # the source's: transaction_command
+            raise FxValidationError(f"destination_currency is a code ({_CODE_RULE})")
         rate = await rate_for(body, source_leg.currency, body.destination_currency)
         destination_precision = _destination_precision(body, source_leg.precision)
         command = fx.fx_bulk(

@@ -75,10 +75,15 @@ class TestBadInput:
             ("amount", {"value": 1}),
             ("skip_queue", "yes"),
             ("meta_data", "text"),
+            ("precise_amount", True),  # lax validation read a boolean as 1
+            ("amount", True),
+            ("precision", True),
+            ("overdraft_limit", True),
         ],
     )
     def test_unknown_field_type(self, http: httpx.Client, field: str, value: Any) -> None:
-        """A field of the wrong JSON type is 400 and nothing is written."""
+        """A field of the wrong JSON type is 400 and nothing is written (a boolean is no
+        number, as Go's decoder has it)."""
         balance_id = _balance(http)
         body = _body(balance_id)
         body.pop("precise_amount", None)
@@ -91,6 +96,17 @@ class TestBadInput:
             "GEN_MALFORMED_REQUEST",
             "TXN_VALIDATION_ERROR",
         }
+        _untouched(http, balance_id, body["reference"])
+
+    @pytest.mark.parametrize("currency", ["E UR", "€", "US$", "x" * 33])
+    def test_a_currency_that_is_no_code(self, http: httpx.Client, currency: str) -> None:
+        """A currency the balances cannot hold is 400 TXN_VALIDATION_ERROR, not the CHECK's
+        500, and nothing is written."""
+        balance_id = _balance(http)
+        body = _body(balance_id, currency=currency, source=f"@World{currency}")
+        response = http.post("/transactions", json=body)
+        assert response.status_code == 400, response.text
+        assert response.json()["error_detail"]["code"] == "TXN_VALIDATION_ERROR"
         _untouched(http, balance_id, body["reference"])
 
     def test_six_megabyte_body(self, http: httpx.Client) -> None:

@@ -571,7 +571,7 @@ class TestExactAmounts:
             ({"rate": "1." + "1" * 30}, "FX_VALIDATION_ERROR"),
             ({"destination_currency": ""}, "FX_VALIDATION_ERROR"),
             ({"destination_currency": "E UR", "rate": "1"}, "FX_VALIDATION_ERROR"),
-            ({"currency": "U SD", "rate": "1"}, "FX_VALIDATION_ERROR"),
+            ({"currency": "U SD", "rate": "1"}, "TXN_VALIDATION_ERROR"),  # as on /transactions
             ({"destination": None, "rate": "1"}, "TXN_VALIDATION_ERROR"),
             ({"destination_precision": 1.5, "rate": "1"}, "TXN_PRECISION_NOT_INTEGER"),
             ({"destination_precision": -100, "rate": "1"}, "TXN_PRECISION_NOT_INTEGER"),

@@ -105,6 +105,8 @@ def statement(tmp_path: Path) -> Any:
     return write
 
 
+_INVALID = "RECON_RULE_INVALID"
+_MALFORMED = "GEN_MALFORMED_REQUEST"
 AMOUNT_EXACT = {"field": "amount", "operator": "equals", "allowable_drift": 0}
 REFERENCE_EXACT = {"field": "reference", "operator": "equals"}
 
@@ -209,28 +211,33 @@ class TestMatchingRules:
             assert response.error.code == "RECON_RULE_INVALID"
 
     @pytest.mark.parametrize(
-        "criterion",
+        ("criterion", "code"),
         [
-            {"field": "amount", "operator": "equals", "allowable_drift": "a little"},
-            {"field": "amount"},
-            {"field": "reference", "operator": "equals", "value": "x" * 256},
-            {"field": "date", "operator": "equals", "allowable_drift": 366 * 86_400 + 1},
-            {"field": "amount", "operator": "between"},
-            {"field": "balance", "operator": "equals"},
+            ({"field": "amount", "operator": "equals", "allowable_drift": "a little"}, _INVALID),
+            ({"field": "amount"}, _INVALID),
+            ({"field": "reference", "operator": "equals", "value": "x" * 256}, _INVALID),
+            (
+                {"field": "date", "operator": "equals", "allowable_drift": 366 * 86_400 + 1},
+                _INVALID,
+            ),
+            ({"field": "amount", "operator": "between"}, _INVALID),
+            ({"field": "balance", "operator": "equals"}, _INVALID),
+            # The wrong JSON type, as everywhere: lax validation read `true` as a drift of 1.
+            ({"field": "amount", "operator": "equals", "allowable_drift": True}, _MALFORMED),
         ],
     )
     def test_criteria_the_sdk_lets_through_are_400(
-        self, ledger_url: str, criterion: dict[str, Any]
+        self, ledger_url: str, criterion: dict[str, Any], code: str
     ) -> None:
         """A drift that is not a number or past a year of seconds, a criterion without an
         operator, an unknown operator or field, or a value past 255 characters is 400
-        RECON_RULE_INVALID."""
+        RECON_RULE_INVALID; a drift of the wrong JSON type is "Invalid input"."""
         response = httpx.post(
             f"{ledger_url}/reconciliation/matching-rules",
             json={"name": "bad", "criteria": [criterion]},
         )
         assert response.status_code == 400, response.text
-        assert response.json()["error_detail"]["code"] == "RECON_RULE_INVALID"
+        assert response.json()["error_detail"]["code"] == code
 
     def test_names_are_required_and_bounded(self, blnk: Any) -> None:
         """A rule needs a name of at most 255 characters; replacing an unknown rule is 404."""
@@ -470,10 +477,20 @@ class TestRuns:
         assert no_records.status_code == 400
         assert no_records.json()["error_detail"]["code"] == "RECON_EXTERNAL_TXNS_REQUIRED"
 
-    @pytest.mark.parametrize("amount", ["1E+999999999", "1E-999999999", "1" * 61 + ".5"])
-    def test_an_amount_no_ledger_holds_is_400(self, ledger_url: str, amount: str) -> None:
+    @pytest.mark.parametrize(
+        ("amount", "code"),
+        [
+            ("1E+999999999", "RECON_UPLOAD_FAILED"),
+            ("1E-999999999", "RECON_UPLOAD_FAILED"),
+            ("1" * 61 + ".5", "RECON_UPLOAD_FAILED"),
+            (True, "GEN_MALFORMED_REQUEST"),  # no amount; lax validation read it as 1
+        ],
+    )
+    def test_an_amount_no_ledger_holds_is_400(
+        self, ledger_url: str, amount: str | bool, code: str
+    ) -> None:
         """More than 60 digits on a side of the point (NUMERIC cannot even store the first two;
-        they were a 500) is refused before anything is stored."""
+        they were a 500), or a boolean, is refused before anything is stored."""
         response = httpx.post(
             f"{ledger_url}/reconciliation/start-instant",
             json={
@@ -492,7 +509,7 @@ class TestRuns:
             },
         )
         assert response.status_code == 400, response.text
-        assert response.json()["error_detail"]["code"] == "RECON_UPLOAD_FAILED"
+        assert response.json()["error_detail"]["code"] == code
 
 
 class TestMatchIntegrity:
