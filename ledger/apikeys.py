@@ -8,7 +8,7 @@ are `resource:action` (`*` allowed for either): the resource is the path's first
 (`multi-search` counts as search, `refund-transaction` as transactions, `mocked-account` as
 accounts; anything else unmapped is 403 AUTH_UNKNOWN_RESOURCE), the action comes from the
 method (GET/HEAD read, POST/PUT/PATCH write, DELETE delete). A key may manage only its own
-owner's keys and grant only scopes its own cover.
+owner's keys, grant only scopes its own cover, and make keys that expire no later than itself.
 
 Verified keys are cached in memory for a few seconds (bounded), so the hot path costs one hash
 and one dictionary lookup. Expiry is checked on every request against the cached expiry, so it
@@ -373,6 +373,13 @@ async def create_api_key(
         raise ScopeEscalationError()
     if expires_at.tzinfo is None or expires_at <= now:
         raise ApiKeyInvalidError("expires_at must be a future RFC 3339 time with an offset")
+    # A key's children expire no later than it does: else it could renew itself for ever by
+    # minting its successor before it expires.
+    maker = None if principal is None else principal.key
+    if maker is not None and expires_at > maker.expires_at:
+        raise ApiKeyInvalidError(
+            f"expires_at may not be later than the creating key's own ({timestamp(maker.expires_at)})"
+        )
     key = secrets.token_urlsafe(KEY_BYTES)
     row = await repository.insert_api_key(
         conn,

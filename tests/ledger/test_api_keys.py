@@ -166,6 +166,32 @@ class TestManagement:
             assert refused.status == 403
             assert refused.error.code == "AUTH_CROSS_OWNER_ACCESS"
 
+    def test_a_key_cannot_mint_one_that_outlives_it(
+        self, blnk_master: Any, secure_ledger_url: str
+    ) -> None:
+        """A child key expires no later than the key that made it: otherwise a key could renew
+        itself for ever by minting its successor before it expires."""
+        owner = _owner()
+        parent = blnk_master.api_keys.create(
+            {
+                "name": "short-lived",
+                "owner": owner,
+                "scopes": ["api-keys:*", "ledgers:read"],
+                "expires_at": "2998-01-01T00:00:00Z",
+            }
+        )
+        assert parent.status == 201, parent.to_dict()
+        with _client(secure_ledger_url, parent.data["key"]) as client:
+            body = {"name": "child", "owner": owner, "scopes": ["ledgers:read"]}
+            longer = client.api_keys.create({**body, "expires_at": "2998-01-01T00:00:01Z"})
+            assert longer.status == 400, longer.to_dict()
+            assert longer.error.code == "APIKEY_INVALID"
+            assert "2998-01-01T00:00:00Z" in longer.error.message
+            same = client.api_keys.create({**body, "expires_at": "2998-01-01T00:00:00Z"})
+            assert same.status == 201, same.to_dict()
+        keys = blnk_master.api_keys.list({"owner": owner}).data
+        assert len(keys) == 2  # the parent and the one child that does not outlive it
+
 
 class TestSecureMode:
     def test_missing_key_is_401_but_health_is_open(self, secure_ledger_url: str) -> None:
@@ -461,11 +487,16 @@ class TestScopeRules:
         with _client(secure_ledger_url, key) as client:
             assert client.ledgers.list().status == 200
             assert client.ledgers.create({"name": "nope"}).status == 403
-        assert _create(secure_ledger_url, key, owner=owner, scopes=["api-keys:write"])[0] == 201
-        assert _create(secure_ledger_url, key, owner=owner, scopes=["ledgers:write"]) == (
-            403,
-            "AUTH_SCOPE_ESCALATION",
+        within = (now + timedelta(hours=1)).isoformat()  # no later than the key itself
+        assert (
+            _create(
+                secure_ledger_url, key, owner=owner, scopes=["api-keys:write"], expires_at=within
+            )[0]
+            == 201
         )
+        assert _create(
+            secure_ledger_url, key, owner=owner, scopes=["ledgers:write"], expires_at=within
+        ) == (403, "AUTH_SCOPE_ESCALATION")
 
 
 class TestKeyHeader:
