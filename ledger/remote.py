@@ -15,11 +15,14 @@ With `BLNK_URL` set, the ledger's commands go to a real Blnk server (`X-Blnk-Key
   reached the server, anything idempotent by reference (transactions, bulks, refunds: Blnk's
   unique reference refuses a second copy, and a refusal whose stored transaction matches the
   request is the first attempt's success), voids and whole-remainder commits (a repeat is
-  refused as already done). A partial commit whose answer was lost is not retried: its outcome
-  is reported as unknown (503) rather than risk committing twice.
+  refused as already done, and the child row the first attempt made is the answer). A partial
+  commit whose answer was lost is not retried: its outcome is reported as unknown (503) rather
+  than risk committing twice. An answer that does not decode counts as lost; a success whose
+  body is not a JSON object is unknown (503) for its own command alone.
 * A circuit breaker (closed / open / half-open) stops calling a server that keeps failing:
   after `BREAKER_FAILURE_THRESHOLD` consecutive failures calls fail at once with 503 for
-  `BREAKER_RESET_TIMEOUT_S`, then one trial call decides whether to close it again.
+  `BREAKER_RESET_TIMEOUT_S`, then one trial call decides whether to close it again (a trial
+  that never reports, its caller cancelled, is presumed lost after that timeout again).
 * Compensating transactions (the seed's Task 4.6): `post_with_compensation` posts the legs of
   a multi-step operation one by one and, if one fails, reverses the legs that succeeded (a
   reverse posting with reference `COMP_<reference>`, or a void for a hold) and records each
@@ -126,6 +129,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._trials = 0
+        self._trial_at = 0.0
 
     @property
     def state(self) -> CircuitState:
@@ -143,9 +147,15 @@ class CircuitBreaker:
         if state is CircuitState.OPEN:
             raise CircuitOpenError(retry_after_s=self.reset_timeout_s)
         if state is CircuitState.HALF_OPEN:
+            now = self.clock.monotonic()
             if self._trials >= self.half_open_calls_max:
-                raise CircuitOpenError("the remote ledger is on trial; retry shortly")
+                if now - self._trial_at < self.reset_timeout_s:
+                    raise CircuitOpenError("the remote ledger is on trial; retry shortly")
+                # The trials never reported (a caller cancelled them): presume them lost,
+                # or the circuit would stay half-open, refusing everything, for good.
+                self._trials = 0
             self._trials += 1
+            self._trial_at = now
 
     def record_success(self) -> None:
         """A call got an answer (any answer but a 5xx)."""
@@ -184,27 +194,52 @@ class OutcomeUnknownError(LedgerUnavailableError):
 
 
 def _known_errors() -> dict[str, type[AppError]]:
-    return {
-        cls.code: cls
-        for cls in iter_error_classes()
-        if cls.__module__ == ledger_errors.__name__ and issubclass(cls, DomainError)
-    }
+    """Our error class for each of Blnk's codes. Where several share a code, the most general
+    one in the standard body wins: a subclass or an older body (a filter's parse errors) is
+    what one endpoint answers, not what the code means."""
+    by_code: dict[str, type[AppError]] = {}
+    for cls in iter_error_classes():
+        if cls.__module__ != ledger_errors.__name__ or not issubclass(cls, DomainError):
+            continue
+        held = by_code.get(cls.code)
+        if held is None or _generality(cls) < _generality(held):
+            by_code[cls.code] = cls
+    return by_code
+
+
+def _generality(cls: type[AppError]) -> tuple[bool, int]:
+    return cls.body_variant is not None, len(cls.__mro__)
 
 
 _BY_CODE: Final = _known_errors()
 
 
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    """The answer's JSON object, integers exact at any size; None if it is not one."""
+    try:
+        body = json_exact.loads(response.content)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _success_body(response: httpx.Response) -> dict[str, Any]:
+    """A success answer's JSON object. The request was applied, but an answer that is not
+    Blnk's JSON says nothing of how: the outcome is unknown (for this command alone)."""
+    body = _json_object(response)
+    if body is None:
+        raise OutcomeUnknownError(
+            f"the remote ledger answered {response.status_code} without a JSON object"
+        )
+    return body
+
+
 def error_from_response(response: httpx.Response) -> AppError:
     """The domain error a Blnk error body stands for (Blnk's codes are ours)."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
-    detail = body.get("error_detail") if isinstance(body, dict) else None
+    body = _json_object(response) or {}
+    detail = body.get("error_detail")
     code = detail.get("code") if isinstance(detail, dict) else None
-    message = (detail or {}).get("message") or (
-        body.get("error") if isinstance(body, dict) else None
-    )
+    message = (detail.get("message") if isinstance(detail, dict) else None) or body.get("error")
     text = str(message or f"the remote ledger answered {response.status_code}")[:512]
     cls = _BY_CODE.get(str(code)) if code else None
     if cls is None:
@@ -432,7 +467,9 @@ class BlnkHttpLedger:
                 )
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 failure: str = type(exc).__name__
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, httpx.DecodingError) as exc:
+                # The request may have reached the server: its answer was lost, or came back
+                # in an encoding that does not decode.
                 failure = type(exc).__name__
                 if retry is _Retry.UNSENT_ONLY:
                     self.breaker.record_failure()
@@ -463,7 +500,10 @@ class BlnkHttpLedger:
         response, _ = await self._call(method, path, body, retry=retry)
         if response.status_code >= 400:
             raise error_from_response(response)
-        return json_exact.loads(response.content) if response.content else None
+        try:
+            return json_exact.loads(response.content) if response.content else None
+        except ValueError as exc:
+            raise OutcomeUnknownError("the remote ledger's answer is not JSON") from exc
 
     # ------------------------------------------------------------ the port
 
@@ -535,7 +575,7 @@ class BlnkHttpLedger:
             headers=headers,
         )
         if response.status_code < 400:
-            return Outcome(response.status_code, body=response.json())
+            return Outcome(response.status_code, body=_success_body(response))
         error = error_from_response(response)
         if ambiguous and error.code == ledger_errors.DuplicateReferenceError.code:
             stored = await self._by_reference(command.reference)
@@ -551,8 +591,7 @@ class BlnkHttpLedger:
             return None
         if response.status_code >= 400:
             raise error_from_response(response)
-        found: dict[str, Any] = response.json()
-        return found
+        return _success_body(response)
 
     async def _by_references(self, references: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Stored transactions by reference, read a page of `FILTER_PAGE_MAX` at a time."""
@@ -565,7 +604,8 @@ class BlnkHttpLedger:
             }
             rows = await self._json("POST", "/transactions/filter", body)
             for row in rows.get("data", []) if isinstance(rows, dict) else rows or []:
-                found[row["reference"]] = row
+                if isinstance(row, dict) and isinstance(row.get("reference"), str):
+                    found[row["reference"]] = row
         return found
 
     async def _post_independent(self, items: list[Command]) -> list[Outcome]:
@@ -578,12 +618,14 @@ class BlnkHttpLedger:
             "skip_queue": True,
         }
         response, _ = await self._call("POST", "/transactions/bulk", body, retry=_Retry.IDEMPOTENT)
-        answer = response.json() if response.content else {}
-        per_item = (
-            {r.get("reference"): r for r in answer.get("results", [])}
-            if isinstance(answer, dict)
-            else {}
-        )
+        # The answer is only a hint (the stored transactions are the truth), so one that is
+        # not Blnk's JSON is read as saying nothing.
+        results = (_json_object(response) or {}).get("results")
+        per_item = {
+            r.get("reference"): r
+            for r in (results if isinstance(results, list) else [])
+            if isinstance(r, dict)
+        }
         stored = await self._by_references([c.reference for c in commands])
         outcomes: list[Outcome] = []
         for command in commands:
@@ -595,8 +637,8 @@ class BlnkHttpLedger:
                 cls = _BY_CODE.get(str(result.get("code")), RemoteRefusedError)
                 error = cls(str(result.get("message") or "refused by the remote ledger"))
                 outcomes.append(Outcome(error.status, error=error))
-            else:
-                outcomes.append(await self._post_one(command))  # Blnk did not say: ask it alone
+            else:  # Blnk did not say: ask it alone (its failure is its own, not its batch's)
+                outcomes.extend(await self._guard(self._post_one(command), 1))
         return outcomes
 
     async def _settle(self, command: CommitInflight | VoidInflight) -> Outcome:
@@ -612,13 +654,42 @@ class BlnkHttpLedger:
                 retry = _Retry.UNSENT_ONLY
         else:
             body["status"] = "void"
-        response, _ = await self._call(
+        response, ambiguous = await self._call(
             "PUT", f"/transactions/inflight/{command.target_id}", body, retry=retry
         )
         if response.status_code < 400:
-            return Outcome(response.status_code, body=response.json())
+            return Outcome(response.status_code, body=_success_body(response))
         error = error_from_response(response)
+        if ambiguous and command.skip_queue:
+            # A repeat of a void or whole commit whose answer was lost is refused as already
+            # done; the child row the first attempt made is the answer (it is the newest one:
+            # nothing can follow a void or a whole commit).
+            done, status = (
+                (ledger_errors.AlreadyVoidedError, "VOID")
+                if isinstance(command, VoidInflight)
+                else (ledger_errors.AlreadyCommittedError, "APPLIED")
+            )
+            if isinstance(error, done):
+                child = await self._newest_child(command.target_id, status)
+                if child is not None:
+                    return Outcome(200, body=child)
         return Outcome(error.status, error=error)
+
+    async def _newest_child(self, parent_id: str, status: str) -> dict[str, Any] | None:
+        """The newest transaction of `status` whose parent is the hold `parent_id`."""
+        body = {
+            "filters": [
+                {"field": "parent_transaction", "operator": "eq", "value": parent_id},
+                {"field": "status", "operator": "eq", "value": status},
+            ],
+            "limit": 1,
+            "sort_by": "created_at",
+            "sort_order": "desc",
+        }
+        rows = await self._json("POST", "/transactions/filter", body)
+        rows = rows.get("data", []) if isinstance(rows, dict) else rows
+        first = rows[0] if isinstance(rows, list) and rows else None
+        return first if isinstance(first, dict) else None
 
     async def _refund(self, command: RefundTransaction) -> Outcome:
         body: dict[str, Any] = {"skip_queue": command.skip_queue, "meta_data": command.meta_data}
@@ -628,7 +699,7 @@ class BlnkHttpLedger:
             "POST", f"/refund-transaction/{command.original_id}", body, retry=_Retry.IDEMPOTENT
         )
         if response.status_code < 400:
-            return Outcome(response.status_code, body=response.json())
+            return Outcome(response.status_code, body=_success_body(response))
         error = error_from_response(response)
         if ambiguous and isinstance(error, ConflictError):
             stored = await self._by_reference(command.original_id + REFUND_SUFFIX)
@@ -650,8 +721,11 @@ class BlnkHttpLedger:
         response, ambiguous = await self._call(
             "POST", "/transactions/bulk", body, retry=_Retry.IDEMPOTENT
         )
-        answer = response.json() if response.content else {}
-        if response.status_code >= 400 and ambiguous and command.atomic:
+        if response.status_code < 400:
+            return Outcome(response.status_code, body=_success_body(response))
+        if ambiguous:
+            # A repeat of a bulk that applied is refused (its references are taken): if every
+            # item is stored as sent, the first attempt was the bulk's success.
             stored = await self._by_references([item.reference for item in command.items])
             if all(
                 item.reference in stored and _matches(stored[item.reference], item)
@@ -668,6 +742,10 @@ class BlnkHttpLedger:
                         "transaction_count": len(command.items),
                     },
                 )
+        answer = _json_object(response)
+        if answer is None:  # not Blnk's bulk error body: the error its status stands for
+            error = error_from_response(response)
+            return Outcome(error.status, error=error)
         return Outcome(response.status_code, body=answer)
 
     # ------------------------------------------------------------ compensation
