@@ -212,6 +212,9 @@ def _generality(cls: type[AppError]) -> tuple[bool, int]:
 
 
 _BY_CODE: Final = _known_errors()
+# Refusals of this server rather than of a request: its credentials, or a server asking it to
+# slow down (rate limited, 423 lock contention).
+_SERVER_SIDE_STATUSES: Final = frozenset({401, 403, 423, 429})
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any] | None:
@@ -241,6 +244,19 @@ def error_from_response(response: httpx.Response) -> AppError:
     code = detail.get("code") if isinstance(detail, dict) else None
     message = (detail.get("message") if isinstance(detail, dict) else None) or body.get("error")
     text = str(message or f"the remote ledger answered {response.status_code}")[:512]
+    if response.status_code in _SERVER_SIDE_STATUSES:
+        # This server's credentials were refused (a wrong BLNK_API_KEY, a key without the
+        # scope) or it is asked to slow down: nothing the client sent was wrong, and its own
+        # key must not look refused. It retries shortly; the operator reads the log.
+        logger.warning(
+            "the remote ledger refused this server",
+            extra={"remote_status": response.status_code, "remote_code": code},
+        )
+        return LedgerUnavailableError(
+            f"the remote ledger cannot take requests from this server now ({text})",
+            remote_status=response.status_code,
+            remote_code=code,
+        )
     cls = _BY_CODE.get(str(code)) if code else None
     if cls is None:
         cls = {404: RemoteNotFoundError, 409: RemoteConflictError}.get(

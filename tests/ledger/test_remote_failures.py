@@ -875,6 +875,22 @@ class TestErrorBodies:
                 ).encode(),
                 (400, "TXN_COMMIT_AMOUNT_EXCEEDED"),
             ),
+            # Refusals of this server, not of the client's request: its credentials (a wrong
+            # BLNK_API_KEY, a key without the scope), or a server asking to slow down. The
+            # client is told to retry shortly, never that its own key or body was wrong.
+            (
+                401,
+                json.dumps(
+                    {
+                        "error": "invalid API key",
+                        "error_detail": {"code": "AUTH_INVALID_API_KEY", "message": "invalid"},
+                    }
+                ).encode(),
+                (503, "LEDGER_UNAVAILABLE"),
+            ),
+            (403, b"forbidden", (503, "LEDGER_UNAVAILABLE")),
+            (429, b"Too Many Requests", (503, "LEDGER_UNAVAILABLE")),
+            (423, b"Locked", (503, "LEDGER_UNAVAILABLE")),
         ],
     )
     async def test_blnk_refusals_become_our_errors(
