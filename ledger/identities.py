@@ -18,8 +18,8 @@ balances still belong to cannot be deleted (Blnk's foreign key fails with a 500)
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import asyncpg
@@ -42,7 +42,8 @@ from ledger.surface_errors import (
 )
 from ledger.wire import ZERO_TIME, timestamp
 
-FIELD_LENGTH_MAX: Final = 255  # a plain value; its envelope is about twice as long
+FIELD_LENGTH_MAX: Final = 255  # a plain value; its envelope is two to six times as long
+SEALED_FIELD_LENGTH_MAX: Final = 1024  # an envelope: the tokenizable columns' CHECK (0101)
 SHORT_FIELD_LENGTH_MAX: Final = 64  # identity_type, gender
 META_DATA_BYTES_MAX: Final = 64 * 1024  # metadata is for tags, not documents
 FIELDS_PER_REQUEST_MAX: Final = 16  # tokenize/detokenize many: seven real fields, some slack
@@ -134,12 +135,14 @@ def _identity_id(given: str | None) -> str:
     return given.lower()
 
 
-def _fields(body: IdentityIn) -> dict[str, str]:
+def _fields(body: IdentityIn, *, kept: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The body's text fields; a sealed field's stored token sent back unchanged (`kept`, by
+    column) is no plain value, so the plain limit does not apply to it."""
     fields: dict[str, str] = {}
     for column in repository.TEXT_COLUMNS:
         value = getattr(body, column) or ""
         limit = SHORT_FIELD_LENGTH_MAX if column in _SHORT_COLUMNS else FIELD_LENGTH_MAX
-        if len(value) > limit:
+        if len(value) > limit and (kept is None or value != kept.get(column)):
             raise IdentityValidationError(f"{column} is longer than {limit} characters")
         fields[column] = value
     return fields
@@ -154,6 +157,11 @@ def _dob(text: str | None) -> datetime | None:
         raise IdentityValidationError("dob must be an RFC 3339 time") from exc
     if value.tzinfo is None:
         raise IdentityValidationError("dob needs a UTC offset (RFC 3339)")
+    try:
+        # PostgreSQL's driver stores the instant in UTC, where the year may leave 1-9999.
+        value.astimezone(UTC)
+    except OverflowError as exc:
+        raise IdentityValidationError("dob is outside years 1-9999 in UTC") from exc
     return value
 
 
@@ -168,6 +176,17 @@ def _require(cipher: EnvelopeCipher | None) -> EnvelopeCipher:
     if cipher is None:
         raise TokenizationDisabledError()
     return cipher
+
+
+def _seal(cipher: EnvelopeCipher | None, identity_id: str, name: str, value: str) -> str:
+    """The envelope of a field's plain value; refused when it would not fit the column (a
+    value of wide UTF-8 characters grows up to six times)."""
+    token = _require(cipher).encrypt_text(value, context=token_context(identity_id, name))
+    if len(token) > SEALED_FIELD_LENGTH_MAX:
+        raise IdentityValidationError(
+            f"{TOKENIZABLE_FIELDS[name]} is too long to tokenize", field=name
+        )
+    return token
 
 
 async def _locked(conn: asyncpg.Connection, identity_id: str) -> asyncpg.Record:
@@ -229,8 +248,11 @@ async def update_identity(
     A sealed field stays sealed: the same token keeps it, a new value is sealed in its place,
     and an empty value clears it (nothing is left to protect).
     """
-    fields, dob, meta = _fields(body), _dob(body.dob), _meta_data(body.meta_data)
     row = await _locked(conn, identity_id)
+    tokens = {
+        TOKENIZABLE_FIELDS[name]: row[TOKENIZABLE_FIELDS[name]] for name in row["tokenized_fields"]
+    }
+    fields, dob, meta = _fields(body, kept=tokens), _dob(body.dob), _meta_data(body.meta_data)
     still_sealed: list[str] = []
     for name in row["tokenized_fields"]:
         column = TOKENIZABLE_FIELDS[name]
@@ -238,9 +260,7 @@ async def update_identity(
         if not value:
             continue
         if value != row[column]:
-            fields[column] = _require(cipher).encrypt_text(
-                value, context=token_context(identity_id, name)
-            )
+            fields[column] = _seal(cipher, identity_id, name, value)
         still_sealed.append(name)
     await repository.replace_identity(
         conn, identity_id, fields=fields, dob=dob, meta_data=meta, tokenized_fields=still_sealed
@@ -270,11 +290,8 @@ async def tokenize_fields(
     for name in wanted:
         if name in row["tokenized_fields"]:
             raise FieldAlreadyTokenizedError(f"field {name} is already tokenized", field=name)
-    sealer = _require(cipher)
     values = {
-        TOKENIZABLE_FIELDS[name]: sealer.encrypt_text(
-            row[TOKENIZABLE_FIELDS[name]], context=token_context(identity_id, name)
-        )
+        TOKENIZABLE_FIELDS[name]: _seal(cipher, identity_id, name, row[TOKENIZABLE_FIELDS[name]])
         for name in wanted
     }
     await repository.set_sealed_fields(

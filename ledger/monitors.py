@@ -10,6 +10,9 @@ Like Blnk, evaluation is level-triggered: a monitor whose condition holds fires 
 that changes its balance (Blnk: for every update). Batches sum their postings, so a burst of
 postings to one balance in one batch raises at most one alert per monitor.
 
+A balance takes at most `MONITORS_PER_BALANCE_MAX` monitors, the number a batch evaluates per
+balance: one more is refused when created or moved there, never silently left unevaluated.
+
 Monitors are read from PostgreSQL through a per-process `MonitorCache` (per balance, bounded in
 size and age; Blnk keeps them 5 minutes). Create, update and delete invalidate the cache of the
 process that served them; other processes (ledger shards) see the change within
@@ -41,7 +44,9 @@ from ledger.wire import timestamp
 MONITOR_EVENT: Final = "balance.monitor"
 MONITOR_CACHE_TTL_S: Final = 30.0  # how stale another process's view of monitors may get
 MONITOR_CACHE_BALANCES_MAX: Final = 100_000  # balances whose monitor lists one process keeps
-MONITORS_PER_BALANCE_MAX: Final = 100  # a limit on work per touched balance per batch
+# A limit on work per touched balance per batch; a balance takes no more (one more would
+# never be evaluated).
+MONITORS_PER_BALANCE_MAX: Final = 100
 DESCRIPTION_LENGTH_MAX: Final = 4096
 CALLBACK_URL_LENGTH_MAX: Final = 2048
 VALUE_DIGITS_MAX: Final = 40  # a condition's value is a threshold, not a ledger total
@@ -303,14 +308,26 @@ class MonitorHook:
 # ---------------------------------------------------------------- service
 
 
+async def _check_balance(conn: asyncpg.Connection, balance_id: str, *, is_arriving: bool) -> None:
+    """Refuse a monitor on an unknown balance, or one arriving past what a batch evaluates."""
+    if not await monitors_repository.balance_exists(conn, balance_id):
+        raise BalanceNotFoundError(f"balance {balance_id} not found", balance_id=balance_id)
+    if (
+        is_arriving
+        and await monitors_repository.lock_monitor_count(conn, balance_id)
+        >= MONITORS_PER_BALANCE_MAX
+    ):
+        raise LedgerValidationError(
+            f"balance {balance_id} already has {MONITORS_PER_BALANCE_MAX} monitors",
+            balance_id=balance_id,
+        )
+
+
 async def create_monitor(
     conn: asyncpg.Connection, request: MonitorRequest, *, now: datetime, cache: MonitorCache
 ) -> Monitor:
     """POST /balance-monitors."""
-    if not await monitors_repository.balance_exists(conn, request.balance_id):
-        raise BalanceNotFoundError(
-            f"balance {request.balance_id} not found", balance_id=request.balance_id
-        )
+    await _check_balance(conn, request.balance_id, is_arriving=True)
     monitor = Monitor(
         monitor_id=new_id(IdPrefix.MONITOR),
         balance_id=request.balance_id,
@@ -337,10 +354,9 @@ async def update_monitor(
     conn: asyncpg.Connection, monitor_id: str, request: MonitorRequest, *, cache: MonitorCache
 ) -> None:
     """PUT /balance-monitors/{id}."""
-    if not await monitors_repository.balance_exists(conn, request.balance_id):
-        raise BalanceNotFoundError(
-            f"balance {request.balance_id} not found", balance_id=request.balance_id
-        )
+    current = await monitors_repository.find_monitor(conn, monitor_id)
+    is_arriving = current is not None and current.balance_id != request.balance_id
+    await _check_balance(conn, request.balance_id, is_arriving=is_arriving)
     previous = await monitors_repository.update_monitor(
         conn,
         monitor_id,

@@ -137,6 +137,19 @@ async def delete_monitor(conn: asyncpg.Connection, monitor_id: str) -> str | Non
     return balance_id
 
 
+async def lock_monitor_count(conn: asyncpg.Connection, balance_id: str) -> int:
+    """How many monitors a balance has; other callers for the same balance wait for this
+    transaction to end (an advisory lock: the balance row itself is left to batches)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('ledger.balance_monitors:' || $1, 0))",
+        balance_id,
+    )
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM ledger.balance_monitors WHERE balance_id = $1", balance_id
+    )
+    return count
+
+
 async def balance_exists(conn: asyncpg.Connection, balance_id: str) -> bool:
     """True when the balance exists."""
     found: bool = await conn.fetchval(
