@@ -48,22 +48,23 @@ def _oauth_json(error: OAuthError) -> JSONResponse:
 def _client_credentials(
     request: Request, client_id: str | None, client_secret: str | None
 ) -> tuple[str | None, str | None]:
+    """The client's id and secret, from HTTP Basic or from the form (one method per request)."""
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
-    if scheme.lower() == "basic" and value:
-        try:
-            decoded = base64.b64decode(value.strip()).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return None, None
-        basic_id, _, basic_secret = decoded.partition(":")
-        if (
-            "\x00" in decoded
-            or len(basic_id) > CLIENT_ID_MAX
-            or len(basic_secret) > CLIENT_SECRET_MAX
-        ):
-            return None, None  # no client has such credentials: invalid_client, as a bad secret
-        return basic_id, basic_secret
-    return client_id, client_secret
+    if scheme.lower() != "basic" or not value:
+        return client_id, client_secret
+    try:
+        decoded = base64.b64decode(value.strip()).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None, None
+    basic_id, _, basic_secret = decoded.partition(":")
+    if client_secret is not None or client_id not in (None, basic_id):
+        # RFC 6749 section 2.3: one method per request. A form `client_id` naming the same
+        # client is tolerated, as some libraries repeat it beside Basic.
+        raise OAuthError("use one client authentication method", error="invalid_request")
+    if "\x00" in decoded or len(basic_id) > CLIENT_ID_MAX or len(basic_secret) > CLIENT_SECRET_MAX:
+        return None, None  # no client has such credentials: invalid_client, as a bad secret
+    return basic_id, basic_secret
 
 
 def _token_json(tokens: IssuedTokens) -> JSONResponse:
@@ -145,7 +146,6 @@ def oauth_router(edge: Edge) -> APIRouter:
         client_secret: Annotated[str | None, Form(max_length=CLIENT_SECRET_MAX), NO_NUL] = None,
     ) -> JSONResponse:
         ctx = request_context(request)
-        given_id, given_secret = _client_credentials(request, client_id, client_secret)
 
         async def grant(conn: asyncpg.Connection) -> Outcome[IssuedTokens]:
             client = await oauth.authenticate_client(
@@ -170,6 +170,7 @@ def oauth_router(edge: Edge) -> APIRouter:
             )
 
         try:
+            given_id, given_secret = _client_credentials(request, client_id, client_secret)
             await edge.limit(deps.limits.refresh, [f"ip-{ctx.ip}"])
             tokens = await edge.run(ctx, None, grant)
         except OAuthError as exc:
@@ -190,7 +191,6 @@ def oauth_router(edge: Edge) -> APIRouter:
         client_secret: Annotated[str | None, Form(max_length=CLIENT_SECRET_MAX), NO_NUL] = None,
     ) -> JSONResponse:
         del token_type_hint  # both kinds are looked up; the hint only orders the search
-        given_id, given_secret = _client_credentials(request, client_id, client_secret)
 
         async def run(conn: asyncpg.Connection) -> None:
             client = await oauth.authenticate_client(
@@ -199,6 +199,7 @@ def oauth_router(edge: Edge) -> APIRouter:
             await oauth.revoke(conn, deps, client=client, token=token)
 
         try:
+            given_id, given_secret = _client_credentials(request, client_id, client_secret)
             await edge.run_plain(request_context(request), None, run)
         except OAuthError as exc:
             return _oauth_json(exc)
@@ -218,7 +219,6 @@ def oauth_router(edge: Edge) -> APIRouter:
         client_secret: Annotated[str | None, Form(max_length=CLIENT_SECRET_MAX), NO_NUL] = None,
     ) -> JSONResponse:
         del token_type_hint
-        given_id, given_secret = _client_credentials(request, client_id, client_secret)
 
         async def run(conn: asyncpg.Connection) -> dict[str, Any]:
             client = await oauth.authenticate_client(
@@ -231,6 +231,7 @@ def oauth_router(edge: Edge) -> APIRouter:
             return await oauth.introspect(conn, deps, token=token)
 
         try:
+            given_id, given_secret = _client_credentials(request, client_id, client_secret)
             answer = await edge.run_plain(request_context(request), None, run)
         except OAuthError as exc:
             return _oauth_json(exc)

@@ -98,6 +98,14 @@ async def lock_code(conn: asyncpg.Connection, code_hash: bytes) -> asyncpg.Recor
     )
 
 
+async def find_family_session(conn: asyncpg.Connection, family_id: uuid.UUID) -> str | None:
+    """The session of a refresh family (a code's exchange started both)."""
+    session_id: str | None = await conn.fetchval(
+        "SELECT session_id FROM auth_refresh_families WHERE id = $1", family_id
+    )
+    return session_id
+
+
 async def consume_code(
     conn: asyncpg.Connection, code_hash: bytes, *, now: datetime, family_id: uuid.UUID | None
 ) -> None:

@@ -19,7 +19,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -78,6 +78,17 @@ class AuthorizationRequest:
     nonce: str | None
 
 
+def _is_redirect_uri(uri: str) -> bool:
+    # RFC 6749 section 3.1.2: absolute, without a fragment (the code is added to the query). A
+    # native app's private-use scheme (RFC 8252) has no host; a web URI must have one.
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return False
+    is_web = parts.scheme in ("http", "https")
+    return bool(parts.scheme) and "#" not in uri and (bool(parts.netloc) or not is_web)
+
+
 def _secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -96,6 +107,9 @@ async def register_client(
     unknown = sorted(set(scopes) - set(OAUTH_SCOPES))
     if unknown:
         raise _oauth_error("invalid_scope", f"unknown scopes: {', '.join(unknown)}")
+    malformed = [uri for uri in redirect_uris if not _is_redirect_uri(uri)]
+    if malformed:
+        raise _oauth_error("invalid_redirect_uri", "a redirect URI is absolute, with no fragment")
     client_id = "cl_" + secrets.token_urlsafe(16)
     secret = secrets.token_urlsafe(CLIENT_SECRET_BYTES) if is_confidential else None
     await repository.insert_client(
@@ -158,7 +172,10 @@ async def authorize(
         query["iss"] = deps.settings.auth_issuer
         if request.state is not None:
             query["state"] = request.state
-        return f"{request.redirect_uri}?{urlencode(query)}"
+        # A registered query is kept and ours is added to it (RFC 6749 section 3.1.2).
+        parts = urlsplit(request.redirect_uri)
+        joined = "&".join(q for q in (parts.query, urlencode(query)) if q)
+        return urlunsplit(parts._replace(query=joined))
 
     if request.response_type != "code":
         return redirect(error="unsupported_response_type")
@@ -218,6 +235,10 @@ async def exchange_code(
         return Outcome(error=_oauth_error("invalid_grant", "the code is not valid"))
     if row["consumed_at"] is not None:
         if row["family_id"] is not None:
+            # The session was made for this code alone: ending it kills the access token too.
+            session_id = await repository.find_family_session(conn, row["family_id"])
+            if session_id is not None:
+                await deps.sessions.revoke(conn, row["user_id"], session_id)
             await refresh_tokens.revoke_family_by_id(
                 conn, row["family_id"], reason=RevokeReason.CODE_REPLAYED, now=now
             )
@@ -227,6 +248,8 @@ async def exchange_code(
     if not code_verifier or not _pkce_matches(code_verifier, row["code_challenge"]):
         return Outcome(error=_oauth_error("invalid_grant", "the code_verifier does not match"))
     user = await users.get_user(conn, row["user_id"])
+    if not user.is_active:
+        return Outcome(error=_oauth_error("invalid_grant", "the code is not valid"))
     scope = tuple(row["scope"].split())
     grant = AuthGrant(
         user_id=user.id,
@@ -323,7 +346,9 @@ async def introspect(
     except InvalidTokenError:
         claims = None
     if claims is not None:
-        if await deps.sessions.get(claims.sid) is None:
+        # The verifier tolerates our replicas' clock skew; introspection answers on this
+        # server's clock, so a token is never active past its own `exp` (RFC 7662 section 2.2).
+        if claims.exp <= deps.clock.now() or await deps.sessions.get(claims.sid) is None:
             return {"active": False}
         return {
             "active": True,

@@ -1,0 +1,988 @@
+"""OAuth 2.0 as a client developer and an attacker meet it: every way a request can go wrong.
+
+Method: an administrator registers clients over the admin route; the user's app calls
+`/oauth/authorize` with the user's bearer token and reads the redirect it answers; the tests
+then play the client at `/oauth/token`, `/oauth/revoke` and `/oauth/introspect` over HTTP,
+replaying codes, presenting them with the wrong client, redirect URI or PKCE verifier, moving
+the clock past their lifetime, and mixing client authentication methods (RFC 6749, RFC 7636,
+RFC 7009, RFC 7662 and the OAuth 2.0 Security BCP). Protocol errors must come back in RFC
+6749's shape (`{error, error_description}`), and a refused request must grant nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import jwt
+import pytest
+
+from auth.constants import AUTHORIZATION_CODE_TTL_S
+from auth.dependencies import AuthDependencies
+from kit.clock import FrozenClock
+from tests.auth.conftest import Account, administrator, registered
+from users import service as users
+
+pytestmark = pytest.mark.db
+
+ISSUER = "http://127.0.0.1:8000"
+REDIRECT = "https://partner.example/callback"
+OTHER_REDIRECT = "https://partner.example/other"
+
+
+@dataclass(frozen=True)
+class Client:
+    """A registered client as its developer holds it."""
+
+    client_id: str
+    client_secret: str | None
+
+    @property
+    def basic(self) -> tuple[str, str]:
+        """HTTP Basic credentials (`client_secret_basic`)."""
+        assert self.client_secret is not None
+        return (self.client_id, self.client_secret)
+
+    @property
+    def post(self) -> dict[str, str]:
+        """Form credentials (`client_secret_post`, or `none` for a public client)."""
+        form = {"client_id": self.client_id}
+        if self.client_secret is not None:
+            form["client_secret"] = self.client_secret
+        return form
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A code's PKCE verifier and the token response of its exchange."""
+
+    verifier: str
+    body: dict[str, Any]
+
+    @property
+    def access_token(self) -> str:
+        """The access token."""
+        return str(self.body["access_token"])
+
+    @property
+    def refresh_token(self) -> str:
+        """The refresh token."""
+        return str(self.body["refresh_token"])
+
+
+async def register(
+    client: httpx.AsyncClient,
+    admin: Account,
+    *,
+    redirect_uris: list[str] | None = None,
+    scopes: list[str] | None = None,
+    is_confidential: bool = True,
+) -> Client:
+    """A client registered by the administrator."""
+    response = await client.post(
+        "/api/v1/auth/oauth/clients",
+        json={
+            "name": "Partner",
+            "redirect_uris": redirect_uris or [REDIRECT, OTHER_REDIRECT],
+            "scopes": scopes or ["openid", "profile", "wallet"],
+            "is_confidential": is_confidential,
+        },
+        headers=admin.bearer,
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return Client(client_id=body["client_id"], client_secret=body["client_secret"])
+
+
+def pkce(length: int = 64) -> tuple[str, str]:
+    """A verifier of `length` characters and its S256 challenge."""
+    verifier = secrets.token_urlsafe(length)[:length]
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def query_of(response: httpx.Response) -> dict[str, list[str]]:
+    """The query of a redirect's Location."""
+    assert response.status_code == 302, response.text
+    return parse_qs(urlsplit(response.headers["location"]).query)
+
+
+async def authorize(
+    client: httpx.AsyncClient, user: Account, registered_client: Client, **params: str
+) -> httpx.Response:
+    """The user's app asks for a code with the user's bearer token."""
+    query = {
+        "response_type": "code",
+        "client_id": registered_client.client_id,
+        "redirect_uri": REDIRECT,
+        "scope": "openid wallet",
+        "code_challenge_method": "S256",
+        **params,
+    }
+    return await client.get("/oauth/authorize", params=query, headers=user.bearer)
+
+
+async def code_for(
+    client: httpx.AsyncClient, user: Account, registered_client: Client, **params: str
+) -> tuple[str, str]:
+    """A fresh code and its PKCE verifier."""
+    verifier, challenge = pkce()
+    response = await authorize(client, user, registered_client, code_challenge=challenge, **params)
+    return query_of(response)["code"][0], verifier
+
+
+async def exchange(
+    client: httpx.AsyncClient, registered_client: Client, code: str, verifier: str, **form: str
+) -> httpx.Response:
+    """The authorization_code grant, authenticated with the form (or as a public client)."""
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier,
+        **registered_client.post,
+        **form,
+    }
+    return await client.post("/oauth/token", data=data)
+
+
+async def issued(
+    client: httpx.AsyncClient, user: Account, registered_client: Client, **params: str
+) -> Issued:
+    """Tokens from a complete code + PKCE flow."""
+    code, verifier = await code_for(client, user, registered_client, **params)
+    response = await exchange(client, registered_client, code, verifier)
+    assert response.status_code == 200, response.text
+    return Issued(verifier=verifier, body=dict(response.json()))
+
+
+async def refresh_with(
+    client: httpx.AsyncClient, registered_client: Client, token: str, **form: str
+) -> httpx.Response:
+    """The refresh_token grant, authenticated with the form."""
+    data = {"grant_type": "refresh_token", "refresh_token": token, **registered_client.post}
+    return await client.post("/oauth/token", data={**data, **form})
+
+
+async def introspect(
+    client: httpx.AsyncClient, registered_client: Client, token: str
+) -> dict[str, Any]:
+    """What introspection says of a token, asked by a confidential client."""
+    response = await client.post(
+        "/oauth/introspect", data={"token": token}, auth=registered_client.basic
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def assert_oauth_error(response: httpx.Response, error: str, status: int = 400) -> None:
+    """An RFC 6749 error body, never cached."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert set(body) == {"error", "error_description"}
+    assert body["error"] == error
+
+
+class TestClientRegistration:
+    """What an administrator may register."""
+
+    @pytest.mark.parametrize(
+        ("redirect_uri", "error"),
+        [
+            ("https://partner.example/callback#done", "invalid_redirect_uri"),
+            ("/callback", "invalid_redirect_uri"),
+            ("partner.example/callback", "invalid_redirect_uri"),
+            ("https:///callback", "invalid_redirect_uri"),
+            ("http://[::1/callback", "invalid_redirect_uri"),
+        ],
+    )
+    async def test_redirect_uri_is_absolute_without_a_fragment(
+        self,
+        client: httpx.AsyncClient,
+        deps: AuthDependencies,
+        clock: FrozenClock,
+        redirect_uri: str,
+        error: str,
+    ) -> None:
+        """A relative URI, a web URI without a host, or one with a fragment (where no code
+        can be added) is refused and no client is registered."""
+        admin = await administrator(client, deps, clock)
+        response = await client.post(
+            "/api/v1/auth/oauth/clients",
+            json={
+                "name": "Broken",
+                "redirect_uris": [REDIRECT, redirect_uri],
+                "scopes": ["openid"],
+            },
+            headers=admin.bearer,
+        )
+        assert response.status_code == 400, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "AUTH_OAUTH_ERROR"
+        assert response.json()["details"]["error"] == error
+        async with deps.db.connection() as conn:
+            count = await conn.fetchval(
+                "SELECT count(*) FROM oauth_clients WHERE $1 = ANY(redirect_uris)", redirect_uri
+            )
+        assert count == 0
+
+    async def test_native_app_scheme_is_accepted(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A native app's private-use scheme (RFC 8252) has no host and is a valid redirect,
+        and the code reaches it."""
+        admin = await administrator(client, deps, clock)
+        native = "com.dwaybank.partner:/oauth2redirect"
+        app = await register(client, admin, redirect_uris=[native], is_confidential=False)
+        _, challenge = pkce()
+        response = await authorize(
+            client, admin, app, redirect_uri=native, code_challenge=challenge
+        )
+        assert response.headers["location"].startswith(native + "?")
+        assert "code" in query_of(response)
+
+    async def test_unknown_scope_is_refused(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A scope we do not define cannot be granted to a client."""
+        admin = await administrator(client, deps, clock)
+        response = await client.post(
+            "/api/v1/auth/oauth/clients",
+            json={"name": "x", "redirect_uris": [REDIRECT], "scopes": ["openid", "admin"]},
+            headers=admin.bearer,
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["details"]["error"] == "invalid_scope"
+
+
+class TestAuthorizeRedirect:
+    """Where `/oauth/authorize` sends the user, and what it refuses to send anywhere."""
+
+    @pytest.mark.parametrize(
+        "redirect_uri",
+        [
+            "https://partner.example/call",  # a prefix of the registered URI
+            "https://partner.example/callback/",  # a trailing slash
+            "https://partner.example/callback/../callback",
+            "https://Partner.example/callback",  # the host's case
+            "https://partner.example/Callback",  # the path's case
+            "https://partner.example:443/callback",  # the default port spelt out
+            "https://partner.example:8443/callback",
+            "http://partner.example/callback",  # the scheme
+            "https://partner.example/callback?next=evil",
+            "https://partner.example.evil/callback",
+        ],
+    )
+    async def test_redirect_uri_must_match_exactly(
+        self,
+        client: httpx.AsyncClient,
+        deps: AuthDependencies,
+        clock: FrozenClock,
+        redirect_uri: str,
+    ) -> None:
+        """A redirect URI that is not byte for byte a registered one is an error shown to the
+        caller, never a redirect (an open redirector would leak the code)."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        _, challenge = pkce()
+        response = await authorize(
+            client, admin, partner, redirect_uri=redirect_uri, code_challenge=challenge
+        )
+        assert response.status_code == 400, response.text
+        assert "location" not in response.headers
+        assert response.json()["code"] == "AUTH_OAUTH_ERROR"
+
+    async def test_unknown_client_is_not_redirected(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A client id nobody registered is an error, not a redirect."""
+        admin = await administrator(client, deps, clock)
+        _, challenge = pkce()
+        response = await authorize(
+            client, admin, Client("cl_unknown", None), code_challenge=challenge
+        )
+        assert response.status_code == 400
+        assert "location" not in response.headers
+
+    async def test_registered_query_is_kept(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A registered redirect URI with a query keeps it, and the response parameters are
+        added to it (RFC 6749 section 3.1.2), not glued on with a second `?`."""
+        admin = await administrator(client, deps, clock)
+        with_query = "https://partner.example/callback?tenant=7"
+        partner = await register(client, admin, redirect_uris=[with_query])
+        verifier, challenge = pkce()
+        response = await authorize(
+            client,
+            admin,
+            partner,
+            redirect_uri=with_query,
+            code_challenge=challenge,
+            state="s-1",
+        )
+        location = urlsplit(response.headers["location"])
+        assert location.path == "/callback"
+        query = parse_qs(location.query)
+        assert query["tenant"] == ["7"]
+        assert query["state"] == ["s-1"]
+        assert query["iss"] == [ISSUER]
+        token = await exchange(client, partner, query["code"][0], verifier, redirect_uri=with_query)
+        assert token.status_code == 200, token.text
+
+    async def test_state_is_echoed_with_a_code_and_with_an_error(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """`state` comes back unchanged, with the issuer (RFC 9207), whether the answer is a
+        code or an error."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        state = "a b&c=d/é"
+        _, challenge = pkce()
+        granted = query_of(
+            await authorize(client, admin, partner, code_challenge=challenge, state=state)
+        )
+        assert granted["state"] == [state]
+        assert granted["iss"] == [ISSUER]
+        assert "error" not in granted
+        refused = query_of(
+            await authorize(client, admin, partner, code_challenge=challenge[:-1], state=state)
+        )
+        assert refused["state"] == [state]
+        assert refused["iss"] == [ISSUER]
+        assert refused["error"] == ["invalid_request"]
+        assert "code" not in refused
+
+    @pytest.mark.parametrize(
+        ("params", "error"),
+        [
+            ({"code_challenge_method": "plain"}, "invalid_request"),
+            ({"code_challenge_method": ""}, "invalid_request"),
+            ({"code_challenge_method": "s256"}, "invalid_request"),
+            ({"code_challenge": "A" * 42}, "invalid_request"),
+            ({"code_challenge": "A" * 44}, "invalid_request"),
+            ({"response_type": "token"}, "unsupported_response_type"),
+            ({"response_type": "code id_token"}, "unsupported_response_type"),
+            ({"scope": "openid payments"}, "invalid_scope"),
+            ({"scope": "openid admin"}, "invalid_scope"),
+            ({"scope": " "}, "invalid_scope"),
+        ],
+    )
+    async def test_refusals_are_redirected_without_a_code(
+        self,
+        client: httpx.AsyncClient,
+        deps: AuthDependencies,
+        clock: FrozenClock,
+        params: dict[str, str],
+        error: str,
+    ) -> None:
+        """`plain` or missing PKCE, a malformed challenge, an implicit or hybrid response type
+        and a scope the client may not ask for come back to the client as its error, and no
+        code is stored."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        _, challenge = pkce()
+        query = query_of(
+            await authorize(client, admin, partner, **{"code_challenge": challenge, **params})
+        )
+        assert query["error"] == [error]
+        assert "code" not in query
+        async with deps.db.connection() as conn:
+            codes = await conn.fetchval(
+                "SELECT count(*) FROM oauth_authorization_codes WHERE client_id = $1",
+                partner.client_id,
+            )
+        assert codes == 0
+
+    async def test_a_partner_token_cannot_authorize(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """An access token issued to a client cannot mint codes (for itself or any other
+        client): only the user's own app may, or a partner could widen what it was granted."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin, scopes=["openid", "wallet", "payments"])
+        tokens = await issued(client, admin, partner, scope="wallet")
+        _, challenge = pkce()
+        as_partner = Account(email=admin.email, access_token=tokens.access_token)
+        response = await authorize(
+            client, as_partner, partner, scope="wallet payments", code_challenge=challenge
+        )
+        assert response.status_code == 403, response.text
+        assert response.json()["code"] == "GEN_FORBIDDEN"
+
+    async def test_a_session_without_a_second_factor_cannot_authorize(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A password-only session is asked for a step-up instead of getting a code."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        user = await registered(client)
+        _, challenge = pkce()
+        response = await authorize(client, user, partner, code_challenge=challenge)
+        assert response.status_code == 401, response.text
+        assert response.json()["code"] == "AUTH_MFA_STEP_UP_REQUIRED"
+
+
+class TestCodeExchange:
+    """`grant_type=authorization_code`: a code is one client's, once, within its lifetime."""
+
+    async def test_replayed_code_revokes_the_access_token_too(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A second exchange of a code fails and ends everything the first one issued: the
+        refresh token and the access token (RFC 6749 section 4.1.2)."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        code, verifier = await code_for(client, admin, partner)
+        first = await exchange(client, partner, code, verifier)
+        assert first.status_code == 200, first.text
+        access = first.json()["access_token"]
+        assert (await introspect(client, partner, access))["active"] is True
+
+        replay = await exchange(client, partner, code, verifier)
+        assert_oauth_error(replay, "invalid_grant")
+        assert await introspect(client, partner, access) == {"active": False}
+        userinfo = await client.get(
+            "/oauth/userinfo", headers={"Authorization": f"Bearer {access}"}
+        )
+        assert userinfo.status_code == 401
+        assert_oauth_error(
+            await refresh_with(client, partner, first.json()["refresh_token"]), "invalid_grant"
+        )
+
+    async def test_concurrent_exchanges_of_one_code(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """Two exchanges of one code at the same time: one gets tokens, the other is
+        invalid_grant, and the winner's tokens are ended as for any replay."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        code, verifier = await code_for(client, admin, partner)
+        answers = await asyncio.gather(
+            exchange(client, partner, code, verifier), exchange(client, partner, code, verifier)
+        )
+        assert sorted(a.status_code for a in answers) == [200, 400]
+        won = next(a for a in answers if a.status_code == 200).json()
+        assert_oauth_error(next(a for a in answers if a.status_code == 400), "invalid_grant")
+        assert await introspect(client, partner, won["access_token"]) == {"active": False}
+        assert await introspect(client, partner, won["refresh_token"]) == {"active": False}
+
+    async def test_replay_after_expiry_still_revokes(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A code replayed after its lifetime is still recognised as a replay."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        code, verifier = await code_for(client, admin, partner)
+        first = await exchange(client, partner, code, verifier)
+        assert first.status_code == 200, first.text
+        clock.advance(AUTHORIZATION_CODE_TTL_S + 1)
+        assert_oauth_error(await exchange(client, partner, code, verifier), "invalid_grant")
+        assert_oauth_error(
+            await refresh_with(client, partner, first.json()["refresh_token"]), "invalid_grant"
+        )
+
+    async def test_code_expires_after_its_lifetime(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A code is good for its lifetime and refused from its last second on."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        code, verifier = await code_for(client, admin, partner)
+        clock.advance(AUTHORIZATION_CODE_TTL_S)
+        assert_oauth_error(await exchange(client, partner, code, verifier), "invalid_grant")
+        fresh, fresh_verifier = await code_for(client, admin, partner)
+        clock.advance(AUTHORIZATION_CODE_TTL_S - 1)
+        assert (await exchange(client, partner, fresh, fresh_verifier)).status_code == 200
+
+    async def test_code_of_another_client_is_invalid_grant(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A code (with its verifier) presented by another, authenticated client is refused,
+        and the client it was issued to can still redeem it."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        thief = await register(client, admin)
+        code, verifier = await code_for(client, admin, partner)
+        assert_oauth_error(await exchange(client, thief, code, verifier), "invalid_grant")
+        assert (await exchange(client, partner, code, verifier)).status_code == 200
+
+    @pytest.mark.parametrize("redirect_uri", [None, OTHER_REDIRECT, REDIRECT + "/"])
+    async def test_redirect_uri_must_be_the_authorized_one(
+        self,
+        client: httpx.AsyncClient,
+        deps: AuthDependencies,
+        clock: FrozenClock,
+        redirect_uri: str | None,
+    ) -> None:
+        """The exchange names the redirect URI of the authorization request: omitted, another
+        registered one or a variant of it is invalid_grant."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        code, verifier = await code_for(client, admin, partner)
+        data = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": verifier,
+            **partner.post,
+        }
+        if redirect_uri is not None:
+            data["redirect_uri"] = redirect_uri
+        assert_oauth_error(await client.post("/oauth/token", data=data), "invalid_grant")
+
+    async def test_verifier_must_match(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """Without a verifier, or with another one, the code is refused (RFC 7636 4.6)."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        code, verifier = await code_for(client, admin, partner)
+        data = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}
+        missing = await client.post("/oauth/token", data={**data, **partner.post})
+        assert_oauth_error(missing, "invalid_grant")
+        other, _ = pkce()
+        assert_oauth_error(await exchange(client, partner, code, other), "invalid_grant")
+        assert_oauth_error(await exchange(client, partner, code, verifier[:-1]), "invalid_grant")
+
+    async def test_verifier_shorter_than_43_is_refused_even_when_it_hashes_right(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A 42-character verifier is not a PKCE verifier (RFC 7636 4.1), whatever its hash."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        verifier, challenge = pkce(42)
+        response = await authorize(client, admin, partner, code_challenge=challenge)
+        code = query_of(response)["code"][0]
+        assert_oauth_error(await exchange(client, partner, code, verifier), "invalid_grant")
+
+    async def test_unknown_or_missing_code_is_invalid_grant(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A code nobody issued, or none at all, is invalid_grant."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        verifier, _ = pkce()
+        assert_oauth_error(
+            await exchange(client, partner, secrets.token_urlsafe(32), verifier), "invalid_grant"
+        )
+        data = {"grant_type": "authorization_code", "redirect_uri": REDIRECT, **partner.post}
+        assert_oauth_error(await client.post("/oauth/token", data=data), "invalid_grant")
+
+    async def test_code_of_a_deactivated_user_is_refused(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A user deactivated between authorization and exchange gets no tokens."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        code, verifier = await code_for(client, admin, partner)
+        async with deps.db.transaction() as conn:
+            user = await users.find_by_email(conn, admin.email)
+            assert user is not None
+            await users.set_active(conn, user.id, is_active=False)
+        assert_oauth_error(await exchange(client, partner, code, verifier), "invalid_grant")
+
+    async def test_public_client_redeems_with_pkce_alone(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A public client sends its id and the verifier, no secret."""
+        admin = await administrator(client, deps, clock)
+        app = await register(client, admin, is_confidential=False)
+        assert app.client_secret is None
+        tokens = await issued(client, admin, app)
+        assert deps.verifier.verify(tokens.access_token).client_id == app.client_id
+
+    async def test_id_token_only_with_openid_and_carries_the_nonce(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """`openid` brings an ID token for this client with the request's nonce; without it
+        there is none."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        with_openid = await issued(client, admin, partner, nonce="n-0S6_WzA2Mj")
+        id_token = jwt.decode(
+            with_openid.body["id_token"],
+            options={"verify_signature": False},
+            audience=partner.client_id,
+        )
+        assert id_token["nonce"] == "n-0S6_WzA2Mj"
+        assert id_token["iss"] == ISSUER
+        without = await issued(client, admin, partner, scope="wallet")
+        assert "id_token" not in without.body
+        assert without.body["scope"] == "wallet"
+
+    @pytest.mark.parametrize(
+        "grant_type", ["client_credentials", "password", "implicit", "urn:x:unknown"]
+    )
+    async def test_unsupported_grant_type(
+        self,
+        client: httpx.AsyncClient,
+        deps: AuthDependencies,
+        clock: FrozenClock,
+        grant_type: str,
+    ) -> None:
+        """A grant we do not offer is unsupported_grant_type, even for a valid client."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        response = await client.post(
+            "/oauth/token",
+            data={"grant_type": grant_type, "username": admin.email, "password": "x"},
+            auth=partner.basic,
+        )
+        assert_oauth_error(response, "unsupported_grant_type")
+
+
+class TestClientAuthentication:
+    """`client_secret_basic`, `client_secret_post`, `none`: one method per request."""
+
+    async def test_basic_and_post_both_work(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """The same client authenticates with HTTP Basic or with the form."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        code, verifier = await code_for(client, admin, partner)
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "code_verifier": verifier,
+        }
+        basic = await client.post("/oauth/token", data=form, auth=partner.basic)
+        assert basic.status_code == 200, basic.text
+        posted = await refresh_with(client, partner, basic.json()["refresh_token"])
+        assert posted.status_code == 200, posted.text
+
+    async def test_basic_with_the_same_client_id_in_the_form_works(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """Libraries that repeat `client_id` in the body beside Basic are accepted."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        tokens = await issued(client, admin, partner)
+        response = await client.post(
+            "/oauth/token",
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": tokens.refresh_token,
+                "client_id": partner.client_id,
+            },
+            auth=partner.basic,
+        )
+        assert response.status_code == 200, response.text
+
+    @pytest.mark.parametrize("path", ["/oauth/token", "/oauth/revoke", "/oauth/introspect"])
+    async def test_two_methods_at_once_are_refused(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock, path: str
+    ) -> None:
+        """Basic and a form secret together, or Basic for one client and the form naming
+        another, is invalid_request (RFC 6749 section 2.3): nothing is granted or revoked."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        other = await register(client, admin)
+        tokens = await issued(client, admin, partner)
+        form = {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token}
+        if path != "/oauth/token":
+            form = {"token": tokens.refresh_token}
+        both = await client.post(path, data={**form, **partner.post}, auth=partner.basic)
+        assert_oauth_error(both, "invalid_request")
+        crossed = await client.post(
+            path, data={**form, "client_id": other.client_id}, auth=partner.basic
+        )
+        assert_oauth_error(crossed, "invalid_request")
+        assert (await introspect(client, partner, tokens.refresh_token))["active"] is True
+
+    @pytest.mark.parametrize(
+        "authorization",
+        ["Basic !!!not-base64!!!", "Basic " + base64.b64encode(b"\xff\xfe:x").decode()],
+    )
+    async def test_malformed_basic_is_invalid_client(
+        self, client: httpx.AsyncClient, authorization: str
+    ) -> None:
+        """Basic credentials that do not decode fail client authentication: 401 with a Basic
+        challenge."""
+        response = await client.post(
+            "/oauth/token",
+            data={"grant_type": "refresh_token", "refresh_token": "x"},
+            headers={"Authorization": authorization},
+        )
+        assert_oauth_error(response, "invalid_client", status=401)
+        assert response.headers["www-authenticate"] == 'Basic realm="oauth"'
+
+    async def test_confidential_client_without_its_secret_is_invalid_client(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A confidential client cannot pass as public by leaving its secret out."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        code, verifier = await code_for(client, admin, partner)
+        response = await exchange(client, Client(partner.client_id, None), code, verifier)
+        assert_oauth_error(response, "invalid_client", status=401)
+        assert (await exchange(client, partner, code, verifier)).status_code == 200
+
+    @pytest.mark.parametrize("path", ["/oauth/token", "/oauth/revoke", "/oauth/introspect"])
+    async def test_no_client_at_all_is_invalid_client(
+        self, client: httpx.AsyncClient, path: str
+    ) -> None:
+        """A request without any client authentication is 401 invalid_client."""
+        response = await client.post(
+            path, data={"grant_type": "refresh_token", "refresh_token": "x", "token": "x"}
+        )
+        assert_oauth_error(response, "invalid_client", status=401)
+
+    async def test_unknown_or_disabled_client_is_invalid_client(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A client id nobody registered fails authentication, and so does a client an
+        operator disabled (`disabled_at`), even with its right secret: it refreshes no more."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        tokens = await issued(client, admin, partner)
+        unknown = await refresh_with(client, Client("cl_unknown", "secret"), tokens.refresh_token)
+        assert_oauth_error(unknown, "invalid_client", status=401)
+        async with deps.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE oauth_clients SET disabled_at = now() WHERE client_id = $1",
+                partner.client_id,
+            )
+        disabled = await refresh_with(client, partner, tokens.refresh_token)
+        assert_oauth_error(disabled, "invalid_client", status=401)
+
+
+class TestRefreshGrant:
+    """`grant_type=refresh_token` for OAuth clients."""
+
+    async def test_token_revoked_through_revoke_is_invalid_grant(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A refresh token revoked by its client (RFC 7009) cannot be used afterwards."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        tokens = await issued(client, admin, partner)
+        revoked = await client.post(
+            "/oauth/revoke",
+            data={"token": tokens.refresh_token, "token_type_hint": "refresh_token"},
+            auth=partner.basic,
+        )
+        assert revoked.status_code == 200
+        assert revoked.json() == {}
+        assert_oauth_error(
+            await refresh_with(client, partner, tokens.refresh_token), "invalid_grant"
+        )
+
+    async def test_token_of_another_client_is_invalid_grant(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A refresh token works only for its own client, which can still use it after
+        another client tried."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        thief = await register(client, admin)
+        tokens = await issued(client, admin, partner)
+        assert_oauth_error(await refresh_with(client, thief, tokens.refresh_token), "invalid_grant")
+        assert (await refresh_with(client, partner, tokens.refresh_token)).status_code == 200
+
+    async def test_first_party_and_oauth_refresh_tokens_do_not_cross(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """The app's own refresh token is refused at /oauth/token, and a client's refresh
+        token is refused at the app's /api/v1/auth/refresh."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        assert_oauth_error(
+            await refresh_with(client, partner, admin.refresh_token), "invalid_grant"
+        )
+        tokens = await issued(client, admin, partner)
+        first_party = await client.post(
+            "/api/v1/auth/refresh", json={"refresh_token": tokens.refresh_token}
+        )
+        assert first_party.status_code == 401
+        assert (await refresh_with(client, partner, tokens.refresh_token)).status_code == 200
+
+    async def test_widened_scope_at_refresh_grants_nothing_more(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """Asking for more scope at refresh (even one the client is registered for) yields
+        what the user granted at authorization, which the answer's `scope` states."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        tokens = await issued(client, admin, partner, scope="wallet")
+        response = await refresh_with(
+            client, partner, tokens.refresh_token, scope="wallet openid profile"
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["scope"] == "wallet"
+        assert deps.verifier.verify(response.json()["access_token"]).scope == ("wallet",)
+        assert "id_token" not in response.json()
+
+    async def test_missing_refresh_token_is_invalid_grant(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """The refresh grant without a token is invalid_grant."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        response = await client.post(
+            "/oauth/token", data={"grant_type": "refresh_token"}, auth=partner.basic
+        )
+        assert_oauth_error(response, "invalid_grant")
+
+
+class TestRevocation:
+    """RFC 7009: a client ends its own grants, and only its own."""
+
+    async def test_revoking_the_access_token_ends_the_grant(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """Revoking an access token ends its session: the refresh token dies with it."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        tokens = await issued(client, admin, partner)
+        response = await client.post(
+            "/oauth/revoke",
+            data={"token": tokens.access_token, "token_type_hint": "access_token"},
+            auth=partner.basic,
+        )
+        assert response.status_code == 200
+        assert await introspect(client, partner, tokens.access_token) == {"active": False}
+        assert await introspect(client, partner, tokens.refresh_token) == {"active": False}
+        assert_oauth_error(
+            await refresh_with(client, partner, tokens.refresh_token), "invalid_grant"
+        )
+
+    async def test_another_clients_tokens_are_not_revoked(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A client revoking tokens it was not issued answers 200 and changes nothing, as does
+        a client revoking the user's own first-party tokens."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        other = await register(client, admin)
+        tokens = await issued(client, admin, partner)
+        for token in (tokens.refresh_token, tokens.access_token, admin.access_token):
+            response = await client.post("/oauth/revoke", data={"token": token}, auth=other.basic)
+            assert response.status_code == 200
+            assert response.json() == {}
+        assert (await introspect(client, partner, tokens.access_token))["active"] is True
+        assert (await introspect(client, partner, tokens.refresh_token))["active"] is True
+        assert (await client.get("/oauth/userinfo", headers=admin.bearer)).status_code == 200
+
+    async def test_public_client_revokes_its_own_token(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A public client identifies itself with client_id alone to revoke."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        app = await register(client, admin, is_confidential=False)
+        tokens = await issued(client, admin, app)
+        response = await client.post(
+            "/oauth/revoke", data={"token": tokens.refresh_token, **app.post}
+        )
+        assert response.status_code == 200
+        assert await introspect(client, partner, tokens.access_token) == {"active": False}
+
+    async def test_wrong_secret_cannot_revoke(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """Revocation authenticates the client first: a wrong secret is 401 and the token
+        lives on."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        tokens = await issued(client, admin, partner)
+        response = await client.post(
+            "/oauth/revoke",
+            data={"token": tokens.refresh_token},
+            auth=(partner.client_id, "wrong"),
+        )
+        assert_oauth_error(response, "invalid_client", status=401)
+        assert (await introspect(client, partner, tokens.refresh_token))["active"] is True
+
+
+class TestIntrospection:
+    """RFC 7662: `active: false` and nothing else for any token that grants nothing."""
+
+    async def test_expired_tokens_are_inactive(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """From its `exp` on an access token is inactive (the skew the verifier tolerates
+        between replicas does not stretch it here); so is an idle refresh token."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        tokens = await issued(client, admin, partner)
+        answer = await introspect(client, partner, tokens.access_token)
+        assert answer["active"] is True
+        assert answer["exp"] == answer["iat"] + tokens.body["expires_in"]
+        clock.advance(tokens.body["expires_in"] - 1)
+        assert (await introspect(client, partner, tokens.access_token))["active"] is True
+        clock.advance(1)
+        assert await introspect(client, partner, tokens.access_token) == {"active": False}
+        clock.advance(deps.settings.auth_session_idle_s)
+        assert await introspect(client, partner, tokens.refresh_token) == {"active": False}
+
+    async def test_rotated_refresh_token_is_inactive(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """After a refresh, the used token is inactive and its child is active."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        tokens = await issued(client, admin, partner)
+        child = (await refresh_with(client, partner, tokens.refresh_token)).json()
+        assert await introspect(client, partner, tokens.refresh_token) == {"active": False}
+        answer = await introspect(client, partner, child["refresh_token"])
+        assert answer["active"] is True
+        assert answer["client_id"] == partner.client_id
+        assert answer["scope"] == "openid wallet"
+
+    async def test_garbage_is_inactive(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A token we never issued, or a forged JWT, is simply inactive."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        tokens = await issued(client, admin, partner)
+        header, payload, _ = tokens.access_token.split(".")
+        forged = f"{header}.{payload}.{base64.urlsafe_b64encode(b'x' * 256).decode().rstrip('=')}"
+        for token in ("nothing-we-issued", forged):
+            assert await introspect(client, partner, token) == {"active": False}
+
+    async def test_public_client_may_not_introspect(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """Introspection needs a confidential client: a public one is invalid_client."""
+        admin = await administrator(client, deps, clock)
+        app = await register(client, admin, is_confidential=False)
+        tokens = await issued(client, admin, app)
+        response = await client.post(
+            "/oauth/introspect", data={"token": tokens.access_token, **app.post}
+        )
+        assert_oauth_error(response, "invalid_client", status=401)
+
+
+class TestUserinfo:
+    async def test_userinfo_answers_for_a_client_token(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """UserInfo names the subject of the ID token, with the verified email."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        tokens = await issued(client, admin, partner)
+        response = await client.get(
+            "/oauth/userinfo", headers={"Authorization": f"Bearer {tokens.access_token}"}
+        )
+        assert response.status_code == 200, response.text
+        id_token = jwt.decode(
+            tokens.body["id_token"],
+            options={"verify_signature": False},
+            audience=partner.client_id,
+        )
+        assert response.json() == {
+            "sub": id_token["sub"],
+            "email": admin.email,
+            "email_verified": True,
+        }
