@@ -14,7 +14,7 @@
 * Logout, session revocation, password change and reset revoke families.
 
 `rotate` returns an `Outcome` because a detected reuse must commit its revocation before the
-refusal is raised.
+refusal is raised; a reuse is a `Reused` value, so that the caller also ends the session.
 """
 
 from __future__ import annotations
@@ -58,6 +58,14 @@ class Rotated:
     refresh_token: str
     grant: FamilyGrant
     is_retry: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reused:
+    """A used token presented again: its family is revoked, and the session it served must end
+    with it (the caller owns sessions), or the other holder's access token would outlive it."""
+
+    grant: FamilyGrant
 
 
 def _new_token() -> str:
@@ -130,9 +138,10 @@ async def rotate(  # noqa: PLR0911 - one early return per way a token can be ref
     now: datetime,
     idle_s: int,
     client_id: str | None = None,
-) -> Outcome[Rotated]:
-    """Exchange a refresh token for its child (see the module docstring)."""
-    invalid: Outcome[Rotated] = Outcome(error=InvalidRefreshTokenError())
+) -> Outcome[Rotated | Reused]:
+    """Exchange a refresh token for its child (see the module docstring); `Reused` when the
+    token was used before and its family has just been revoked."""
+    invalid: Outcome[Rotated | Reused] = Outcome(error=InvalidRefreshTokenError())
     if not token or len(token) > REFRESH_TOKEN_LENGTH_MAX:
         return invalid
     row = await repository.lock_token(conn, token_digest(token))
@@ -154,7 +163,7 @@ async def rotate(  # noqa: PLR0911 - one early return per way a token can be ref
             family_id=str(row["family_id"]),
             session_id=row["session_id"],
         )
-        return invalid
+        return Outcome(value=Reused(grant=_grant(row)))
     if row["expires_at"] <= now:
         return invalid
     child = _new_token()

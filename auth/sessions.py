@@ -145,7 +145,7 @@ class SessionStore:
             pipe.zcard(index)
             results = await pipe.execute()
         if int(results[-1]) > SESSIONS_LISTED_MAX:
-            await self._evict_oldest(conn, session.user_id)
+            await self._evict_oldest(conn, session.user_id, indexed=int(results[-1]))
         return session
 
     async def get(self, session_id: str) -> Session | None:
@@ -217,10 +217,20 @@ class SessionStore:
             await self.revoke(conn, user_id, session_id)
         return ended
 
-    async def _evict_oldest(self, conn: asyncpg.Connection, user_id: str) -> None:
+    async def _evict_oldest(self, conn: asyncpg.Connection, user_id: str, *, indexed: int) -> None:
+        # The index also holds sessions Redis has expired since; only live ones count. Forget
+        # the ended ones among the oldest, then end as many of the oldest live ones as it takes
+        # to get back to the cap (a past index above cap + 1 shrinks a little at every login).
+        index = self._index(user_id)
         async with translated():
-            oldest = await self._redis.zrange(self._index(user_id), 0, 0)
-        if oldest:
-            value = oldest[0]
-            session_id = value.decode() if isinstance(value, bytes) else str(value)
+            ids = [
+                i.decode() if isinstance(i, bytes) else str(i)
+                for i in await self._redis.zrange(index, 0, SESSIONS_LISTED_MAX)
+            ]
+            values = await self._redis.mget([self._key(i) for i in ids])
+            gone = [i for i, v in zip(ids, values, strict=True) if v is None]
+            if gone:
+                await self._redis.zrem(index, *gone)
+        live = [i for i, v in zip(ids, values, strict=True) if v is not None]
+        for session_id in live[: indexed - len(gone) - SESSIONS_LISTED_MAX]:
             await self.revoke(conn, uuid.UUID(user_id), session_id)

@@ -30,11 +30,13 @@ from auth.constants import (
 )
 from auth.dependencies import AuthDependencies
 from auth.errors import (
+    AccountDisabledError,
     FactorAlreadyEnrolledError,
     FactorNotFoundError,
     InvalidCodeError,
     InvalidMfaCodeError,
     MfaNotEnrolledError,
+    SessionRevokedError,
 )
 from auth.models import (
     AMR_OF,
@@ -426,7 +428,15 @@ async def complete_challenge(
         return Outcome(error=InvalidMfaCodeError())
     if not await deps.challenges.consume(challenge):
         return Outcome(error=InvalidMfaCodeError())
+    # The challenge may outlive what it was issued for: an administrator can lock the account
+    # and the session to step up can end (signed out, revoked) within its five minutes.
     user = await users.get_user(conn, user_id)
+    if not user.is_active:
+        return Outcome(error=AccountDisabledError())
+    if challenge.replaces_session is not None:
+        live = await deps.sessions.get_owned(challenge.replaces_session, str(user_id))
+        if live is None:
+            return Outcome(error=SessionRevokedError())
     if method is not MfaMethod.BACKUP_CODE:
         await repository.touch_factor(
             conn, user_id=user_id, method=method.value, now=deps.clock.now()

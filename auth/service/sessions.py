@@ -97,6 +97,9 @@ async def refresh(
     )
     if rotated.error is not None or rotated.value is None:
         return Outcome(error=rotated.error or InvalidRefreshTokenError())
+    if isinstance(rotated.value, refresh_tokens.Reused):
+        await _end_reused_session(conn, deps, grant=rotated.value.grant)
+        return Outcome(error=InvalidRefreshTokenError())
     grant = rotated.value.grant
     session = await deps.sessions.touch(conn, grant.session_id)
     found = await _live_user(conn, grant.user_id)
@@ -123,6 +126,25 @@ async def refresh(
             session_id=grant.session_id,
         )
     )
+
+
+async def _end_reused_session(
+    conn: asyncpg.Connection, deps: AuthDependencies, *, grant: refresh_tokens.FamilyGrant
+) -> None:
+    # Either holder of a replayed token may be the thief: the family is already revoked, and
+    # the session ends too, so the access token minted from the stolen token stops working on
+    # the routes that check the session (it could otherwise enrol a factor and open a new one).
+    if await deps.sessions.revoke(conn, grant.user_id, grant.session_id):
+        await refresh_tokens.revoke_session(
+            conn, grant.session_id, reason=RevokeReason.REUSE_DETECTED, now=deps.clock.now()
+        )
+        await record_event(
+            conn,
+            AuthEvent.SESSION_REVOKED,
+            user_id=grant.user_id,
+            session_id=grant.session_id,
+            reason=RevokeReason.REUSE_DETECTED.value,
+        )
 
 
 async def _live_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> User | None:

@@ -95,15 +95,20 @@ async def verify_registration(
     except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
         raise WebAuthnVerificationError() from exc
     transports = [str(t) for t in credential.get("response", {}).get("transports", [])][:8]
-    await repository.insert_credential(
-        conn,
-        user_id=user.id,
-        credential_id=verified.credential_id,
-        public_key=verified.credential_public_key,
-        sign_count=verified.sign_count,
-        transports=transports,
-        name=name,
-    )
+    try:
+        await repository.insert_credential(
+            conn,
+            user_id=user.id,
+            credential_id=verified.credential_id,
+            public_key=verified.credential_public_key,
+            sign_count=verified.sign_count,
+            transports=transports,
+            name=name,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        # A credential id names one key of one account (the column is unique); the browser's
+        # excludeCredentials is only advice, so a repeated registration ends here, as a refusal.
+        raise WebAuthnVerificationError("this security key is already registered") from exc
     await repository.upsert_pending_factor(
         conn,
         user_id=user.id,

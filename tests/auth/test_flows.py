@@ -441,6 +441,73 @@ class TestRegistration:
         )
 
 
+class TestPasswordRecovery:
+    async def test_an_unknown_address_gets_the_same_answers_and_no_mail(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """Reset for an address with no account: 202, nothing sent, and its confirmation is
+        refused exactly like a wrong code."""
+        email = new_email()
+        request = await client.post("/api/v1/auth/password/reset/request", json={"email": email})
+        assert request.status_code == 202
+        outbox = await client.get("/api/v1/dev/outbox", params={"to": email})
+        assert outbox.json()["messages"] == []
+        confirm = await client.post(
+            "/api/v1/auth/password/reset/confirm",
+            json={"email": email, "code": "123456", "new_password": NEW_PASSWORD},
+        )
+        assert confirm.status_code == 422
+        assert confirm.json()["code"] == "AUTH_INVALID_CODE"
+
+    async def test_a_wrong_reset_code_changes_nothing(self, client: httpx.AsyncClient) -> None:
+        """A wrong code keeps the password and the sessions; the right one then works."""
+        account = await registered(client)
+        await client.post("/api/v1/auth/password/reset/request", json={"email": account.email})
+        code = await outbox_code(client, account.email)
+        body = {"email": account.email, "new_password": NEW_PASSWORD}
+        wrong = await client.post(
+            "/api/v1/auth/password/reset/confirm",
+            json={**body, "code": f"{(int(code) + 1) % 1_000_000:06d}"},
+        )
+        assert wrong.status_code == 422
+        assert (
+            await client.get("/api/v1/auth/sessions", headers=account.bearer)
+        ).status_code == 200
+        right = await client.post(
+            "/api/v1/auth/password/reset/confirm", json={**body, "code": code}
+        )
+        assert right.status_code == 200, right.text
+        assert right.json()["revoked"] == 1
+
+    async def test_a_wrong_current_password_changes_nothing(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """Changing the password with a wrong current one answers 401, ends no session and is
+        audited as a failed password check."""
+        account = await registered(client)
+        await with_totp(client, account, clock)
+        response = await client.post(
+            "/api/v1/auth/password/change",
+            json={"current_password": "Wrong-Password-11", "new_password": NEW_PASSWORD},
+            headers=account.bearer,
+        )
+        assert response.status_code == 401
+        assert response.json()["code"] == "AUTH_INVALID_CREDENTIALS"
+        assert response.json()["detail"] == "the current password is incorrect"
+        assert (
+            await client.get("/api/v1/auth/sessions", headers=account.bearer)
+        ).status_code == 200
+        async with deps.db.connection() as conn:
+            reasons = await conn.fetch(
+                "SELECT new_values->>'reason' AS reason FROM audit_log"
+                " WHERE table_name = 'auth_events' AND new_values->>'event' = 'auth.login_failed'"
+                " AND changed_by = (SELECT id FROM users WHERE email = $1)",
+                account.email,
+            )
+        assert [r["reason"] for r in reasons] == ["password_change_wrong_current"]
+        assert (await login(client, account)).json()["code"] == "AUTH_MFA_REQUIRED"
+
+
 class TestAudit:
     async def test_events_are_recorded_without_secrets(
         self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock

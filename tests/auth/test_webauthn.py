@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
 
 from auth.dependencies import AuthDependencies
-from tests.auth.conftest import Account, registered
+from tests.auth.conftest import PASSWORD, Account, outbox_code, registered
 
 pytestmark = pytest.mark.db
 
@@ -202,3 +202,227 @@ class TestWebAuthn:
         )
         assert response.status_code == 422
         assert base64url_to_bytes(forged["rawId"]) == authenticator.credential_id
+
+
+async def _options(client: httpx.AsyncClient, token: str) -> dict[str, Any]:
+    response = await client.post(
+        "/api/v1/auth/mfa/webauthn/authenticate/options", json={"mfa_token": token}
+    )
+    assert response.status_code == 200, response.text
+    options: dict[str, Any] = response.json()
+    return options
+
+
+async def _assert(
+    client: httpx.AsyncClient, token: str, credential: dict[str, Any]
+) -> httpx.Response:
+    return await client.post(
+        "/api/v1/auth/mfa/webauthn/authenticate/verify",
+        json={"mfa_token": token, "credential": credential},
+    )
+
+
+class TestAssertionRules:
+    async def test_a_counter_going_backwards_is_refused(
+        self, client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """A cloned authenticator (its counter behind the stored one) cannot finish a login."""
+        account, authenticator = await _enrol(client, deps)
+        token = await _challenge(client, account)
+        assert (
+            await _assert(client, token, authenticator.assertion(await _options(client, token)))
+        ).status_code == 200
+        authenticator.counter = 0  # the clone still counts from where the original was copied
+        token = await _challenge(client, account)
+        clone = await _assert(client, token, authenticator.assertion(await _options(client, token)))
+        assert clone.status_code == 401
+        assert clone.json()["code"] == "AUTH_INVALID_MFA_CODE"
+
+    async def test_another_users_credential_is_refused(
+        self, client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """A valid assertion by a passkey of another account does not finish this login."""
+        victim, _ = await _enrol(client, deps)
+        _, intruder = await _enrol(client, deps)
+        token = await _challenge(client, victim)
+        response = await _assert(client, token, intruder.assertion(await _options(client, token)))
+        assert response.status_code == 401
+
+    async def test_a_malformed_credential_id_is_a_wrong_guess(
+        self, client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """An assertion without a usable rawId answers 401; the right one still passes."""
+        account, authenticator = await _enrol(client, deps)
+        token = await _challenge(client, account)
+        options = await _options(client, token)
+        good = authenticator.assertion(options)
+        unnamed = {k: v for k, v in good.items() if k != "rawId"}
+        for broken in (unnamed, {**good, "rawId": "%%%"}):
+            assert (await _assert(client, token, broken)).status_code == 401
+        assert (await _assert(client, token, authenticator.assertion(options))).status_code == 200
+
+    async def test_three_wrong_assertions_end_the_challenge(
+        self, client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """After three refused assertions even a right one is refused: sign in again."""
+        account, authenticator = await _enrol(client, deps)
+        token = await _challenge(client, account)
+        options = await _options(client, token)
+        for _ in range(3):
+            refused = authenticator.assertion(options, flags=FLAG_UP)
+            assert (await _assert(client, token, refused)).status_code == 401
+        last = await _assert(client, token, authenticator.assertion(options))
+        assert last.status_code == 401
+        assert last.json()["detail"] == "too many attempts; sign in again"
+
+    async def test_an_assertion_needs_the_options_of_its_challenge(
+        self, client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """An assertion before any options were asked for, or for a dead mfa_token, is refused."""
+        account, authenticator = await _enrol(client, deps)
+        token = await _challenge(client, account)
+        unasked = authenticator.assertion({"challenge": bytes_to_base64url(b"guessed")})
+        assert (await _assert(client, token, unasked)).status_code == 401
+        dead = await client.post(
+            "/api/v1/auth/mfa/webauthn/authenticate/options", json={"mfa_token": "x" * 43}
+        )
+        assert dead.status_code == 401
+        assert dead.json()["code"] == "AUTH_INVALID_MFA_CODE"
+
+    async def test_a_challenge_without_passkeys_gives_no_options(
+        self, client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """A login whose factors do not include a passkey cannot ask for assertion options."""
+        account = await registered(client)
+        await client.post("/api/v1/auth/mfa/email/enroll", headers=account.bearer)
+        code = await outbox_code(client, account.email)
+        confirmed = await client.post(
+            "/api/v1/auth/mfa/email/confirm", json={"code": code}, headers=account.bearer
+        )
+        assert confirmed.status_code == 200, confirmed.text
+        response = await client.post(
+            "/api/v1/auth/login", json={"email": account.email, "password": PASSWORD}
+        )
+        token = response.json()["details"]["mfa_token"]
+        options = await client.post(
+            "/api/v1/auth/mfa/webauthn/authenticate/options", json={"mfa_token": token}
+        )
+        assert options.status_code == 401
+
+
+class TestRegistrationRules:
+    async def test_a_registration_response_is_accepted_once(
+        self, client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """Replaying a registration response (its challenge is spent) answers 422."""
+        account = await registered(client)
+        authenticator = SoftAuthenticator("localhost", deps.settings.auth_webauthn_origins)
+        options = (
+            await client.post("/api/v1/auth/mfa/webauthn/register/options", headers=account.bearer)
+        ).json()
+        attestation = authenticator.register(options)
+        first = await client.post(
+            "/api/v1/auth/mfa/webauthn/register/verify",
+            json={"credential": attestation},
+            headers=account.bearer,
+        )
+        assert first.status_code == 200, first.text
+        account.access_token = first.json()["access_token"]
+        replay = await client.post(
+            "/api/v1/auth/mfa/webauthn/register/verify",
+            json={"credential": attestation},
+            headers=account.bearer,
+        )
+        assert replay.status_code == 422
+        assert replay.json()["code"] == "AUTH_WEBAUTHN_FAILED"
+        assert replay.json()["detail"] == "the registration challenge expired"
+
+    async def test_a_response_to_another_challenge_is_refused(
+        self, client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """Options were asked for, but the response signs another challenge: 422, no factor."""
+        account = await registered(client)
+        authenticator = SoftAuthenticator("localhost", deps.settings.auth_webauthn_origins)
+        asked = await client.post(
+            "/api/v1/auth/mfa/webauthn/register/options", headers=account.bearer
+        )
+        assert asked.status_code == 200
+        forged = authenticator.register({"challenge": bytes_to_base64url(b"not-our-challenge")})
+        response = await client.post(
+            "/api/v1/auth/mfa/webauthn/register/verify",
+            json={"credential": forged},
+            headers=account.bearer,
+        )
+        assert response.status_code == 422
+        assert response.json()["code"] == "AUTH_WEBAUTHN_FAILED"
+        factors = await client.get("/api/v1/auth/mfa/factors", headers=account.bearer)
+        assert factors.json()["factors"] == []
+
+    async def test_removing_the_factor_removes_its_passkeys(
+        self, client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """Deleting the biometric factor deletes every registered credential with it."""
+        account, authenticator = await _enrol(client, deps)
+        removed = await client.delete("/api/v1/auth/mfa/factors/biometric", headers=account.bearer)
+        assert removed.status_code == 204, removed.text
+        async with deps.db.connection() as conn:
+            left = await conn.fetchval(
+                "SELECT count(*) FROM webauthn_credentials WHERE credential_id = $1",
+                authenticator.credential_id,
+            )
+        assert left == 0
+        login = await client.post(
+            "/api/v1/auth/login", json={"email": account.email, "password": PASSWORD}
+        )
+        assert login.status_code == 200  # no second factor is left to ask for
+
+    async def test_a_credential_is_registered_once(
+        self, client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """The same credential registered again, by its owner or by another account, is a 422."""
+        account, authenticator = await _enrol(client, deps)
+        other = await registered(client)
+        for holder in (account, other):
+            options = (
+                await client.post(
+                    "/api/v1/auth/mfa/webauthn/register/options", headers=holder.bearer
+                )
+            ).json()
+            again = await client.post(
+                "/api/v1/auth/mfa/webauthn/register/verify",
+                json={"credential": authenticator.register(options)},
+                headers=holder.bearer,
+            )
+            assert again.status_code == 422, again.text
+            assert again.json()["code"] == "AUTH_WEBAUTHN_FAILED"
+        async with deps.db.connection() as conn:
+            owners = await conn.fetchval(
+                "SELECT count(*) FROM webauthn_credentials WHERE credential_id = $1",
+                authenticator.credential_id,
+            )
+        assert owners == 1
+
+    async def test_registered_passkeys_are_bounded(
+        self, client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """Past the tenth passkey, registration options are refused."""
+        account = await registered(client)
+        for _ in range(10):
+            authenticator = SoftAuthenticator("localhost", deps.settings.auth_webauthn_origins)
+            options = (
+                await client.post(
+                    "/api/v1/auth/mfa/webauthn/register/options", headers=account.bearer
+                )
+            ).json()
+            response = await client.post(
+                "/api/v1/auth/mfa/webauthn/register/verify",
+                json={"credential": authenticator.register(options)},
+                headers=account.bearer,
+            )
+            assert response.status_code == 200, response.text
+            account.access_token = response.json()["access_token"]
+        refused = await client.post(
+            "/api/v1/auth/mfa/webauthn/register/options", headers=account.bearer
+        )
+        assert refused.status_code == 422
+        assert refused.json()["detail"] == "too many security keys are registered"
