@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request, status
 from auth.endpoints.account import token_out
 from auth.endpoints.common import Edge, Principal, problem_responses, request_context
 from auth.errors import (
+    AccountDisabledError,
     AuthRateLimitedError,
     FactorAlreadyEnrolledError,
     FactorNotFoundError,
@@ -62,7 +63,9 @@ def mfa_router(edge: Edge) -> APIRouter:  # noqa: PLR0915 - one closure per rout
     @router.post(
         "/verify",
         summary="Finish a login (or step-up) with a TOTP, SMS, email or backup code",
-        responses=problem_responses(InvalidMfaCodeError, AuthRateLimitedError),
+        responses=problem_responses(
+            InvalidMfaCodeError, AuthRateLimitedError, AccountDisabledError, SessionRevokedError
+        ),
     )
     async def verify(body: MfaVerifyIn, request: Request) -> AuthTokenOut:
         await challenge_limit(request, body.mfa_token)
@@ -278,7 +281,9 @@ def mfa_router(edge: Edge) -> APIRouter:  # noqa: PLR0915 - one closure per rout
     @router.post(
         "/webauthn/authenticate/verify",
         summary="Finish a login with a WebAuthn assertion",
-        responses=problem_responses(InvalidMfaCodeError, AuthRateLimitedError),
+        responses=problem_responses(
+            InvalidMfaCodeError, AuthRateLimitedError, AccountDisabledError, SessionRevokedError
+        ),
     )
     async def webauthn_authenticate_verify(
         body: WebAuthnAuthenticateIn, request: Request

@@ -281,3 +281,13 @@ class TestChallengeOutlivesItsContext:
         )
         assert response.status_code == 401, response.text
         assert response.json()["code"] == "AUTH_SESSION_REVOKED"
+
+    async def test_the_second_steps_document_these_refusals(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """Both second steps list the locked account's and the ended session's codes."""
+        paths = (await client.get("/openapi.json")).json()["paths"]
+        for path in (f"{MFA}/verify", f"{MFA}/webauthn/authenticate/verify"):
+            responses = paths[path]["post"]["responses"]
+            assert "AUTH_ACCOUNT_DISABLED" in responses["403"]["description"], path
+            assert "AUTH_SESSION_REVOKED" in responses["401"]["description"], path
