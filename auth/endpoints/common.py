@@ -27,6 +27,7 @@ from auth.errors import (
     SessionRevokedError,
 )
 from auth.models import Outcome, RequestContext
+from auth.service import mfa
 from auth.sessions import Session
 from auth.tokens import AccessClaims, InvalidTokenError
 from kit.db import audit_context
@@ -158,6 +159,19 @@ class Edge:
         principal = await self.account_holder(request)
         if not principal.claims.has_mfa:
             raise MfaStepUpRequiredError(reason="mfa_required")
+        return principal
+
+    async def enroller(self, request: Request) -> Principal:
+        """A first-party principal who may add a second factor: any session while the account
+        has none; once it has one, only a session that verified one. Otherwise a password-only
+        session (one opened before the first factor, or with a stolen password) could enrol a
+        factor of its own and pass every later second step."""
+        principal = await self.account_holder(request)
+        if principal.claims.has_mfa:
+            return principal
+        async with self.deps.db.connection() as conn:
+            if await mfa.enabled_methods(conn, principal.user_id):
+                raise MfaStepUpRequiredError(reason="mfa_required")
         return principal
 
     async def with_fresh_mfa(self, request: Request) -> Principal:

@@ -43,6 +43,8 @@ from users import service as users
 from users.errors import InvalidPhoneError
 
 _AUTHENTICATED = (InvalidTokenError, SessionRevokedError)
+# Adding a factor: once the account has one, only a session that verified one may.
+_ENROLLING = (*_AUTHENTICATED, MfaStepUpRequiredError)
 
 
 def mfa_router(edge: Edge) -> APIRouter:  # noqa: PLR0915 - one closure per route
@@ -109,10 +111,10 @@ def mfa_router(edge: Edge) -> APIRouter:  # noqa: PLR0915 - one closure per rout
     @router.post(
         "/totp/enroll",
         summary="Start TOTP enrolment: a secret and an otpauth:// URI for the app",
-        responses=problem_responses(*_AUTHENTICATED, FactorAlreadyEnrolledError),
+        responses=problem_responses(*_ENROLLING, FactorAlreadyEnrolledError),
     )
     async def totp_enroll(
-        principal: Annotated[Principal, Depends(edge.account_holder)], request: Request
+        principal: Annotated[Principal, Depends(edge.enroller)], request: Request
     ) -> TotpEnrollOut:
         async def start(conn: asyncpg.Connection) -> TotpEnrollOut:
             user = await users.get_user(conn, principal.user_id)
@@ -124,11 +126,11 @@ def mfa_router(edge: Edge) -> APIRouter:  # noqa: PLR0915 - one closure per rout
     @router.post(
         "/totp/confirm",
         summary="Confirm TOTP with a first code; answers with an upgraded session",
-        responses=problem_responses(*_AUTHENTICATED, InvalidMfaCodeError, AuthRateLimitedError),
+        responses=problem_responses(*_ENROLLING, InvalidMfaCodeError, AuthRateLimitedError),
     )
     async def totp_confirm(
         body: CodeIn,
-        principal: Annotated[Principal, Depends(edge.account_holder)],
+        principal: Annotated[Principal, Depends(edge.enroller)],
         request: Request,
     ) -> AuthTokenOut:
         await mfa_limit(request, f"user-{principal.user_id}")
@@ -146,12 +148,12 @@ def mfa_router(edge: Edge) -> APIRouter:  # noqa: PLR0915 - one closure per rout
         "/sms/enroll",
         summary="Start SMS enrolment: a code goes to the number",
         responses=problem_responses(
-            *_AUTHENTICATED, InvalidPhoneError, FactorAlreadyEnrolledError, MessageDeliveryError
+            *_ENROLLING, InvalidPhoneError, FactorAlreadyEnrolledError, MessageDeliveryError
         ),
     )
     async def sms_enroll(
         body: SmsEnrollIn,
-        principal: Annotated[Principal, Depends(edge.account_holder)],
+        principal: Annotated[Principal, Depends(edge.enroller)],
         request: Request,
     ) -> SentOut:
         return await _enroll(edge, principal, request, MfaMethod.SMS, body.phone_number)
@@ -159,12 +161,10 @@ def mfa_router(edge: Edge) -> APIRouter:  # noqa: PLR0915 - one closure per rout
     @router.post(
         "/email/enroll",
         summary="Start email-code enrolment: a code goes to the account's address",
-        responses=problem_responses(
-            *_AUTHENTICATED, FactorAlreadyEnrolledError, MessageDeliveryError
-        ),
+        responses=problem_responses(*_ENROLLING, FactorAlreadyEnrolledError, MessageDeliveryError),
     )
     async def email_enroll(
-        principal: Annotated[Principal, Depends(edge.account_holder)], request: Request
+        principal: Annotated[Principal, Depends(edge.enroller)], request: Request
     ) -> SentOut:
         return await _enroll(edge, principal, request, MfaMethod.EMAIL, None)
 
@@ -229,10 +229,10 @@ def mfa_router(edge: Edge) -> APIRouter:  # noqa: PLR0915 - one closure per rout
     @router.post(
         "/webauthn/register/options",
         summary="WebAuthn registration options (a passkey or platform biometric)",
-        responses=problem_responses(*_AUTHENTICATED, WebAuthnVerificationError),
+        responses=problem_responses(*_ENROLLING, WebAuthnVerificationError),
     )
     async def webauthn_register_options(
-        principal: Annotated[Principal, Depends(edge.account_holder)],
+        principal: Annotated[Principal, Depends(edge.enroller)],
     ) -> dict[str, Any]:
         async with deps.db.connection() as conn:
             user = await users.get_user(conn, principal.user_id)
@@ -241,11 +241,11 @@ def mfa_router(edge: Edge) -> APIRouter:  # noqa: PLR0915 - one closure per rout
     @router.post(
         "/webauthn/register/verify",
         summary="Register the credential; answers with an upgraded session",
-        responses=problem_responses(*_AUTHENTICATED, WebAuthnVerificationError),
+        responses=problem_responses(*_ENROLLING, WebAuthnVerificationError),
     )
     async def webauthn_register_verify(
         body: WebAuthnRegisterIn,
-        principal: Annotated[Principal, Depends(edge.account_holder)],
+        principal: Annotated[Principal, Depends(edge.enroller)],
         request: Request,
     ) -> AuthTokenOut:
         ctx = request_context(request)
@@ -341,12 +341,12 @@ def _add_confirm_route(router: APIRouter, edge: Edge, method: MfaMethod) -> None
     @router.post(
         f"/{method.value}/confirm",
         summary=f"Confirm {method.value} enrolment with the code; an upgraded session",
-        responses=problem_responses(*_AUTHENTICATED, InvalidCodeError, AuthRateLimitedError),
+        responses=problem_responses(*_ENROLLING, InvalidCodeError, AuthRateLimitedError),
         name=f"confirm_{method.value}",
     )
     async def confirm(
         body: CodeIn,
-        principal: Annotated[Principal, Depends(edge.account_holder)],
+        principal: Annotated[Principal, Depends(edge.enroller)],
         request: Request,
     ) -> AuthTokenOut:
         ctx = request_context(request)

@@ -291,3 +291,30 @@ class TestChallengeOutlivesItsContext:
             responses = paths[path]["post"]["responses"]
             assert "AUTH_ACCOUNT_DISABLED" in responses["403"]["description"], path
             assert "AUTH_SESSION_REVOKED" in responses["401"]["description"], path
+
+
+class TestAddingAFactor:
+    async def test_a_session_without_a_second_factor_cannot_add_one_to_an_account_with_one(
+        self, client: httpx.AsyncClient, clock: FrozenClock
+    ) -> None:
+        """A password-only session opened before the first factor (a stolen password, say)
+        cannot enrol a factor of its own once the account has one: it would pass every later
+        second step. It must step up first; the session that enrolled may go on adding."""
+        owner = await registered(client)
+        earlier = Account(email=owner.email)
+        assert (await login(client, earlier)).status_code == 200  # password only
+        await with_totp(client, owner, clock)
+        for path, body in (
+            (f"{MFA}/email/enroll", None),
+            (f"{MFA}/email/confirm", {"code": "123456"}),
+            (f"{MFA}/totp/enroll", None),
+            (f"{MFA}/webauthn/register/options", None),
+        ):
+            refused = await client.post(path, json=body, headers=earlier.bearer)
+            assert refused.status_code == 401, (path, refused.text)  # RFC 9470 step-up
+            assert refused.json()["code"] == "AUTH_MFA_STEP_UP_REQUIRED", path
+        factors = await client.get(f"{MFA}/factors", headers=earlier.bearer)
+        assert [f["method"] for f in factors.json()["factors"]] == ["totp"]
+        await _with_email_codes(client, owner)  # the session that verified a factor
+        factors = await client.get(f"{MFA}/factors", headers=owner.bearer)
+        assert sorted(f["method"] for f in factors.json()["factors"]) == ["email", "totp"]
