@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from datetime import date, datetime, time
 from enum import Enum
 from typing import Any, Final
@@ -27,7 +26,10 @@ from uuid import UUID
 
 import orjson
 
-_LONG_DIGITS: Final = re.compile(rb"[0-9]{19}")
+# A run of 19 digits, found in C: every digit becomes "0", then one `in` (a regular expression
+# took ~6 us on a 400-byte body, ten times this).
+_DIGITS_AS_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGIT_RUN: Final = b"0" * 19
 
 
 def dumps(value: Any) -> bytes:
@@ -70,7 +72,7 @@ def loads(text: bytes | str) -> Any:
     """JSON text (UTF-8) to Python values, integers exact at any size; `ValueError` if it is
     not JSON."""
     raw = text.encode() if isinstance(text, str) else text
-    if _LONG_DIGITS.search(raw) is None:
+    if _LONG_DIGIT_RUN not in raw.translate(_DIGITS_AS_ZERO):
         return orjson.loads(raw)
     return _loads_standard(raw)
 
