@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from blnk_sdk import BlnkClientOptions, blnk_init
 
@@ -15,6 +16,7 @@ from kit.settings import Settings
 from ledger import repository
 from ledger.engine import LedgerEngine
 from ledger.models import GENERAL_LEDGER_ID, PostTransaction
+from ledger.remote import BlnkHttpLedger, PgCompensationJournal, RemoteConfig
 from tests.ledger.servers import (
     MASTER_KEY,
     run_events_ledger_server,
@@ -189,4 +191,56 @@ async def funded_balance(engine: LedgerEngine, make_balance: MakeBalance, amount
         [transfer("@WorldUSD", balance_id, amount, allow_overdraft=True)]
     )
     assert outcome.error is None
+    return balance_id
+
+
+# ---------------------------------------------------------------- the remote Blnk adapter
+# Our own ledger app stands in for the remote Blnk server (`ledger_url`).
+
+
+async def no_sleep(_: float) -> None:
+    """The adapter's backoff, without the wait."""
+    return
+
+
+@pytest.fixture
+async def api(ledger_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A plain HTTP client on the ledger server (setup and checks); modules whose server is
+    another one define their own."""
+    async with httpx.AsyncClient(base_url=ledger_url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+async def remote(ledger_url: str, db: Database) -> AsyncIterator[BlnkHttpLedger]:
+    """The remote adapter on the stand-in server, recording compensations in PostgreSQL."""
+    port = BlnkHttpLedger(
+        RemoteConfig(base_url=ledger_url), journal=PgCompensationJournal(db), sleep=no_sleep
+    )
+    yield port
+    await port.aclose()
+
+
+async def remote_balance(api: httpx.AsyncClient, currency: str = "USD") -> str:
+    """A fresh balance in a fresh ledger on the stand-in server."""
+    ledger = (await api.post("/ledgers", json={"name": "remote"})).json()["ledger_id"]
+    balance_id: str = (
+        await api.post("/balances", json={"ledger_id": ledger, "currency": currency})
+    ).json()["balance_id"]
+    return balance_id
+
+
+async def remote_amount(api: httpx.AsyncClient, balance_id: str, name: str = "balance") -> int:
+    """One figure of a balance on the stand-in server."""
+    amount: int = (await api.get(f"/balances/{balance_id}")).json()[name]
+    return amount
+
+
+async def remote_funded(remote: BlnkHttpLedger, api: httpx.AsyncClient, units: int) -> str:
+    """A fresh balance funded with `units` through the adapter."""
+    balance_id = await remote_balance(api)
+    (outcome,) = await remote.execute(
+        [transfer("@WorldUSD", balance_id, units, allow_overdraft=True)]
+    )
+    assert outcome.error is None, outcome.error
     return balance_id

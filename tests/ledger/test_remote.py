@@ -13,7 +13,7 @@ request reaches the server, its answer is replaced by a 502) or by an `httpx.Moc
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -39,13 +39,15 @@ from ledger.remote import (
     PgCompensationJournal,
     RemoteConfig,
 )
-from tests.ledger.conftest import transfer
+from tests.ledger.conftest import (
+    no_sleep,
+    remote_amount,
+    remote_balance,
+    remote_funded,
+    transfer,
+)
 
 pytestmark = pytest.mark.db
-
-
-async def _no_sleep(_: float) -> None:
-    return None
 
 
 class LossyTransport(httpx.AsyncBaseTransport):
@@ -70,64 +72,29 @@ class LossyTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-@pytest.fixture
-async def api(ledger_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A plain HTTP client on the stand-in server (setup and checks)."""
-    async with httpx.AsyncClient(base_url=ledger_url, timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
-async def remote(ledger_url: str, db: Database) -> AsyncIterator[BlnkHttpLedger]:
-    """The port on the stand-in server, recording compensations in PostgreSQL."""
-    port = BlnkHttpLedger(
-        RemoteConfig(base_url=ledger_url), journal=PgCompensationJournal(db), sleep=_no_sleep
-    )
-    yield port
-    await port.aclose()
-
-
-async def _balance(api: httpx.AsyncClient, currency: str = "USD") -> str:
-    ledger = (await api.post("/ledgers", json={"name": "remote"})).json()["ledger_id"]
-    balance_id: str = (
-        await api.post("/balances", json={"ledger_id": ledger, "currency": currency})
-    ).json()["balance_id"]
-    return balance_id
-
-
-async def _amount(api: httpx.AsyncClient, balance_id: str) -> int:
-    amount: int = (await api.get(f"/balances/{balance_id}")).json()["balance"]
-    return amount
-
-
-async def _funded(remote: BlnkHttpLedger, api: httpx.AsyncClient, units: int) -> str:
-    balance_id = await _balance(api)
-    (outcome,) = await remote.execute(
-        [transfer("@WorldUSD", balance_id, units, allow_overdraft=True)]
-    )
-    assert outcome.error is None, outcome.error
-    return balance_id
-
-
 class TestAgainstTheServer:
     async def test_single_transfer(self, remote: BlnkHttpLedger, api: httpx.AsyncClient) -> None:
         """One transfer is one POST /transactions whose body comes back as the outcome."""
-        destination = await _balance(api)
+        destination = await remote_balance(api)
         command = transfer("@WorldUSD", destination, 1_234, allow_overdraft=True)
         (outcome,) = await remote.execute([command])
         assert outcome.status_code == 201
         assert outcome.body is not None
         assert outcome.body["reference"] == command.reference
         assert outcome.body["status"] == "APPLIED"
-        assert await _amount(api, destination) == 1_234
+        assert await remote_amount(api, destination) == 1_234
 
     async def test_a_split_travels_with_its_legs(
         self, remote: BlnkHttpLedger, api: httpx.AsyncClient
     ) -> None:
         """Legs go as Blnk's `destinations`: a percentage, a precise distribution (sent as a
         digit string) and "left", each landing on its balance."""
-        source = await _funded(remote, api, 1_000)
-        bob, carol, dave = await _balance(api), await _balance(api), await _balance(api)
+        source = await remote_funded(remote, api, 1_000)
+        bob, carol, dave = (
+            await remote_balance(api),
+            await remote_balance(api),
+            await remote_balance(api),
+        )
         legs = (
             Leg(bob, "10%", narration="tenth"),
             Leg(carol, None, precise_distribution=150),
@@ -136,14 +103,19 @@ class TestAgainstTheServer:
         command = replace(transfer(source, "", 600), destination=None, destinations=legs)
         (outcome,) = await remote.execute([command])
         assert outcome.status_code == 201, outcome.error
-        assert [await _amount(api, b) for b in (source, bob, carol, dave)] == [400, 60, 150, 390]
+        assert [await remote_amount(api, b) for b in (source, bob, carol, dave)] == [
+            400,
+            60,
+            150,
+            390,
+        ]
 
     async def test_independent_transfers_share_one_bulk_call(
         self, remote: BlnkHttpLedger, api: httpx.AsyncClient
     ) -> None:
         """Five transfers go as one bulk plus one filter call; the one without funds fails alone."""
-        source = await _funded(remote, api, 1_000)
-        destination = await _balance(api)
+        source = await remote_funded(remote, api, 1_000)
+        destination = await remote_balance(api)
         commands = [transfer(source, destination, 300) for _ in range(4)]
         sent_before = remote.requests_sent
         outcomes = await remote.execute(commands)
@@ -154,14 +126,14 @@ class TestAgainstTheServer:
         assert [o.body["reference"] for o in outcomes[:3] if o.body] == [
             c.reference for c in commands[:3]
         ]
-        assert await _amount(api, destination) == 900
+        assert await remote_amount(api, destination) == 900
 
     async def test_inflight_commit_void_and_refund(
         self, remote: BlnkHttpLedger, api: httpx.AsyncClient
     ) -> None:
         """Holds commit in part and void the rest; an applied transfer refunds; a second void is 409."""
-        source = await _funded(remote, api, 1_000)
-        destination = await _balance(api)
+        source = await remote_funded(remote, api, 1_000)
+        destination = await remote_balance(api)
         (hold,) = await remote.execute([transfer(source, destination, 600, inflight=True)])
         assert hold.body is not None
         hold_id = hold.body["transaction_id"]
@@ -174,20 +146,20 @@ class TestAgainstTheServer:
         (again,) = await remote.execute([VoidInflight(hold_id, "", "")])
         assert again.error is not None
         assert again.error.code == "TXN_ALREADY_VOIDED"
-        assert await _amount(api, destination) == 200
+        assert await remote_amount(api, destination) == 200
         (refund,) = await remote.execute(
             [RefundTransaction(commit.body["transaction_id"], "", skip_queue=True)]
         )
         assert refund.status_code == 201
-        assert await _amount(api, destination) == 0
-        assert await _amount(api, source) == 1_000
+        assert await remote_amount(api, destination) == 0
+        assert await remote_amount(api, source) == 1_000
 
     async def test_atomic_bulk_is_all_or_nothing(
         self, remote: BlnkHttpLedger, api: httpx.AsyncClient
     ) -> None:
         """A client's atomic bulk with one refusal moves nothing and answers Blnk's bulk error."""
-        source = await _funded(remote, api, 100)
-        destination = await _balance(api)
+        source = await remote_funded(remote, api, 100)
+        destination = await remote_balance(api)
         items = (transfer(source, destination, 60), transfer(source, destination, 60))
         (outcome,) = await remote.execute(
             [PostBulk(f"bulk_{uuid.uuid4()}", items, atomic=True, inflight=False)]
@@ -195,7 +167,7 @@ class TestAgainstTheServer:
         assert outcome.status_code == 400
         assert outcome.body is not None
         assert outcome.body["error_detail"]["code"] == "TXN_INSUFFICIENT_FUNDS"
-        assert await _amount(api, destination) == 0
+        assert await remote_amount(api, destination) == 0
 
 
 class TestLostAnswers:
@@ -203,28 +175,28 @@ class TestLostAnswers:
         self, ledger_url: str, api: httpx.AsyncClient
     ) -> None:
         """A lost answer is retried and resolved by reference, applied once."""
-        destination = await _balance(api)
+        destination = await remote_balance(api)
         transport = LossyTransport(lambda r: r.url.path == "/transactions", losses=1)
         async with httpx.AsyncClient(transport=transport) as http:
-            port = BlnkHttpLedger(RemoteConfig(base_url=ledger_url), http=http, sleep=_no_sleep)
+            port = BlnkHttpLedger(RemoteConfig(base_url=ledger_url), http=http, sleep=no_sleep)
             (outcome,) = await port.execute(
                 [transfer("@WorldUSD", destination, 777, allow_overdraft=True)]
             )
         assert outcome.status_code == 201, outcome.error
-        assert await _amount(api, destination) == 777
+        assert await remote_amount(api, destination) == 777
 
     async def test_a_lost_bulk_answer_is_resolved_by_reference(
         self, ledger_url: str, remote: BlnkHttpLedger, api: httpx.AsyncClient
     ) -> None:
         """A bulk whose answer was lost is retried; every item reports success exactly once."""
-        source = await _funded(remote, api, 1_000)
-        destination = await _balance(api)
+        source = await remote_funded(remote, api, 1_000)
+        destination = await remote_balance(api)
         transport = LossyTransport(lambda r: r.url.path == "/transactions/bulk", losses=1)
         async with httpx.AsyncClient(transport=transport) as http:
-            port = BlnkHttpLedger(RemoteConfig(base_url=ledger_url), http=http, sleep=_no_sleep)
+            port = BlnkHttpLedger(RemoteConfig(base_url=ledger_url), http=http, sleep=no_sleep)
             outcomes = await port.execute([transfer(source, destination, 100) for _ in range(3)])
         assert [o.status_code for o in outcomes] == [201, 201, 201]
-        assert await _amount(api, destination) == 300
+        assert await remote_amount(api, destination) == 300
 
     async def test_a_lost_atomic_bulk_answer_is_resolved_by_reference(
         self, ledger_url: str, remote: BlnkHttpLedger, api: httpx.AsyncClient
@@ -232,12 +204,12 @@ class TestLostAnswers:
         """An atomic bulk that applied but whose answer was lost: the retry is refused (its
         references are taken), and the port finds every item stored as sent: one success,
         the money moved once."""
-        source = await _funded(remote, api, 1_000)
-        destination = await _balance(api)
+        source = await remote_funded(remote, api, 1_000)
+        destination = await remote_balance(api)
         transport = LossyTransport(lambda r: r.url.path == "/transactions/bulk", losses=1)
         items = (transfer(source, destination, 100), transfer(source, destination, 150))
         async with httpx.AsyncClient(transport=transport) as http:
-            port = BlnkHttpLedger(RemoteConfig(base_url=ledger_url), http=http, sleep=_no_sleep)
+            port = BlnkHttpLedger(RemoteConfig(base_url=ledger_url), http=http, sleep=no_sleep)
             (outcome,) = await port.execute(
                 [PostBulk(f"bulk_{uuid.uuid4()}", items, atomic=True, inflight=False)]
             )
@@ -245,43 +217,45 @@ class TestLostAnswers:
         assert outcome.status_code == 201, outcome.body
         assert outcome.body is not None
         assert (outcome.body["status"], outcome.body["transaction_count"]) == ("applied", 2)
-        assert await _amount(api, destination) == 250
-        assert await _amount(api, source) == 750
+        assert await remote_amount(api, destination) == 250
+        assert await remote_amount(api, source) == 750
 
     async def test_a_lost_refund_answer_is_resolved_by_reference(
         self, ledger_url: str, remote: BlnkHttpLedger, api: httpx.AsyncClient
     ) -> None:
         """A refund that applied but whose answer was lost: the retry is 409 already refunded,
         and the port answers the stored refund (`<id>_refund`) instead: refunded once."""
-        source = await _funded(remote, api, 1_000)
-        destination = await _balance(api)
+        source = await remote_funded(remote, api, 1_000)
+        destination = await remote_balance(api)
         (paid,) = await remote.execute([transfer(source, destination, 400)])
         assert paid.body is not None
         paid_id = paid.body["transaction_id"]
         transport = LossyTransport(lambda r: r.url.path.startswith("/refund-transaction/"), 1)
         async with httpx.AsyncClient(transport=transport) as http:
-            port = BlnkHttpLedger(RemoteConfig(base_url=ledger_url), http=http, sleep=_no_sleep)
+            port = BlnkHttpLedger(RemoteConfig(base_url=ledger_url), http=http, sleep=no_sleep)
             (refund,) = await port.execute([RefundTransaction(paid_id, "", skip_queue=True)])
         assert transport.losses == 0
         assert refund.status_code == 201, refund.error
         assert refund.body is not None
         assert refund.body["reference"] == paid_id + "_refund"
         assert (refund.body["source"], refund.body["destination"]) == (destination, source)
-        assert await _amount(api, destination) == 0
-        assert await _amount(api, source) == 1_000
+        assert await remote_amount(api, destination) == 0
+        assert await remote_amount(api, source) == 1_000
 
     async def test_a_partial_commit_whose_answer_was_lost_is_not_retried(
         self, ledger_url: str, remote: BlnkHttpLedger, api: httpx.AsyncClient
     ) -> None:
         """Retrying a partial commit could commit twice: its outcome is reported unknown."""
-        source = await _funded(remote, api, 1_000)
-        (hold,) = await remote.execute([transfer(source, await _balance(api), 500, inflight=True)])
+        source = await remote_funded(remote, api, 1_000)
+        (hold,) = await remote.execute(
+            [transfer(source, await remote_balance(api), 500, inflight=True)]
+        )
         assert hold.body is not None
         transport = LossyTransport(
             lambda r: r.url.path.startswith("/transactions/inflight/"), losses=1
         )
         async with httpx.AsyncClient(transport=transport) as http:
-            port = BlnkHttpLedger(RemoteConfig(base_url=ledger_url), http=http, sleep=_no_sleep)
+            port = BlnkHttpLedger(RemoteConfig(base_url=ledger_url), http=http, sleep=no_sleep)
             (outcome,) = await port.execute(
                 [CommitInflight(hold.body["transaction_id"], "", "", precise_amount=100)]
             )
@@ -295,8 +269,8 @@ class TestCompensation:
         self, ledger_url: str, api: httpx.AsyncClient, db: Database, remote: BlnkHttpLedger
     ) -> None:
         """Leg 2 of 3 fails: leg 1 is reversed with a COMP_ transaction, recorded as posted."""
-        source = await _funded(remote, api, 100)
-        first, second = await _balance(api), await _balance(api)
+        source = await remote_funded(remote, api, 100)
+        first, second = await remote_balance(api), await remote_balance(api)
         legs = [
             transfer(source, first, 70),
             transfer(source, second, 70),
@@ -305,7 +279,7 @@ class TestCompensation:
         port = BlnkHttpLedger(
             RemoteConfig(base_url=ledger_url, native_atomic_bulk=False),
             journal=PgCompensationJournal(db),
-            sleep=_no_sleep,
+            sleep=no_sleep,
         )
         operation = f"bulk_{uuid.uuid4()}"
         try:
@@ -324,8 +298,8 @@ class TestCompensation:
                 "status": "posted",
             }
         ]
-        assert await _amount(api, first) == 0
-        assert await _amount(api, source) == 100
+        assert await remote_amount(api, first) == 0
+        assert await remote_amount(api, source) == 100
         reversal = (await api.get(f"/transactions/reference/COMP_{legs[0].reference}")).json()
         assert reversal["meta_data"]["compensation"] is True
         assert reversal["meta_data"]["original_reference"] == legs[0].reference
@@ -346,7 +320,7 @@ def _mock(
         RemoteConfig(base_url="https://blnk.test", api_key="key", **config),
         http=http,
         breaker=CircuitBreaker(failure_threshold=3, reset_timeout_s=30, clock=clock),
-        sleep=_no_sleep,
+        sleep=no_sleep,
     )
     return port, clock
 

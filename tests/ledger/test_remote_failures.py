@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -48,16 +48,18 @@ from ledger.remote import (
     RemoteConfig,
     transaction_body,
 )
-from tests.ledger.conftest import transfer
+from tests.ledger.conftest import (
+    no_sleep,
+    remote_amount,
+    remote_balance,
+    remote_funded,
+    transfer,
+)
 from tests.ports import free_port
 
 pytestmark = pytest.mark.db
 
 HUGE = 123_456_789_012_345_678_901_234_567_890  # past 2^64 (and past a double's 53 bits)
-
-
-async def _no_sleep(_: float) -> None:
-    return None
 
 
 # ---------------------------------------------------------------- a Blnk that misbehaves
@@ -139,7 +141,7 @@ def _port_on(server: MisbehavingServer, **config: Any) -> BlnkHttpLedger:
         RemoteConfig(base_url=server.url, **config),
         breaker=CircuitBreaker(failure_threshold=3, reset_timeout_s=30, clock=clock),
         journal=journal,
-        sleep=_no_sleep,
+        sleep=no_sleep,
     )
 
 
@@ -199,49 +201,10 @@ def _bad_gzip(request: httpx.Request) -> httpx.Response:
     )
 
 
-@pytest.fixture
-async def api(ledger_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A plain HTTP client on the stand-in server (setup and checks)."""
-    async with httpx.AsyncClient(base_url=ledger_url, timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
-async def remote(ledger_url: str, db: Database) -> AsyncIterator[BlnkHttpLedger]:
-    """The port on the stand-in server, recording compensations in PostgreSQL."""
-    port = BlnkHttpLedger(
-        RemoteConfig(base_url=ledger_url), journal=PgCompensationJournal(db), sleep=_no_sleep
-    )
-    yield port
-    await port.aclose()
-
-
-async def _balance(api: httpx.AsyncClient) -> str:
-    ledger = (await api.post("/ledgers", json={"name": "remote"})).json()["ledger_id"]
-    balance_id: str = (
-        await api.post("/balances", json={"ledger_id": ledger, "currency": "USD"})
-    ).json()["balance_id"]
-    return balance_id
-
-
-async def _amount(api: httpx.AsyncClient, balance_id: str, name: str = "balance") -> int:
-    amount: int = (await api.get(f"/balances/{balance_id}")).json()[name]
-    return amount
-
-
-async def _funded(remote: BlnkHttpLedger, api: httpx.AsyncClient, units: int) -> str:
-    balance_id = await _balance(api)
-    (outcome,) = await remote.execute(
-        [transfer("@WorldUSD", balance_id, units, allow_overdraft=True)]
-    )
-    assert outcome.error is None, outcome.error
-    return balance_id
-
-
 async def _hold(remote: BlnkHttpLedger, api: httpx.AsyncClient, units: int) -> tuple[str, str]:
     """A funded source's hold of `units` to a fresh balance: (hold id, destination)."""
-    source = await _funded(remote, api, 1_000)
-    destination = await _balance(api)
+    source = await remote_funded(remote, api, 1_000)
+    destination = await remote_balance(api)
     (hold,) = await remote.execute([transfer(source, destination, units, inflight=True)])
     assert hold.body is not None, hold.error
     return hold.body["transaction_id"], destination
@@ -251,7 +214,7 @@ def _on(
     ledger_url: str, transport: httpx.AsyncBaseTransport, **config: Any
 ) -> tuple[BlnkHttpLedger, httpx.AsyncClient]:
     http = httpx.AsyncClient(transport=transport)
-    port = BlnkHttpLedger(RemoteConfig(base_url=ledger_url, **config), http=http, sleep=_no_sleep)
+    port = BlnkHttpLedger(RemoteConfig(base_url=ledger_url, **config), http=http, sleep=no_sleep)
     return port, http
 
 
@@ -276,7 +239,7 @@ class TestLostAnswersResolved:
         assert void.body is not None
         assert (void.body["status"], void.body["parent_transaction"]) == ("VOID", hold_id)
         assert void.body["precise_amount"] == 500
-        assert await _amount(api, destination, "inflight_balance") == 0
+        assert await remote_amount(api, destination, "inflight_balance") == 0
 
     async def test_a_whole_commit_whose_answer_was_lost_answers_the_commit(
         self, ledger_url: str, remote: BlnkHttpLedger, api: httpx.AsyncClient
@@ -295,7 +258,7 @@ class TestLostAnswersResolved:
         assert commit.error is None, commit.error
         assert commit.body is not None
         assert (commit.body["status"], commit.body["precise_amount"]) == ("APPLIED", 300)
-        assert await _amount(api, destination) == 500
+        assert await remote_amount(api, destination) == 500
 
     async def test_a_void_refused_without_a_lost_answer_stays_refused(
         self, remote: BlnkHttpLedger, api: httpx.AsyncClient
@@ -313,8 +276,8 @@ class TestLostAnswersResolved:
     ) -> None:
         """A client's non-atomic bulk applied but its answer lost: the retry's items are all
         duplicates, and the port finds every item stored as sent: one success, money moved once."""
-        source = await _funded(remote, api, 1_000)
-        destination = await _balance(api)
+        source = await remote_funded(remote, api, 1_000)
+        destination = await remote_balance(api)
         transport = ReplacingTransport(lambda r: r.url.path == "/transactions/bulk", _bad_gateway)
         items = (transfer(source, destination, 100), transfer(source, destination, 150))
         port, http = _on(ledger_url, transport)
@@ -326,15 +289,15 @@ class TestLostAnswersResolved:
         assert outcome.status_code == 201, outcome.body
         assert outcome.body is not None
         assert (outcome.body["status"], outcome.body["transaction_count"]) == ("applied", 2)
-        assert await _amount(api, destination) == 250
+        assert await remote_amount(api, destination) == 250
 
     async def test_a_refused_atomic_bulk_with_a_lost_answer_is_not_claimed(
         self, ledger_url: str, remote: BlnkHttpLedger, api: httpx.AsyncClient
     ) -> None:
         """An atomic bulk refused (no funds) whose answer was lost: the retry is refused too,
         nothing is stored, and the refusal is answered: no success for what did not apply."""
-        source = await _funded(remote, api, 100)
-        destination = await _balance(api)
+        source = await remote_funded(remote, api, 100)
+        destination = await remote_balance(api)
         transport = ReplacingTransport(lambda r: r.url.path == "/transactions/bulk", _bad_gateway)
         items = (transfer(source, destination, 60), transfer(source, destination, 60))
         port, http = _on(ledger_url, transport)
@@ -346,14 +309,14 @@ class TestLostAnswersResolved:
         assert outcome.status_code == 400
         assert outcome.body is not None
         assert outcome.body["error_detail"]["code"] == "TXN_INSUFFICIENT_FUNDS"
-        assert await _amount(api, destination) == 0
+        assert await remote_amount(api, destination) == 0
 
     async def test_a_strangers_reference_is_not_taken_for_a_lost_answer(
         self, ledger_url: str, remote: BlnkHttpLedger, api: httpx.AsyncClient
     ) -> None:
         """A transfer whose answer was lost and whose reference another transfer (of another
         amount) already holds: the retry's duplicate is not read as our success."""
-        destination = await _balance(api)
+        destination = await remote_balance(api)
         taken = transfer("@WorldUSD", destination, 5, allow_overdraft=True)
         (first,) = await remote.execute([taken])
         assert first.error is None, first.error
@@ -374,14 +337,14 @@ class TestLostAnswersResolved:
         assert transport.count == 0
         assert outcome.error is not None
         assert (outcome.status_code, outcome.error.code) == (409, "TXN_DUPLICATE_REFERENCE")
-        assert await _amount(api, destination) == 5
+        assert await remote_amount(api, destination) == 5
 
     async def test_an_answer_that_does_not_decode_is_resolved_as_a_lost_one(
         self, ledger_url: str, api: httpx.AsyncClient
     ) -> None:
         """A transfer applied but answered with a body that does not decode (bad gzip): the
         port retries, finds it stored by reference, and answers it: applied once."""
-        destination = await _balance(api)
+        destination = await remote_balance(api)
         transport = ReplacingTransport(lambda r: r.url.path == "/transactions", _bad_gzip)
         port, http = _on(ledger_url, transport)
         command = transfer("@WorldUSD", destination, 321, allow_overdraft=True)
@@ -391,7 +354,7 @@ class TestLostAnswersResolved:
         assert outcome.error is None, outcome.error
         assert outcome.body is not None
         assert outcome.body["reference"] == command.reference
-        assert await _amount(api, destination) == 321
+        assert await remote_amount(api, destination) == 321
 
     async def test_a_partial_commit_answered_undecodably_is_not_retried(
         self, ledger_url: str, remote: BlnkHttpLedger, api: httpx.AsyncClient
@@ -405,7 +368,7 @@ class TestLostAnswersResolved:
             (outcome,) = await port.execute([CommitInflight(hold_id, "", "", precise_amount=100)])
         assert outcome.error is not None
         assert (outcome.status_code, outcome.error.code) == (503, "LEDGER_OUTCOME_UNKNOWN")
-        assert await _amount(api, destination) == 100
+        assert await remote_amount(api, destination) == 100
 
 
 class TestCompensationOnTheServer:
@@ -413,13 +376,13 @@ class TestCompensationOnTheServer:
         self, ledger_url: str, db: Database, remote: BlnkHttpLedger, api: httpx.AsyncClient
     ) -> None:
         """Every leg applies: 201 with the bulk's count, and no compensation is recorded."""
-        source = await _funded(remote, api, 100)
-        destination = await _balance(api)
+        source = await remote_funded(remote, api, 100)
+        destination = await remote_balance(api)
         legs = (transfer(source, destination, 30), transfer(source, destination, 40))
         port = BlnkHttpLedger(
             RemoteConfig(base_url=ledger_url, native_atomic_bulk=False),
             journal=PgCompensationJournal(db),
-            sleep=_no_sleep,
+            sleep=no_sleep,
         )
         operation = f"bulk_{uuid.uuid4()}"
         try:
@@ -430,7 +393,7 @@ class TestCompensationOnTheServer:
             await port.aclose()
         assert outcome.status_code == 201, outcome.body
         assert outcome.body == {"batch_id": operation, "status": "applied", "transaction_count": 2}
-        assert await _amount(api, destination) == 70
+        assert await remote_amount(api, destination) == 70
         async with db.connection() as conn:
             assert await fx_repository.compensations_of(conn, operation) == []
 
@@ -439,8 +402,8 @@ class TestCompensationOnTheServer:
     ) -> None:
         """Leg 2 of two holds fails: leg 1's hold is voided (not reversed), recorded as posted
         with the void's id."""
-        source = await _funded(remote, api, 100)
-        destination = await _balance(api)
+        source = await remote_funded(remote, api, 100)
+        destination = await remote_balance(api)
         legs = (
             transfer(source, destination, 70, inflight=True),
             transfer(source, destination, 70, inflight=True),
@@ -448,7 +411,7 @@ class TestCompensationOnTheServer:
         port = BlnkHttpLedger(
             RemoteConfig(base_url=ledger_url, native_atomic_bulk=False),
             journal=PgCompensationJournal(db),
-            sleep=_no_sleep,
+            sleep=no_sleep,
         )
         operation = f"bulk_{uuid.uuid4()}"
         try:
@@ -458,8 +421,8 @@ class TestCompensationOnTheServer:
         assert outcome.status_code == 400
         assert outcome.body is not None
         assert [c["status"] for c in outcome.body["compensations"]] == ["posted"]
-        assert await _amount(api, destination, "inflight_balance") == 0
-        assert await _amount(api, source, "inflight_balance") == 0
+        assert await remote_amount(api, destination, "inflight_balance") == 0
+        assert await remote_amount(api, source, "inflight_balance") == 0
         hold = (await api.get(f"/transactions/reference/{legs[0].reference}")).json()
         async with db.connection() as conn:
             (recorded,) = await fx_repository.compensations_of(conn, operation)
@@ -472,8 +435,8 @@ class TestCompensationOnTheServer:
     ) -> None:
         """The reversal applied but its answer was lost: the retry is a duplicate of COMP_,
         resolved by reference; one reversal, recorded as posted with its id."""
-        source = await _funded(remote, api, 100)
-        first, second = await _balance(api), await _balance(api)
+        source = await remote_funded(remote, api, 100)
+        first, second = await remote_balance(api), await remote_balance(api)
         legs = [transfer(source, first, 70), transfer(source, second, 70)]
         transport = ReplacingTransport(
             lambda r: r.url.path == "/transactions" and b'"COMP_' in r.content, _bad_gateway
@@ -483,7 +446,7 @@ class TestCompensationOnTheServer:
             RemoteConfig(base_url=ledger_url),
             http=http,
             journal=PgCompensationJournal(db),
-            sleep=_no_sleep,
+            sleep=no_sleep,
         )
         operation = f"op_{uuid.uuid4()}"
         async with http:
@@ -491,8 +454,8 @@ class TestCompensationOnTheServer:
         assert transport.count == 0
         assert outcome.body is not None
         assert [c["status"] for c in outcome.body["compensations"]] == ["posted"]
-        assert await _amount(api, first) == 0
-        assert await _amount(api, source) == 100
+        assert await remote_amount(api, first) == 0
+        assert await remote_amount(api, source) == 100
         reversal = (await api.get(f"/transactions/reference/COMP_{legs[0].reference}")).json()
         async with db.connection() as conn:
             (recorded,) = await fx_repository.compensations_of(conn, operation)
@@ -502,8 +465,8 @@ class TestCompensationOnTheServer:
         self, db: Database, remote: BlnkHttpLedger, api: httpx.AsyncClient
     ) -> None:
         """Nothing applied, nothing reversed: the refusal is answered with no compensation."""
-        source = await _balance(api)
-        legs = [transfer(source, await _balance(api), 10), transfer(source, source, 1)]
+        source = await remote_balance(api)
+        legs = [transfer(source, await remote_balance(api), 10), transfer(source, source, 1)]
         operation = f"op_{uuid.uuid4()}"
         outcome = await remote.post_with_compensation(operation, legs, reason="test")
         assert outcome.status_code == 400
@@ -527,13 +490,13 @@ class TestRequestsOnTheServer:
         assert commit.error is None, commit.error
         assert commit.body is not None
         assert commit.body["precise_amount"] == 150
-        assert await _amount(api, destination) == 150
+        assert await remote_amount(api, destination) == 150
 
     async def test_an_overdraft_limit_travels_in_major_units(
         self, remote: BlnkHttpLedger, api: httpx.AsyncClient
     ) -> None:
         """An overdraft limit of 2.5 lets an empty balance go to -250 and no further."""
-        source, destination = await _balance(api), await _balance(api)
+        source, destination = await remote_balance(api), await remote_balance(api)
         limited = Decimal("2.5")
         (within,) = await remote.execute(
             [transfer(source, destination, 250, overdraft_limit=limited)]
@@ -544,21 +507,21 @@ class TestRequestsOnTheServer:
         )
         assert beyond.error is not None
         assert beyond.error.code == "TXN_INSUFFICIENT_FUNDS"
-        assert await _amount(api, source) == -250
+        assert await remote_amount(api, source) == -250
 
     async def test_a_clients_bulk_answers_blnks_bulk_body(
         self, remote: BlnkHttpLedger, api: httpx.AsyncClient
     ) -> None:
         """A client's non-atomic bulk that applies answers Blnk's 201 bulk body."""
-        source = await _funded(remote, api, 100)
-        destination = await _balance(api)
+        source = await remote_funded(remote, api, 100)
+        destination = await remote_balance(api)
         batch = f"bulk_{uuid.uuid4()}"
         items = (transfer(source, destination, 10), transfer(source, destination, 20))
         (outcome,) = await remote.execute([PostBulk(batch, items, atomic=False, inflight=False)])
         assert outcome.status_code == 201, outcome.body
         assert outcome.body is not None
         assert (outcome.body["status"], outcome.body["transaction_count"]) == ("applied", 2)
-        assert await _amount(api, destination) == 30
+        assert await remote_amount(api, destination) == 30
 
     async def test_a_refund_of_an_unknown_transaction_is_404(self, remote: BlnkHttpLedger) -> None:
         """Blnk's 404 for a refund comes back as TXN_NOT_FOUND."""
