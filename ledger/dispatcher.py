@@ -19,6 +19,13 @@ directly. Each round has two steps, each bounded:
 
 While a round finds a full batch of work, the next round starts at once (up to
 `rounds_per_pass_max`); otherwise the dispatcher sleeps for the poll interval or until woken.
+
+3. **Retention** (every `PRUNE_INTERVAL_S`, bounded). Outbox rows fanned out more than
+   `outbox_retention_s` ago, deliveries delivered more than `delivered_retention_s` ago and
+   dead ones that died more than `dead_retention_s` ago (long enough to redrive them) are
+   deleted, at most `prune_rows_max` of each a step. Event bodies copy what the events were
+   about (an `identity.created` body holds the identity's fields as they were at creation),
+   so nothing keeps them longer than delivery and its audit need.
 """
 
 from __future__ import annotations
@@ -74,12 +81,21 @@ ROUNDS_PER_PASS_MAX: Final = 50  # back-to-back rounds while work keeps coming, 
 SECRETS_CACHED_MAX: Final = 10_000  # opened signing secrets kept per process
 FAILURE_PAUSE_CAP_S: Final = 10.0  # longest pause after consecutive failed rounds
 FLOOR_IDLE_INTERVAL_S: Final = 10.0  # how often an idle dispatcher moves (and prunes) the floor
+_DAY_S: Final = 86_400.0
+OUTBOX_RETENTION_S: Final = 7 * _DAY_S  # a fanned-out outbox row is kept this long
+DELIVERED_RETENTION_S: Final = 7 * _DAY_S  # a delivered delivery (the subscriber's audit trail)
+DEAD_RETENTION_S: Final = 30 * _DAY_S  # a dead delivery stays this long to be redriven
+PRUNE_INTERVAL_S: Final = 60.0  # how often a dispatcher deletes what is past retention
+PRUNE_ROWS_MAX: Final = 1_000  # rows of each kind deleted per retention step
 
 DELIVERIES = counter(
     "ledger_webhook_attempts_total", "Webhook delivery attempts by result", ["result"]
 )
 FANNED_OUT = counter(
     "ledger_webhook_events_total", "Events fanned out to subscriptions", ["source"]
+)
+PRUNED = counter(
+    "ledger_webhook_pruned_total", "Outbox rows and deliveries deleted past retention", ["kind"]
 )
 
 
@@ -99,6 +115,11 @@ class DispatcherConfig:
     backoff_base_s: float = BACKOFF_BASE_S
     backoff_cap_s: float = BACKOFF_CAP_S
     rounds_per_pass_max: int = ROUNDS_PER_PASS_MAX
+    outbox_retention_s: float = OUTBOX_RETENTION_S
+    delivered_retention_s: float = DELIVERED_RETENTION_S
+    dead_retention_s: float = DEAD_RETENTION_S
+    prune_interval_s: float = PRUNE_INTERVAL_S
+    prune_rows_max: int = PRUNE_ROWS_MAX
 
     def __post_init__(self) -> None:
         if not 0 < self.delivery_timeout_s < self.lease_s:
@@ -113,6 +134,9 @@ class DispatcherConfig:
             < 1
         ):
             raise ValueError("round sizes, concurrency and attempts must be at least 1")
+        retention = (self.outbox_retention_s, self.delivered_retention_s, self.dead_retention_s)
+        if min(retention) <= 0 or self.prune_interval_s <= 0 or self.prune_rows_max < 1:
+            raise ValueError("retention periods, the prune interval and its size must be positive")
 
     @property
     def deliveries_per_claim_max(self) -> int:
@@ -136,6 +160,7 @@ class RoundReport:
     delivered: int = 0
     failed: int = 0
     dead: int = 0
+    pruned: int = 0  # rows deleted past retention
     is_full: bool = False
 
     def add(self, other: RoundReport) -> None:
@@ -148,6 +173,7 @@ class RoundReport:
             "delivered",
             "failed",
             "dead",
+            "pruned",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
@@ -202,6 +228,7 @@ class EventDispatcher:
         self._secrets: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._floor_moved_at = float("-inf")
+        self._pruned_at = float("-inf")
         self.totals = RoundReport()
 
     async def aclose(self) -> None:
@@ -372,14 +399,51 @@ class EventDispatcher:
             None,
         )
 
+    # ------------------------------------------------------------ retention
+
+    async def prune(self) -> int:
+        """Delete what is past retention (see the module's docstring); returns the rows deleted.
+        A kind that had more than a step's worth is pruned again at the next round, not after
+        the interval."""
+        now = self.clock.now()
+        config = self.config
+        async with self.db.transaction() as conn:
+            counts = (
+                await repo.prune_outbox(
+                    conn,
+                    before=now - timedelta(seconds=config.outbox_retention_s),
+                    limit=config.prune_rows_max,
+                ),
+                await repo.prune_deliveries(
+                    conn,
+                    status="delivered",
+                    before=now - timedelta(seconds=config.delivered_retention_s),
+                    limit=config.prune_rows_max,
+                ),
+                await repo.prune_deliveries(
+                    conn,
+                    status="dead",
+                    before=now - timedelta(seconds=config.dead_retention_s),
+                    limit=config.prune_rows_max,
+                ),
+            )
+        if max(counts) < config.prune_rows_max:
+            self._pruned_at = self.clock.monotonic()
+        PRUNED.labels("outbox").inc(counts[0])
+        PRUNED.labels("delivered").inc(counts[1])
+        PRUNED.labels("dead").inc(counts[2])
+        return sum(counts)
+
     # ------------------------------------------------------------ loop
 
     async def run_once(self) -> RoundReport:
-        """A fan-out step, then a delivery step."""
+        """A fan-out step, then a delivery step; a retention step when one is due."""
         report = await self.fan_out()
         delivered = await self.deliver()
         report.add(delivered)
         report.is_full = report.is_full or delivered.is_full
+        if self.clock.monotonic() - self._pruned_at >= self.config.prune_interval_s:
+            report.pruned = await self.prune()
         self.totals.add(report)
         return report
 

@@ -447,6 +447,44 @@ async def finish_attempts(conn: asyncpg.Connection, results: Sequence[AttemptRes
     )
 
 
+# ---------------------------------------------------------------- retention
+
+
+async def prune_outbox(conn: asyncpg.Connection, *, before: datetime, limit: int) -> int:
+    """Delete up to `limit` outbox rows fanned out before `before`; returns how many."""
+    status: str = await conn.execute(
+        "DELETE FROM ledger.outbox WHERE event_id IN (SELECT event_id FROM ledger.outbox"
+        " WHERE dispatched_at < $1 ORDER BY dispatched_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        before,
+        limit,
+    )
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def prune_deliveries(
+    conn: asyncpg.Connection, *, status: str, before: datetime, limit: int
+) -> int:
+    """Delete up to `limit` finished deliveries: `delivered` ones delivered before `before`,
+    `dead` ones that died before it (a dead delivery's `next_attempt_at` is its last attempt).
+    A pending delivery is never pruned."""
+    if status == "delivered":
+        query = (
+            "DELETE FROM ledger.webhook_deliveries WHERE delivery_id IN (SELECT delivery_id"
+            " FROM ledger.webhook_deliveries WHERE status = 'delivered' AND delivered_at < $1"
+            " ORDER BY delivered_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+        )
+    elif status == "dead":
+        query = (
+            "DELETE FROM ledger.webhook_deliveries WHERE delivery_id IN (SELECT delivery_id"
+            " FROM ledger.webhook_deliveries WHERE status = 'dead' AND next_attempt_at < $1"
+            " ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+        )
+    else:
+        raise ValueError(f"only finished deliveries are pruned, not {status!r}")
+    done: str = await conn.execute(query, before, limit)
+    return int(done.rsplit(" ", 1)[-1])
+
+
 async def delivery_counts(conn: asyncpg.Connection) -> dict[str, int]:
     """How many deliveries are in each state (for health and tests)."""
     rows = await conn.fetch(
