@@ -217,6 +217,12 @@ _BY_CODE: Final = _known_errors()
 _SERVER_SIDE_STATUSES: Final = frozenset({401, 403, 423, 429})
 
 
+def _may_have_applied(failure: AppError) -> bool:
+    """Whether a failed post may have applied on the server: it went unanswered (an open
+    circuit sent nothing, so it cannot have)."""
+    return isinstance(failure, LedgerUnavailableError) and not isinstance(failure, CircuitOpenError)
+
+
 def _json_object(response: httpx.Response) -> dict[str, Any] | None:
     """The answer's JSON object, integers exact at any size; None if it is not one."""
     try:
@@ -778,10 +784,24 @@ class BlnkHttpLedger:
                 done.append((leg, result.body))
                 continue
             failure = result.error or RemoteRefusedError("the remote ledger refused a leg")
+            unknown: list[dict[str, Any]] = []
+            if _may_have_applied(failure):
+                # Unanswered (every attempt failed or its answer was lost): the leg may have
+                # applied all the same. The stored transaction says; if it cannot be read the
+                # leg is left for an operator, never reversed blind.
+                try:
+                    stored = await self._by_reference(leg.reference)
+                except AppError as exc:
+                    unknown.append(await self._unresolved(operation_id, leg, failure, exc))
+                else:
+                    if stored is not None and _matches(stored, leg):
+                        done.append((leg, stored))
+                        continue
             compensated = [
                 await self._compensate(operation_id, leg_done, stored, failure)
                 for leg_done, stored in reversed(done)
             ]
+            compensated += unknown
             detail = {"code": failure.code, "message": failure.public_message}
             body = {
                 "error": failure.public_message,
@@ -795,6 +815,28 @@ class BlnkHttpLedger:
         return Outcome(
             201, body={"batch_id": operation_id, "status": status, "transaction_count": len(legs)}
         )
+
+    async def _unresolved(
+        self, operation_id: str, leg: PostTransaction, failure: AppError, lookup: AppError
+    ) -> dict[str, Any]:
+        """Record a leg whose outcome could not be learned (so not compensated): an operator
+        settles it from the journal's failed rows."""
+        reference = COMPENSATION_PREFIX + leg.reference
+        logger.error(
+            "a leg's outcome is unknown and was not compensated",
+            extra={"operation_id": operation_id, "reference": leg.reference},
+        )
+        if self.journal is not None:
+            await self.journal.record(
+                operation_id=operation_id,
+                original={"reference": leg.reference},
+                compensating_reference=reference,
+                compensating_transaction_id="",
+                reason=f"{failure.code}: {failure.public_message}"[:1024],
+                error=f"{OutcomeUnknownError.code}: the leg's outcome is unknown ({lookup.code});"
+                " not compensated",
+            )
+        return {"original_reference": leg.reference, "reference": reference, "status": "unknown"}
 
     async def _compensate(
         self, operation_id: str, leg: PostTransaction, stored: dict[str, Any], failure: AppError

@@ -479,6 +479,39 @@ class TestCompensationOnTheServer:
         async with db.connection() as conn:
             assert await fx_repository.compensations_of(conn, operation) == []
 
+    async def test_a_leg_applied_though_every_answer_was_lost_is_not_left_behind(
+        self, ledger_url: str, db: Database, remote: BlnkHttpLedger, api: httpx.AsyncClient
+    ) -> None:
+        """Leg 2 applies on the server but no answer of any attempt comes back: read back by
+        reference, it counts as done, so the operation completes instead of reversing leg 1
+        and leaving leg 2's money moved without a word."""
+        source = await remote_funded(remote, api, 100)
+        first, second = await remote_balance(api), await remote_balance(api)
+        legs = [transfer(source, first, 30), transfer(source, second, 40)]
+        marker = legs[1].reference.encode()
+        transport = ReplacingTransport(
+            lambda r: r.url.path == "/transactions" and marker in r.content,
+            _bad_gateway,
+            count=10,
+        )
+        http = httpx.AsyncClient(transport=transport)
+        port = BlnkHttpLedger(
+            RemoteConfig(base_url=ledger_url, retries_max=2),
+            http=http,
+            journal=PgCompensationJournal(db),
+            sleep=no_sleep,
+        )
+        operation = f"op_{uuid.uuid4()}"
+        async with http:
+            outcome = await port.post_with_compensation(operation, legs, reason="test")
+        assert transport.count == 7  # three attempts, every answer lost
+        assert outcome.status_code == 201, outcome.body
+        assert outcome.body == {"batch_id": operation, "status": "applied", "transaction_count": 2}
+        assert (await remote_amount(api, first), await remote_amount(api, second)) == (30, 40)
+        assert await remote_amount(api, source) == 30
+        async with db.connection() as conn:
+            assert await fx_repository.compensations_of(conn, operation) == []
+
 
 class TestRequestsOnTheServer:
     async def test_a_commit_in_major_units_commits_that_much(
@@ -762,6 +795,73 @@ class TestMisbehavingServer:
         assert reversal["precise_amount"] == 10
         assert outcome.body is not None
         assert [c["status"] for c in outcome.body["compensations"]] == ["posted"]
+
+    async def test_an_unanswered_leg_that_cannot_be_read_back_is_recorded_not_reversed(
+        self, db: Database
+    ) -> None:
+        """Leg 2 goes unanswered and reading it back fails too: leg 1 is reversed, leg 2 is
+        never reversed blind (it may not have applied) but answered and recorded as unknown."""
+        legs = [transfer("bln_a", "bln_b", 10), transfer("bln_a", "bln_c", 20)]
+
+        def script(seen: Seen, _: int) -> Reply:
+            if seen.method == "GET":
+                return _answer(503, b"overloaded")
+            reference = seen.json()["reference"]
+            if reference == legs[1].reference:
+                return _answer(503, b"overloaded")
+            return _stored(seen)
+
+        operation = f"op_{uuid.uuid4()}"
+        async with MisbehavingServer(script) as server:
+            port = _port_on(server, retries_max=0, journal=PgCompensationJournal(db))
+            outcome = await port.post_with_compensation(operation, legs, reason="test")
+            await port.aclose()
+        sent = [
+            (s.method, s.path.split("/")[-1] if s.method == "GET" else s.json()["reference"])
+            for s in server.seen
+        ]
+        assert sent == [
+            ("POST", legs[0].reference),
+            ("POST", legs[1].reference),
+            ("GET", legs[1].reference),
+            ("POST", "COMP_" + legs[0].reference),
+        ]
+        assert outcome.status_code == 503
+        assert outcome.body is not None
+        assert [(c["original_reference"], c["status"]) for c in outcome.body["compensations"]] == [
+            (legs[0].reference, "posted"),
+            (legs[1].reference, "unknown"),
+        ]
+        async with db.connection() as conn:
+            recorded = await fx_repository.compensations_of(conn, operation)
+        by_reference = {r["original_reference"]: r for r in recorded}
+        assert by_reference[legs[0].reference]["status"] == "posted"
+        unknown = by_reference[legs[1].reference]
+        assert (unknown["status"], unknown["compensating_transaction_id"]) == ("failed", "")
+        assert unknown["error"].startswith("LEDGER_OUTCOME_UNKNOWN")
+
+    async def test_an_unanswered_leg_not_stored_fails_and_reverses_the_rest(self) -> None:
+        """Leg 2 goes unanswered and the server has no such reference: it did not apply, so
+        only leg 1 is reversed, and nothing is reported unknown."""
+        legs = [transfer("bln_a", "bln_b", 10), transfer("bln_a", "bln_c", 20)]
+
+        def script(seen: Seen, _: int) -> Reply:
+            if seen.method == "GET":
+                return _refusal(404, "TXN_NOT_FOUND", "transaction not found")
+            if seen.json()["reference"] == legs[1].reference:
+                return _answer(502, b"bad gateway")
+            return _stored(seen)
+
+        async with MisbehavingServer(script) as server:
+            port = _port_on(server, retries_max=0)
+            outcome = await port.post_with_compensation("op", legs, reason="test")
+            await port.aclose()
+        assert outcome.status_code == 503
+        assert outcome.body is not None
+        assert [(c["original_reference"], c["status"]) for c in outcome.body["compensations"]] == [
+            (legs[0].reference, "posted")
+        ]
+        assert [s.method for s in server.seen] == ["POST", "POST", "GET", "POST"]
 
     async def test_scheduled_runs_are_left_to_the_server(self) -> None:
         """A scheduled run is the remote server's own job: refused, and nothing is sent."""
