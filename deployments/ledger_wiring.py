@@ -8,6 +8,10 @@ and commit dates. Every actor is get-or-create, so whichever replica starts firs
 
 Remote Blnk (`BLNK_URL` set): the port is `BlnkHttpLedger` (bulk calls, retries, a circuit
 breaker, compensations); the remote server schedules and notifies for itself.
+
+At shutdown the transaction-hook runner is closed first (its closer is registered last, and
+`Resources.close` runs closers newest first, then closes the pool): the post-hook calls still
+pending get `HOOK_DRAIN_TIMEOUT_S` while the HTTP client and the pool they use are still open.
 """
 
 from __future__ import annotations
@@ -26,11 +30,16 @@ from gateway.health import DependencyCheck
 from kit.clock import SystemClock
 from kit.errors import ConfigurationError
 from kit.settings import Settings
-from ledger.endpoints import LedgerDeps, build_routers
+from ledger.endpoints import LedgerDeps, build_routers, new_hook_runner
+from ledger.hooks import HOOK_CANCEL_WAIT_S
 from ledger.port import LedgerPort
 from ledger.remote import BlnkHttpLedger, PgCompensationJournal, RemoteConfig
 
 HTTP_CONNECTIONS_MAX: Final = 50  # outbound calls (hooks, rate providers) per replica
+# Post-transaction hook calls pending at shutdown get this long to finish before they are
+# cancelled. With HOOK_CANCEL_WAIT_S after it, it must end well inside the ledger replica's
+# `graceful_shutdown_timeout_s` in serve_config.yaml (20 s), which also covers draining requests.
+HOOK_DRAIN_TIMEOUT_S: Final = 5.0
 
 
 async def _embedded_port(resources: Resources, database_url: str) -> LedgerPort:
@@ -102,5 +111,13 @@ async def ledger_dependencies(resources: Resources) -> LedgerDeps:
 
 
 async def ledger_routers(resources: Resources) -> list[APIRouter]:
-    """Blnk's API over the ledger port."""
-    return build_routers(await ledger_dependencies(resources))
+    """Blnk's API over the ledger port; its hook runner is drained first at shutdown."""
+    deps = await ledger_dependencies(resources)
+    hooks = new_hook_runner(deps)
+
+    async def close_hooks() -> None:
+        await hooks.aclose(timeout_s=HOOK_DRAIN_TIMEOUT_S, cancel_wait_s=HOOK_CANCEL_WAIT_S)
+
+    # Registered after the HTTP client's closer, so it runs before it (and before the pool).
+    resources.closers.append(close_hooks)
+    return build_routers(deps, hooks=hooks)

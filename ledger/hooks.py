@@ -17,6 +17,12 @@ a gate fails closed). POST hooks run after the transaction is durable, in the ba
 bounded concurrency and a bounded backlog; one that cannot be delivered is recorded as a failed
 run and logged, not retried later (use webhooks from the outbox for at-least-once delivery).
 
+At shutdown the replica closes the runner (`aclose`) before its HTTP client and database pool:
+from then on a new post-hook call is refused (logged at info; post hooks are best effort, and
+running one inline would hold a request past the replica's stop), the calls and run stamps
+already pending get a bounded time to finish, and whatever is left is cancelled and counted in
+one warning (counts only: a hook's URL may carry credentials).
+
 Every run updates the hook's `last_run` and `last_success`. The active hooks are cached in
 memory for two seconds, so a transaction with no hooks registered costs no query; a change made
 through this replica is seen at once, through another within the cache's lifetime.
@@ -74,6 +80,9 @@ POST_HOOK_CONCURRENCY_MAX: Final = 16  # post-hook calls in flight per replica
 POST_HOOK_BACKLOG_MAX: Final = 1_000  # post-hook deliveries waiting; more are dropped (logged)
 HOOK_RUN_WRITES_MAX: Final = 1_000  # pending last_run writes; more are dropped (logged)
 HOOK_CONNECTIONS_MAX: Final = 64  # of the runner's own HTTP client, when none is injected
+# After the drain's bound, cancelled calls get this long to unwind (release their connections)
+# before the pool they use is closed; a call cannot refuse a cancellation for long.
+HOOK_CANCEL_WAIT_S: Final = 1.0
 _RETRYABLE_STATUSES: Final = frozenset({408, 429})
 
 
@@ -279,8 +288,12 @@ class HookRunner:
         self._cache: dict[HookType, tuple[float, tuple[HookRecord, ...]]] = {}
         self._loads: SingleFlight[HookType, tuple[HookRecord, ...]] = SingleFlight()
         self._generation = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # deliveries and run stamps
+        self._deliveries: set[asyncio.Task[None]] = set()
         self._post_slots: asyncio.Semaphore | None = None
+        self._owns_http = http is None
+        self._is_draining = False  # new post-hook calls are refused
+        self._is_closed = False  # nothing new starts, run stamps included
 
     # ------------------------------------------------------------ the active set
 
@@ -337,6 +350,12 @@ class HookRunner:
         """Call every post hook in the background (bounded; dropped and logged when full)."""
         if not hooks:
             return
+        if self._is_draining:
+            logger.info(
+                "post-transaction hooks refused: shutting down",
+                extra={"transaction_id": transaction_id},
+            )
+            return
         if len(self._tasks) >= POST_HOOK_BACKLOG_MAX:
             logger.warning(
                 "post-transaction hooks dropped: backlog full",
@@ -344,7 +363,9 @@ class HookRunner:
             )
             return
         body = self._payload(HookType.POST_TRANSACTION, transaction_id, data)
-        self._spawn(self._deliver_post(hooks, body))
+        delivery = self._spawn(self._deliver_post(hooks, body))
+        self._deliveries.add(delivery)
+        delivery.add_done_callback(self._deliveries.discard)
 
     async def _deliver_post(self, hooks: Sequence[HookRecord], body: bytes) -> None:
         if self._post_slots is None:
@@ -428,6 +449,9 @@ class HookRunner:
     # ------------------------------------------------------------ bookkeeping
 
     def _record_run(self, hook_id: str, *, success: bool) -> None:
+        if self._is_closed:
+            logger.info("hook run not recorded: shutting down", extra={"hook_id": hook_id})
+            return
         if len(self._tasks) >= POST_HOOK_BACKLOG_MAX + HOOK_RUN_WRITES_MAX:
             logger.warning(
                 "hook run not recorded: too many writes pending", extra={"hook_id": hook_id}
@@ -443,15 +467,61 @@ class HookRunner:
             # A lost run stamp must not fail a transaction; the next run writes a new one.
             logger.warning("hook run not recorded", extra={"hook_id": hook_id}, exc_info=True)
 
-    def _spawn(self, work: Any) -> None:
+    def _spawn(self, work: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    @property
+    def pending(self) -> int:
+        """Background post-hook deliveries and run stamps not finished yet."""
+        return len(self._tasks)
 
     async def drain(self, timeout_s: float) -> None:
-        """Wait (bounded) for background calls and writes; for shutdown and tests."""
+        """Wait (bounded) for the background calls and writes pending now; for tests (a
+        shutdown uses `aclose`)."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+    async def aclose(self, *, timeout_s: float, cancel_wait_s: float = HOOK_CANCEL_WAIT_S) -> int:
+        """Stop taking post-hook calls, let the pending ones finish, cancel what is left.
+
+        Call it before closing the HTTP client and the database pool the calls use. Calling it
+        again is harmless.
+
+        Args:
+            timeout_s: how long the pending deliveries and their run stamps may take, in all.
+            cancel_wait_s: how long the cancelled ones may take to unwind.
+
+        Returns:
+            How many background calls and run stamps were cancelled (0 when all finished).
+        """
+        self._is_draining = True
+        try:
+            async with asyncio.timeout(timeout_s):
+                # A delivery that finishes spawns its run stamp: wait again for what it added.
+                while self._tasks:
+                    await asyncio.wait(set(self._tasks))
+        except TimeoutError:
+            pass
+        self._is_closed = True
+        left = {task for task in self._tasks if not task.done()}
+        deliveries = len(left & self._deliveries)
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=cancel_wait_s)
+            logger.warning(
+                "hook calls abandoned at shutdown",
+                extra={
+                    "deliveries_abandoned": deliveries,
+                    "run_stamps_abandoned": len(left) - deliveries,
+                },
+            )
+        if self._owns_http and self._http is not None:
+            await self._http.aclose()
+        return len(left)
 
 
 def _read_reply(body: bytes) -> HookReply:

@@ -26,7 +26,7 @@ from ledger.hooks import HookRunner
 from ledger.reconciliation_runner import ReconciliationRunner
 
 
-def build_routers(deps: LedgerDeps) -> list[APIRouter]:
+def build_routers(deps: LedgerDeps, *, hooks: HookRunner | None = None) -> list[APIRouter]:
     """Every router of the ledger API.
 
     Transactions go through `ApiLedgerPort` (API-key provenance, transaction hooks). With a
@@ -37,8 +37,15 @@ def build_routers(deps: LedgerDeps) -> list[APIRouter]:
     every router nested in an included router on each request it matches, and one parent over
     the dozen families cost ~10-20 us per request on the hot transaction route. In secure mode
     each family gets its own guard router around it.
+
+    Args:
+        deps: what the routers use.
+        hooks: the transaction-hook runner, from a caller that closes it (`HookRunner.aclose`)
+            before the HTTP client and the pool at shutdown; without one, a runner is made here
+            that nothing drains (post hooks still running at shutdown are lost).
     """
-    hooks = HookRunner(deps.db, clock=deps.clock, secret=deps.master_key, http=deps.http)
+    if hooks is None:
+        hooks = new_hook_runner(deps)
     api_deps = replace(deps, port=ApiLedgerPort(deps.port, hooks))
     verifier = None
     if deps.master_key is not None and deps.master_key.get_secret_value():
@@ -68,4 +75,10 @@ def build_routers(deps: LedgerDeps) -> list[APIRouter]:
     return [system_router(deps), *guarded]
 
 
-__all__ = ["LedgerDeps", "build_routers"]
+def new_hook_runner(deps: LedgerDeps) -> HookRunner:
+    """The transaction-hook runner over the ledger's pool and HTTP client, signing with the
+    master key (Blnk's server secret) when one is set."""
+    return HookRunner(deps.db, clock=deps.clock, secret=deps.master_key, http=deps.http)
+
+
+__all__ = ["LedgerDeps", "build_routers", "new_hook_runner"]
