@@ -136,10 +136,13 @@ class ApiLedgerPort:
         if not hooks:
             return
         for command, outcome in zip(commands, outcomes, strict=True):
-            if (
-                isinstance(command, PostTransaction)
-                and outcome.error is None
-                and outcome.record is not None
-            ):
+            if not isinstance(command, PostTransaction) or outcome.error is not None:
+                continue
+            if outcome.record is not None:
                 record = outcome.record
                 self._hooks.schedule_post(hooks, record.transaction_id, transaction_json(record))
+            elif isinstance(outcome.body, dict) and isinstance(
+                outcome.body.get("transaction_id"), str
+            ):
+                # A remote Blnk's answer is the stored transaction in the same shape.
+                self._hooks.schedule_post(hooks, outcome.body["transaction_id"], outcome.body)

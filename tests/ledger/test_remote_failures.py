@@ -28,10 +28,12 @@ import pytest
 from pydantic import SecretStr
 
 from gateway.problems import blnk_body
-from kit.clock import FrozenClock
+from kit.clock import FrozenClock, SystemClock
 from kit.db import Database
 from kit.settings import Settings
 from ledger import fx_repository
+from ledger.api_port import ApiLedgerPort
+from ledger.hooks import HookIn, HookRunner, create_hook, delete_hook
 from ledger.models import (
     CommitInflight,
     PostBulk,
@@ -862,6 +864,40 @@ class TestMisbehavingServer:
             (legs[0].reference, "posted")
         ]
         assert [s.method for s in server.seen] == ["POST", "POST", "GET", "POST"]
+
+    async def test_post_transaction_hooks_fire_for_a_remote_transfer(self, db: Database) -> None:
+        """Hooks are registered here, not on the remote server: a transfer it stored calls
+        each POST_TRANSACTION hook with the stored transaction, as the embedded engine does."""
+
+        def script(seen: Seen, _: int) -> Reply:
+            if seen.path == "/hook":
+                return _answer(200, {"success": True})
+            return _stored(seen)
+
+        command = transfer("bln_a", "bln_b", 10)
+        async with MisbehavingServer(script) as server:
+            body = HookIn(url=f"{server.url}/hook", type="POST_TRANSACTION", active=True)
+            async with db.transaction() as conn:
+                hook_id = (await create_hook(conn, body, now=datetime.now(UTC)))["id"]
+            try:
+                async with httpx.AsyncClient(trust_env=False) as http:
+                    runner = HookRunner(db, clock=SystemClock(), secret=None, http=http)
+                    remote = _port_on(server)
+                    (outcome,) = await ApiLedgerPort(remote, runner).execute([command])
+                    await runner.aclose(timeout_s=5.0)
+                    await remote.aclose()
+            finally:
+                async with db.transaction() as conn:
+                    await delete_hook(conn, hook_id)
+        assert outcome.status_code == 201
+        assert outcome.body is not None
+        (call,) = [seen for seen in server.seen if seen.path == "/hook"]
+        payload = call.json()
+        assert (payload["hook_type"], payload["transaction_id"]) == (
+            "POST_TRANSACTION",
+            outcome.body["transaction_id"],
+        )
+        assert payload["data"]["reference"] == command.reference
 
     async def test_scheduled_runs_are_left_to_the_server(self) -> None:
         """A scheduled run is the remote server's own job: refused, and nothing is sent."""
