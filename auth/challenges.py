@@ -7,6 +7,11 @@ is 256 random bits handed to the client; Redis holds only a hash of it, under
 `MFA_CHALLENGE_ATTEMPTS_MAX`. A challenge is consumed by deleting it; only the request whose
 DEL removed it may finish the login, so one challenge yields at most one session.
 
+A login challenge is bound to the password hash it was issued against (`password_binding`, an
+HMAC under the code pepper, so Redis never holds the hash): a password reset or change writes a
+new hash, and every login challenge issued before it no longer matches, so it ends with the
+sessions, including one whose password was checked just before the new hash was written.
+
 TOTP replay: the last accepted time step per user is kept under `totp-step:<user id>` and
 advanced by a Lua compare-and-set, so a code (or any code of an earlier step) is accepted once.
 """
@@ -22,6 +27,7 @@ from typing import Final
 import redis.asyncio as aioredis
 
 from auth.constants import MFA_CHALLENGE_ATTEMPTS_MAX, MFA_CHALLENGE_TTL_S, TOTP_STEP_S
+from auth.otp import code_digest
 from kit.redis_client import KeySpace, translated
 
 CHALLENGE_TOKEN_BYTES: Final = 32
@@ -43,9 +49,17 @@ class Challenge:
     user_id: uuid.UUID
     methods: tuple[str, ...]
     replaces_session: str | None  # set for a step-up: the session it upgrades
+    password_binding: str | None  # set for a login: see `password_binding`
     sms_code: str | None  # HMAC hex of the last code sent by SMS
     email_code: str | None
     webauthn_challenge: str | None  # base64url
+
+
+def password_binding(pepper: bytes, user_id: uuid.UUID, password_hash: str) -> str:
+    """What a login challenge keeps of the password hash it was issued against."""
+    return code_digest(
+        pepper, purpose="challenge_password", subject=str(user_id), code=password_hash
+    ).hex()
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -65,7 +79,12 @@ class ChallengeStore:
         return self._keys.key("mfa-challenge", digest)
 
     async def create(
-        self, *, user_id: uuid.UUID, methods: tuple[str, ...], replaces_session: str | None
+        self,
+        *,
+        user_id: uuid.UUID,
+        methods: tuple[str, ...],
+        replaces_session: str | None,
+        password_binding: str | None = None,
     ) -> str:
         """A new challenge; its token (shown once, to the client)."""
         token = secrets.token_urlsafe(CHALLENGE_TOKEN_BYTES)
@@ -75,6 +94,7 @@ class ChallengeStore:
             "attempts": "0",
             "sends": "0",
             "replaces_session": replaces_session or "",
+            "password_binding": password_binding or "",
         }
         key = self._key(hashlib.sha256(token.encode()).hexdigest())
         async with translated(), self._redis.pipeline(transaction=True) as pipe:
@@ -98,6 +118,7 @@ class ChallengeStore:
             user_id=uuid.UUID(fields["user_id"]),
             methods=tuple((fields.get("methods") or "").split()),
             replaces_session=fields.get("replaces_session") or None,
+            password_binding=fields.get("password_binding") or None,
             sms_code=fields.get("sms_code"),
             email_code=fields.get("email_code"),
             webauthn_challenge=fields.get("webauthn"),

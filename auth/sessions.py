@@ -4,7 +4,8 @@ A session is born at login (and again at step-up: a new id every time the user p
 lives in Redis under `session:<sid>` with a TTL of `auth_session_idle_s` that each refresh
 extends, and dies at logout, revocation, password change or idle expiry. A user's sessions are
 indexed in the sorted set `user-sessions:<user id>` (score: creation time), bounded to
-`SESSIONS_LISTED_MAX` (the oldest is revoked beyond it). The session id is `ses_<uuid4>`; its
+`SESSIONS_LISTED_MAX` (the oldest is ended beyond it, with its refresh families and an audit
+event, in the transaction that opens the new session). The session id is `ses_<uuid4>`; its
 uuid is the primary key of the mirror row in user_sessions, whose `session_token` holds a
 SHA-256 of the id, never the id itself. Redis is the authority for "is this session alive";
 PostgreSQL keeps the audit trail of when it lived and from where.
@@ -17,17 +18,23 @@ import ipaddress
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
+from auth import refresh as refresh_tokens
+from auth.audit import record_event
 from auth.constants import SESSIONS_LISTED_MAX
+from auth.models import AuthEvent, RevokeReason
 from auth.repository import sessions as repository
 from kit.clock import Clock
 from kit.ids import IdPrefix, is_id, new_id, parse_id
 from kit.redis_client import KeySpace, translated
+
+# The audit reason of a session ended to keep its user within SESSIONS_LISTED_MAX.
+SESSION_CAP_REASON: Final = "session_cap"
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,5 +239,19 @@ class SessionStore:
             if gone:
                 await self._redis.zrem(index, *gone)
         live = [i for i, v in zip(ids, values, strict=True) if v is not None]
+        owner = uuid.UUID(user_id)
         for session_id in live[: indexed - len(gone) - SESSIONS_LISTED_MAX]:
-            await self.revoke(conn, uuid.UUID(user_id), session_id)
+            if not await self.revoke(conn, owner, session_id):
+                continue  # ended meanwhile, by whoever ended it
+            # Its refresh tokens die with it now, not at their next use, and the ending is
+            # audited like any other.
+            await refresh_tokens.revoke_session(
+                conn, session_id, reason=RevokeReason.SESSION_REVOKED, now=self._clock.now()
+            )
+            await record_event(
+                conn,
+                AuthEvent.SESSION_REVOKED,
+                user_id=owner,
+                session_id=session_id,
+                reason=SESSION_CAP_REASON,
+            )

@@ -1,4 +1,5 @@
-"""user_mfa, auth_backup_codes and webauthn_credentials."""
+"""user_mfa, auth_backup_codes and webauthn_credentials; the password hash a second step is
+checked against (users.password_hash, read under a share lock)."""
 
 from __future__ import annotations
 
@@ -101,18 +102,38 @@ async def replace_backup_codes(
     )
 
 
-async def use_backup_code(
-    conn: asyncpg.Connection, *, user_id: uuid.UUID, code_hash: bytes, now: datetime
-) -> bool:
-    """Spend an unused backup code; True when it existed and was unused."""
-    found = await conn.fetchval(
-        "UPDATE auth_backup_codes SET used_at = $3"
-        " WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL RETURNING id",
+async def lock_backup_code(
+    conn: asyncpg.Connection, *, user_id: uuid.UUID, code_hash: bytes
+) -> uuid.UUID | None:
+    """An unused backup code's id, its row locked until the transaction ends (not spent yet:
+    a second attempt with the same code waits, then finds it spent or still unused)."""
+    code_id: uuid.UUID | None = await conn.fetchval(
+        "SELECT id FROM auth_backup_codes"
+        " WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL FOR UPDATE",
         user_id,
         code_hash,
+    )
+    return code_id
+
+
+async def spend_backup_code(conn: asyncpg.Connection, code_id: uuid.UUID, *, now: datetime) -> bool:
+    """Use up a backup code; True when it was still unused."""
+    found = await conn.fetchval(
+        "UPDATE auth_backup_codes SET used_at = $2 WHERE id = $1 AND used_at IS NULL RETURNING id",
+        code_id,
         now,
     )
     return found is not None
+
+
+async def lock_password_hash(conn: asyncpg.Connection, user_id: uuid.UUID) -> str | None:
+    """The user's password hash, the row share-locked until the transaction ends: a reset or
+    change (which rewrites the hash) waits for a second step being finished, or the second step
+    waits for it and reads the new hash."""
+    password_hash: str | None = await conn.fetchval(
+        "SELECT password_hash FROM users WHERE id = $1 FOR SHARE", user_id
+    )
+    return password_hash
 
 
 async def count_backup_codes(conn: asyncpg.Connection, user_id: uuid.UUID) -> int:

@@ -16,8 +16,9 @@ inside the edge's transaction.
 3. a right password on an unverified account answers `AUTH_EMAIL_NOT_VERIFIED`; a hash made
    with other parameters is rehashed;
 4. with factors enrolled, an `mfa_code` (TOTP or backup code) finishes the login at once;
-   without one the answer is `AUTH_MFA_REQUIRED` with an `mfa_token` bound to this login and
-   the methods that can finish it.
+   without one the answer is `AUTH_MFA_REQUIRED` with an `mfa_token` bound to this login (and
+   to the password hash it proved: a later reset or change ends it) and the methods that can
+   finish it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from auth.audit import record_event
+from auth.challenges import password_binding
 from auth.constants import FIRST_PARTY_SCOPES
 from auth.dependencies import AuthDependencies
 from auth.errors import (
@@ -150,9 +152,10 @@ async def _after_password(
     mfa_code: str | None,
     ctx: RequestContext,
 ) -> Outcome[IssuedTokens]:
-    if deps.hasher.needs_rehash(user.password_hash):
-        fresh = await deps.hasher.hash(normalise_password(password))
-        await users.set_password_hash(conn, user.id, fresh)
+    password_hash = user.password_hash
+    if deps.hasher.needs_rehash(password_hash):
+        password_hash = await deps.hasher.hash(normalise_password(password))
+        await users.set_password_hash(conn, user.id, password_hash)
         await record_event(conn, AuthEvent.PASSWORD_REHASHED, user_id=user.id)
     if not user.is_verified:
         return Outcome(error=EmailNotVerifiedError())
@@ -175,7 +178,14 @@ async def _after_password(
         return await _login_with_code(
             conn, deps, user=user, code=mfa_code, methods=methods, ctx=ctx
         )
-    token = await deps.challenges.create(user_id=user.id, methods=methods, replaces_session=None)
+    # Bound to the hash the password was checked against: a reset or change that wrote a new
+    # one since (even while this login was being checked) leaves the challenge unfinishable.
+    token = await deps.challenges.create(
+        user_id=user.id,
+        methods=methods,
+        replaces_session=None,
+        password_binding=password_binding(deps.pepper, user.id, password_hash),
+    )
     await record_event(
         conn, AuthEvent.MFA_CHALLENGED, user_id=user.id, factor="password", methods=list(methods)
     )

@@ -21,7 +21,7 @@ from datetime import datetime
 import asyncpg
 
 from auth.audit import record_event
-from auth.challenges import Challenge
+from auth.challenges import Challenge, password_binding
 from auth.constants import (
     BACKUP_CODE_COUNT,
     BACKUP_CODE_INPUT_LENGTH_MAX,
@@ -63,6 +63,7 @@ from auth.otp import (
 from auth.repository import mfa as repository
 from auth.service.codes import check_code, issue_code
 from auth.service.sessions import end_session, issue_tokens
+from kit.errors import fail_invariant
 from users import service as users
 from users.models import User
 
@@ -162,23 +163,38 @@ async def _check_totp(
     return step is not None and await deps.challenges.advance_totp_step(user_id, step)
 
 
-async def _check_backup_code(
+async def _hold_backup_code(
     conn: asyncpg.Connection, deps: AuthDependencies, *, user_id: uuid.UUID, code: str
-) -> bool:
+) -> uuid.UUID | None:
+    """The id of the unused backup code `code`, locked for this transaction but not spent."""
     if len(code) > BACKUP_CODE_INPUT_LENGTH_MAX:
-        return False
+        return None
     digest = code_digest(
         deps.pepper, purpose="backup_code", subject=str(user_id), code=canonical_backup_code(code)
     )
-    is_used = await repository.use_backup_code(
-        conn, user_id=user_id, code_hash=digest, now=deps.clock.now()
+    return await repository.lock_backup_code(conn, user_id=user_id, code_hash=digest)
+
+
+async def _spend_backup_code(
+    conn: asyncpg.Connection, deps: AuthDependencies, *, user_id: uuid.UUID, code_id: uuid.UUID
+) -> None:
+    """Use up a held backup code and record it."""
+    if not await repository.spend_backup_code(conn, code_id, now=deps.clock.now()):
+        fail_invariant("a held backup code was spent by another transaction")
+    left = await repository.count_backup_codes(conn, user_id)
+    await record_event(
+        conn, AuthEvent.BACKUP_CODE_USED, user_id=user_id, factor="backup_code", remaining=left
     )
-    if is_used:
-        left = await repository.count_backup_codes(conn, user_id)
-        await record_event(
-            conn, AuthEvent.BACKUP_CODE_USED, user_id=user_id, factor="backup_code", remaining=left
-        )
-    return is_used
+
+
+async def _check_backup_code(
+    conn: asyncpg.Connection, deps: AuthDependencies, *, user_id: uuid.UUID, code: str
+) -> bool:
+    code_id = await _hold_backup_code(conn, deps, user_id=user_id, code=code)
+    if code_id is None:
+        return False
+    await _spend_backup_code(conn, deps, user_id=user_id, code_id=code_id)
+    return True
 
 
 async def upgraded_tokens(
@@ -346,7 +362,12 @@ async def verify_code_factor(
     code: str,
     challenge: Challenge | None,
 ) -> bool:
-    """Check a TOTP, backup, SMS or email code for a login or step-up."""
+    """Check a TOTP, backup, SMS or email code for a login or step-up.
+
+    A backup code that matches is spent at once: this is for the one-step login, which has no
+    challenge to lose; a challenge holds the code and spends it only once it has won
+    (`finish_challenge`).
+    """
     if method is MfaMethod.TOTP:
         return await _check_totp(conn, deps, user_id=user_id, code=code, is_enabled_required=True)
     if method is MfaMethod.BACKUP_CODE:
@@ -365,11 +386,36 @@ async def verify_code_factor(
     return hmac.compare_digest(stored, expected)
 
 
+def _is_bound_to(deps: AuthDependencies, challenge: Challenge, password_hash: str | None) -> bool:
+    """False for a login challenge issued against another password hash than `password_hash`
+    (the password was reset or changed since); step-up challenges are bound to their session."""
+    if challenge.password_binding is None:
+        return True
+    if password_hash is None:
+        return False
+    expected = password_binding(deps.pepper, challenge.user_id, password_hash)
+    return hmac.compare_digest(challenge.password_binding, expected)
+
+
+async def _open_challenge(
+    conn: asyncpg.Connection, deps: AuthDependencies, mfa_token: str
+) -> Challenge | None:
+    """The live challenge of `mfa_token`; None when it is gone, or when it is a login
+    challenge of a password replaced since (it is ended here, answering as an unknown one)."""
+    challenge = await deps.challenges.find(mfa_token)
+    if challenge is None or challenge.password_binding is None:
+        return challenge
+    if _is_bound_to(deps, challenge, await repository.lock_password_hash(conn, challenge.user_id)):
+        return challenge
+    await deps.challenges.consume(challenge)
+    return None
+
+
 async def send_challenge_code(
     conn: asyncpg.Connection, deps: AuthDependencies, *, mfa_token: str, method: MfaMethod
 ) -> Outcome[str]:
     """Send an SMS or email code for a pending challenge; the masked destination."""
-    challenge = await deps.challenges.find(mfa_token)
+    challenge = await _open_challenge(conn, deps, mfa_token)
     if challenge is None or method.value not in challenge.methods:
         return Outcome(error=InvalidMfaCodeError())
     if await deps.challenges.count_send(challenge) > MFA_CHALLENGE_SENDS_MAX:
@@ -399,11 +445,24 @@ async def finish_challenge(
     ctx: RequestContext,
 ) -> Outcome[IssuedTokens]:
     """Verify the second factor of a pending login or step-up and open its session."""
-    challenge = await deps.challenges.find(mfa_token)
+    challenge = await _open_challenge(conn, deps, mfa_token)
     if challenge is None or method.value not in challenge.methods:
         return Outcome(error=InvalidMfaCodeError())
     if not await deps.challenges.count_attempt(challenge):
         return Outcome(error=InvalidMfaCodeError("too many attempts; sign in again"))
+    if method is MfaMethod.BACKUP_CODE:
+        # Held, not spent: of two attempts racing on one challenge only the one that ends the
+        # challenge spends its code; the other keeps it for a later sign-in.
+        held = await _hold_backup_code(conn, deps, user_id=challenge.user_id, code=code)
+        return await complete_challenge(
+            conn,
+            deps,
+            challenge=challenge,
+            method=method,
+            is_valid=held is not None,
+            ctx=ctx,
+            backup_code_id=held,
+        )
     is_valid = await verify_code_factor(
         conn, deps, user_id=challenge.user_id, method=method, code=code, challenge=challenge
     )
@@ -420,16 +479,27 @@ async def complete_challenge(
     method: MfaMethod,
     is_valid: bool,
     ctx: RequestContext,
+    backup_code_id: uuid.UUID | None = None,
 ) -> Outcome[IssuedTokens]:
-    """Turn a verified (or refused) second factor into a session (or an audited refusal)."""
+    """Turn a verified (or refused) second factor into a session (or an audited refusal).
+
+    A backup code arrives held (`backup_code_id`, its row locked) and is spent here, only by
+    the attempt that ended the challenge and only when a session follows.
+    """
     user_id = challenge.user_id
     if not is_valid:
         await record_event(conn, AuthEvent.MFA_FAILED, user_id=user_id, factor=method.value)
         return Outcome(error=InvalidMfaCodeError())
+    if (method is MfaMethod.BACKUP_CODE) != (backup_code_id is not None):
+        fail_invariant("a backup code must be held exactly when it finishes a challenge")
     if not await deps.challenges.consume(challenge):
         return Outcome(error=InvalidMfaCodeError())
-    # The challenge may outlive what it was issued for: an administrator can lock the account
-    # and the session to step up can end (signed out, revoked) within its five minutes.
+    # The challenge may outlive what it was issued for: the password it proved can be reset or
+    # changed, an administrator can lock the account, and the session to step up can end
+    # (signed out, revoked) within its five minutes. The hash is read under a share lock, so a
+    # reset committing meanwhile either waits for this session (and ends it) or is seen here.
+    if not _is_bound_to(deps, challenge, await repository.lock_password_hash(conn, user_id)):
+        return Outcome(error=InvalidMfaCodeError())
     user = await users.get_user(conn, user_id)
     if not user.is_active:
         return Outcome(error=AccountDisabledError())
@@ -437,7 +507,9 @@ async def complete_challenge(
         live = await deps.sessions.get_owned(challenge.replaces_session, str(user_id))
         if live is None:
             return Outcome(error=SessionRevokedError())
-    if method is not MfaMethod.BACKUP_CODE:
+    if backup_code_id is not None:
+        await _spend_backup_code(conn, deps, user_id=user_id, code_id=backup_code_id)
+    else:
         await repository.touch_factor(
             conn, user_id=user_id, method=method.value, now=deps.clock.now()
         )

@@ -1,10 +1,11 @@
 """Second-factor rules an attacker would probe: TOTP windows and replays, out-of-band codes after
-wrong guesses and resends, backup codes spent twice at once, factor removal, and a challenge that
-outlives the account's lock or the session it was meant to step up.
+wrong guesses and resends, backup codes spent twice at once (or two racing on one challenge,
+where only the winner's is spent), factor removal, and a challenge that outlives the account's
+lock or the session it was meant to step up.
 
 Method: every scenario drives the HTTP app (real PostgreSQL, Redis, argon2 and the local outbox);
 TOTP codes are computed from the enrolled secret at the frozen clock's time, which only the test
-moves.
+moves. Where two attempts must meet, the test holds a PostgreSQL row lock until both wait on it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from users import service as users
 pytestmark = pytest.mark.db
 
 MFA = "/api/v1/auth/mfa"
+LOCK_WAIT_LOOKS_MAX = 500  # how often a test looks for requests waiting on its lock
+LOCK_WAIT_LOOK_S = 0.01
 
 
 async def _mfa_token(client: httpx.AsyncClient, account: Account) -> str:
@@ -47,6 +50,20 @@ async def _verify(client: httpx.AsyncClient, token: str, method: str, code: str)
     return await client.post(
         f"{MFA}/verify", json={"mfa_token": token, "method": method, "code": code}
     )
+
+
+async def _until_blocked(deps: AuthDependencies, holder_pid: int, *, count: int) -> None:
+    """Return once `count` backends wait on a lock the `holder_pid` backend holds (or after a
+    bounded number of looks: the caller's assertions never depend on this wait)."""
+    async with deps.db.connection() as conn:
+        for _ in range(LOCK_WAIT_LOOKS_MAX):
+            waiting = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                holder_pid,
+            )
+            if waiting >= count:
+                return
+            await asyncio.sleep(LOCK_WAIT_LOOK_S)
 
 
 async def _with_email_codes(client: httpx.AsyncClient, account: Account) -> None:
@@ -224,6 +241,44 @@ class TestBackupCodes:
         assert sorted(a.status_code for a in answers) == [200, 401]
         sessions = (await client.get("/api/v1/auth/sessions", headers=account.bearer)).json()
         assert len(sessions["sessions"]) == 2  # the TOTP confirmation's and the one sign-in
+
+    async def test_the_code_that_lost_the_race_is_not_spent(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """Two right backup codes on one challenge at once: only the code that finished the
+        sign-in is used up (and audited); the other still finishes a later sign-in. The codes'
+        rows are held locked until both attempts wait on them, so both have checked the
+        challenge and reached their code before either can finish."""
+        account = await registered(client)
+        await with_totp(client, account, clock)
+        codes = (await client.post(f"{MFA}/backup-codes", headers=account.bearer)).json()["codes"]
+        token = await _mfa_token(client, account)
+        async with deps.db.transaction() as holder:
+            user_id = await holder.fetchval("SELECT id FROM users WHERE email = $1", account.email)
+            await holder.execute(
+                "SELECT id FROM auth_backup_codes WHERE user_id = $1 FOR UPDATE", user_id
+            )
+            racing = asyncio.gather(
+                _verify(client, token, "backup_code", codes[0]),
+                _verify(client, token, "backup_code", codes[1]),
+            )
+            await _until_blocked(deps, holder.get_server_pid(), count=2)
+        answers = await racing
+        assert sorted(a.status_code for a in answers) == [200, 401]
+        loser = codes[0] if answers[0].status_code == 401 else codes[1]
+        assert answers[codes.index(loser)].json()["code"] == "AUTH_INVALID_MFA_CODE"
+        factors = (await client.get(f"{MFA}/factors", headers=account.bearer)).json()
+        assert factors["backup_codes_remaining"] == 9
+        async with deps.db.connection() as conn:
+            used_events = await conn.fetchval(
+                "SELECT count(*) FROM audit_log WHERE table_name = 'auth_events'"
+                " AND new_values->>'event' = 'auth.backup_code_used'"
+                " AND changed_by = (SELECT id FROM users WHERE email = $1)",
+                account.email,
+            )
+        assert used_events == 1
+        later = await _verify(client, await _mfa_token(client, account), "backup_code", loser)
+        assert later.status_code == 200, later.text
 
 
 class TestRemoval:

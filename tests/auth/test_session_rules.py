@@ -1,6 +1,7 @@
 """Sessions as a user with several devices, and another user, meet them: the list shows only the
 caller's own, another user's session cannot be ended (nor its existence confirmed), signing out
-everywhere else keeps the caller's, and the per-user cap holds even when old sessions expired.
+everywhere else keeps the caller's, and the per-user cap holds even when old sessions expired
+(the session it ends takes its refresh tokens with it, and the ending is audited).
 
 Method: the listing and revocation go through the HTTP app; the cap needs more sessions than the
 login rate limit allows, so it is exercised on the session store itself (real Redis and
@@ -160,6 +161,52 @@ class TestSessionCap:
                 parse_id(oldest, IdPrefix.SESSION),
             )
         assert active is False
+
+    async def test_the_ended_session_takes_its_refresh_tokens_and_is_audited(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """Ending the oldest session at the cap revokes its refresh family and audits the
+        ending as `session_cap`, both in the transaction that opens the new session (seen
+        inside it, not outside it before it commits); its refresh token is refused after."""
+        account = await registered(client)
+        oldest = session_of(account)
+        family_of = (
+            "SELECT f.revoked_reason FROM auth_refresh_families f JOIN auth_refresh_tokens t"
+            " ON t.family_id = f.id WHERE t.token_hash = $1"
+        )
+        endings = (
+            "SELECT new_values->>'reason' FROM audit_log WHERE table_name = 'auth_events'"
+            " AND new_values->>'event' = 'auth.session_revoked'"
+            " AND new_values->>'session_id' = $1"
+        )
+        async with deps.db.transaction() as conn:
+            user = await users.find_by_email(conn, account.email)
+            assert user is not None
+            for _ in range(SESSIONS_LISTED_MAX):
+                clock.advance(1)
+                await deps.sessions.create(
+                    conn,
+                    user_id=user.id,
+                    ip="203.0.113.7",
+                    user_agent="phone",
+                    amr=("pwd",),
+                    auth_time=clock.now(),
+                )
+            assert await conn.fetchval(family_of, token_digest(account.refresh_token)) == (
+                "session_revoked"
+            )
+            assert [r[0] for r in await conn.fetch(endings, oldest)] == ["session_cap"]
+            async with deps.db.connection() as outside:  # not committed yet: not visible
+                assert await outside.fetchval(family_of, token_digest(account.refresh_token)) is (
+                    None
+                )
+                assert await outside.fetch(endings, oldest) == []
+        refused = await client.post(
+            "/api/v1/auth/refresh", json={"refresh_token": account.refresh_token}
+        )
+        assert refused.status_code == 401
+        async with deps.db.connection() as conn:
+            assert [r[0] for r in await conn.fetch(endings, oldest)] == ["session_cap"]
 
     async def test_an_expired_session_does_not_lift_the_cap(
         self,
