@@ -43,6 +43,7 @@ from auth.errors import (
 from auth.lockout import account_key
 from auth.models import AuthEvent, AuthGrant, IssuedTokens, MfaMethod, Outcome, RequestContext
 from auth.passwords import normalise_password
+from auth.repository import mfa as mfa_repository
 from auth.service.mfa import enabled_methods, verify_code_factor
 from auth.service.sessions import issue_tokens
 from kit.errors import AppError, fail_invariant
@@ -152,7 +153,19 @@ async def _after_password(
     mfa_code: str | None,
     ctx: RequestContext,
 ) -> Outcome[IssuedTokens]:
+    # The hash the password was checked against must still be the account's: a reset or
+    # change committed since the check means this password no longer signs in. Read under a
+    # share lock, so a reset arriving now waits for this login (and then ends its session).
     password_hash = user.password_hash
+    if await mfa_repository.lock_password_hash(conn, user.id) != password_hash:
+        await record_event(
+            conn,
+            AuthEvent.LOGIN_FAILED,
+            user_id=user.id,
+            factor="password",
+            reason="password_replaced",
+        )
+        return Outcome(error=InvalidCredentialsError())
     if deps.hasher.needs_rehash(password_hash):
         password_hash = await deps.hasher.hash(normalise_password(password))
         await users.set_password_hash(conn, user.id, password_hash)

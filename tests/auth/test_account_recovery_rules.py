@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from auth.dependencies import AuthDependencies
-from auth.errors import MfaRequiredError
+from auth.errors import InvalidCredentialsError
 from auth.models import RequestContext
 from auth.otp import totp
 from auth.service import login as login_service
@@ -94,31 +94,36 @@ class TestResetEndsPendingSignIns:
         response = await _verify(client, fresh, "totp", totp(secret, clock.now()))
         assert response.status_code == 200, response.text
 
-    async def test_a_sign_in_checked_before_a_reset_and_challenged_after_it_is_ended(
-        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    @pytest.mark.parametrize("factor", ["none", "totp_challenge", "totp_at_once"])
+    async def test_a_password_checked_before_a_reset_signs_in_no_more(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock, factor: str
     ) -> None:
-        """A login whose old password was accepted just before the reset committed, and whose
-        challenge is issued just after, cannot be finished either."""
+        """A login whose old password was accepted just before the reset committed gets no
+        session and no challenge after it, whatever its factors: refused as a wrong password."""
         account = await registered(client)
-        secret = await with_totp(client, account, clock)
+        secret = None if factor == "none" else await with_totp(client, account, clock)
         check = await login_service.check_password(deps, email=account.email, password=PASSWORD)
         assert check.is_right
         await _reset(client, account)
+        code = totp(secret, clock.now()) if secret and factor == "totp_at_once" else None
         async with deps.db.transaction() as conn:
             outcome = await login_service.login(
                 conn,
                 deps,
                 check=check,
                 password=PASSWORD,
-                mfa_code=None,
+                mfa_code=code,
                 ctx=RequestContext(ip="203.0.113.9", user_agent="laptop"),
             )
-        assert isinstance(outcome.error, MfaRequiredError)
-        stale = str(outcome.error.details["mfa_token"])
-        unknown = await _verify(client, UNKNOWN_TOKEN, "totp", totp(secret, clock.now()))
-        refused = await _verify(client, stale, "totp", totp(secret, clock.now()))
-        assert _refusal(refused) == _refusal(unknown)
+        assert isinstance(outcome.error, InvalidCredentialsError)
         assert await _active_sessions(deps, account) == 0
+        fresh = await client.post(
+            "/api/v1/auth/login", json={"email": account.email, "password": NEW_PASSWORD}
+        )
+        # The new password signs in (with a factor enrolled, to its second step).
+        assert fresh.status_code == (200 if factor == "none" else 401), fresh.text
+        if factor != "none":
+            assert fresh.json()["code"] == "AUTH_MFA_REQUIRED"
 
 
 class TestChangeEndsPendingSignIns:
