@@ -27,6 +27,7 @@ from users import service as users
 
 CLIENT_ID_MAX: Final = 64
 CLIENT_SECRET_MAX: Final = 200
+SCOPE_FIELD_MAX: Final = 500  # far above every scope we define, spelt out together
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "RFC 6749 error: `{error, error_description}`"},
@@ -104,7 +105,7 @@ def oauth_router(edge: Edge) -> APIRouter:
         response_type: Annotated[str, Query(max_length=20)],
         client_id: Annotated[str, Query(max_length=CLIENT_ID_MAX)],
         redirect_uri: Annotated[str, Query(max_length=2000)],
-        scope: Annotated[str, Query(max_length=500)] = "openid",
+        scope: Annotated[str, Query(max_length=SCOPE_FIELD_MAX)] = "openid",
         state: Annotated[str | None, Query(max_length=500)] = None,
         code_challenge: Annotated[str | None, Query(max_length=128)] = None,
         code_challenge_method: Annotated[str | None, Query(max_length=10)] = None,
@@ -142,6 +143,7 @@ def oauth_router(edge: Edge) -> APIRouter:
         redirect_uri: Annotated[str | None, Form(max_length=2000), NO_NUL] = None,
         code_verifier: Annotated[str | None, Form(max_length=128), NO_NUL] = None,
         refresh_token: Annotated[str | None, Form(max_length=200), NO_NUL] = None,
+        scope: Annotated[str | None, Form(max_length=SCOPE_FIELD_MAX), NO_NUL] = None,
         client_id: Annotated[str | None, Form(max_length=CLIENT_ID_MAX), NO_NUL] = None,
         client_secret: Annotated[str | None, Form(max_length=CLIENT_SECRET_MAX), NO_NUL] = None,
     ) -> JSONResponse:
@@ -163,7 +165,7 @@ def oauth_router(edge: Edge) -> APIRouter:
                 )
             if grant_type == "refresh_token":
                 return await oauth.refresh_grant(
-                    conn, deps, client=client, token=refresh_token or ""
+                    conn, deps, client=client, token=refresh_token or "", scope=scope
                 )
             return Outcome(
                 error=OAuthError("unsupported grant_type", error="unsupported_grant_type")
@@ -228,7 +230,7 @@ def oauth_router(edge: Edge) -> APIRouter:
                 raise oauth.OAuthClientError(
                     "public clients may not introspect", error="invalid_client"
                 )
-            return await oauth.introspect(conn, deps, token=token)
+            return await oauth.introspect(conn, deps, client=client, token=token)
 
         try:
             given_id, given_secret = _client_credentials(request, client_id, client_secret)

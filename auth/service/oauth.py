@@ -8,6 +8,15 @@ introspection (RFC 6749, 7636, 7009, 7662, 9207), with OpenID Connect ID tokens.
   login page): the session must carry a verified second factor. The code lives 60 seconds, is
   single use, and a replayed code revokes the tokens it produced (RFC 6749 section 4.1.2).
 * Tokens issued to a client carry `client_id`; its refresh tokens work only for that client.
+* A refresh may ask for a subset of the granted scope (RFC 6749 section 6): the new access token
+  carries only that subset, while the refresh family keeps the original grant, so a later
+  refresh may ask for all of it again. Asking beyond the grant is `invalid_scope` and rotates
+  nothing.
+* A redirect URI is https, a native app's private-use scheme, or plain http on a loopback IP
+  literal only (RFC 8252 sections 7.3 and 8.3, RFC 9700 section 2.1).
+* Introspection (RFC 7662 section 4) shows a client only tokens issued to itself, unless the
+  client is registered with the `introspect` permission (a resource server); any other token
+  answers `{"active": false}`, exactly as an unknown one does.
 """
 
 from __future__ import annotations
@@ -16,9 +25,9 @@ import base64
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -36,13 +45,21 @@ from auth.errors import OAuthError
 from auth.models import AuthEvent, AuthGrant, IssuedTokens, Outcome, RequestContext, RevokeReason
 from auth.otp import token_digest
 from auth.repository import oauth as repository
-from auth.service.sessions import issue_tokens, refresh
+from auth.service.sessions import issue_tokens, refresh, subject_of
 from auth.tokens import AccessClaims, InvalidTokenError
 from users import service as users
 
 VERIFIER_LENGTH_MIN = 43
 VERIFIER_LENGTH_MAX = 128
 CLIENT_NAME_LENGTH_MAX = 100
+# A permission of the client itself, registered among its scopes: it may introspect tokens
+# issued to other clients and first-party ones. A user never grants it (authorization refuses
+# it), so no token carries it.
+INTROSPECTION_SCOPE: Final = "introspect"
+CLIENT_PERMISSION_SCOPES: Final = (INTROSPECTION_SCOPE,)
+# The only hosts a plain-http redirect URI may name: a native app's loopback listener, as IP
+# literals (RFC 8252 section 8.3: `localhost` may resolve elsewhere, so it is refused too).
+LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1"})
 
 
 class OAuthClientError(OAuthError):
@@ -80,13 +97,24 @@ class AuthorizationRequest:
 
 def _is_redirect_uri(uri: str) -> bool:
     # RFC 6749 section 3.1.2: absolute, without a fragment (the code is added to the query). A
-    # native app's private-use scheme (RFC 8252) has no host; a web URI must have one.
+    # native app's private-use scheme (RFC 8252 section 7.1) has no host; an https URI must have
+    # one. Plain http would carry the code across the network in clear, so it is only for a
+    # loopback listener on the device itself (RFC 8252 section 7.3, RFC 9700 section 2.1),
+    # named by IP literal and without user information.
     try:
         parts = urlsplit(uri)
+        _ = parts.port  # an out-of-range or non-numeric port raises
     except ValueError:
         return False
-    is_web = parts.scheme in ("http", "https")
-    return bool(parts.scheme) and "#" not in uri and (bool(parts.netloc) or not is_web)
+    if not parts.scheme or "#" in uri:
+        return False
+    if parts.scheme == "http":
+        return "@" not in parts.netloc and parts.hostname in LOOPBACK_HOSTS
+    if parts.scheme == "https":
+        return bool(parts.netloc)
+    # A private-use scheme is a reverse domain name the app controls (RFC 8252 section 7.1):
+    # it has a period, which no scheme a browser acts on itself has (javascript:, data:, file:).
+    return "." in parts.scheme
 
 
 def _secret_hash(secret: str) -> str:
@@ -104,12 +132,16 @@ async def register_client(
     admin_id: Any,
 ) -> RegisteredClient:
     """Register a client (an administrator's act, audited)."""
-    unknown = sorted(set(scopes) - set(OAUTH_SCOPES))
+    unknown = sorted(set(scopes) - set(OAUTH_SCOPES) - set(CLIENT_PERMISSION_SCOPES))
     if unknown:
         raise _oauth_error("invalid_scope", f"unknown scopes: {', '.join(unknown)}")
     malformed = [uri for uri in redirect_uris if not _is_redirect_uri(uri)]
     if malformed:
-        raise _oauth_error("invalid_redirect_uri", "a redirect URI is absolute, with no fragment")
+        raise _oauth_error(
+            "invalid_redirect_uri",
+            "a redirect URI is absolute, with no fragment, and https (plain http only on"
+            " 127.0.0.1 or [::1]) or a reverse-domain private-use scheme",
+        )
     client_id = "cl_" + secrets.token_urlsafe(16)
     secret = secrets.token_urlsafe(CLIENT_SECRET_BYTES) if is_confidential else None
     await repository.insert_client(
@@ -155,6 +187,11 @@ def _scopes(requested: str, allowed: list[str]) -> tuple[str, ...]:
     return scopes
 
 
+def _user_grantable(client: asyncpg.Record) -> list[str]:
+    """The scopes a user may grant this client (its own permissions are not the user's)."""
+    return [s for s in client["allowed_scopes"] if s not in CLIENT_PERMISSION_SCOPES]
+
+
 async def authorize(
     conn: asyncpg.Connection,
     deps: AuthDependencies,
@@ -164,7 +201,12 @@ async def authorize(
 ) -> str:
     """The redirect URL carrying a fresh code (or an error the client must see)."""
     client = await repository.find_client(conn, request.client_id)
-    if client is None or request.redirect_uri not in client["redirect_uris"]:
+    if (
+        client is None
+        or request.redirect_uri not in client["redirect_uris"]
+        # A stored URI that registration would refuse today is never redirected to.
+        or not _is_redirect_uri(request.redirect_uri)
+    ):
         raise _oauth_error("invalid_request", "unknown client or unregistered redirect_uri")
 
     def redirect(**params: str | None) -> str:
@@ -184,7 +226,7 @@ async def authorize(
     if len(request.code_challenge) != VERIFIER_LENGTH_MIN:
         return redirect(error="invalid_request", error_description="malformed code_challenge")
     try:
-        scopes = _scopes(request.scope, list(client["allowed_scopes"]))
+        scopes = _scopes(request.scope, _user_grantable(client))
     except OAuthError:
         return redirect(error="invalid_scope")
     code = secrets.token_urlsafe(AUTHORIZATION_CODE_BYTES)
@@ -295,14 +337,71 @@ def _with_id_token(tokens: IssuedTokens, id_token: str | None) -> IssuedTokens:
     )
 
 
+def _narrowed(requested: str, *, granted: tuple[str, ...]) -> tuple[str, ...]:
+    """The asked subset of the grant, in the grant's order; `invalid_scope` beyond it."""
+    asked = set(requested.split())
+    if not asked or not asked <= set(granted):
+        raise _oauth_error("invalid_scope", "the scope exceeds what was granted")
+    return tuple(s for s in granted if s in asked)
+
+
 async def refresh_grant(
-    conn: asyncpg.Connection, deps: AuthDependencies, *, client: asyncpg.Record, token: str
+    conn: asyncpg.Connection,
+    deps: AuthDependencies,
+    *,
+    client: asyncpg.Record,
+    token: str,
+    scope: str | None = None,
 ) -> Outcome[IssuedTokens]:
-    """The `refresh_token` grant (bound to the client the token was issued to)."""
+    """The `refresh_token` grant (bound to the client the token was issued to).
+
+    A `scope` (RFC 6749 section 6) narrows the new access token to a subset of the original
+    grant; the refresh family keeps the original grant. A scope beyond the grant is raised as
+    `invalid_scope`, so the transaction rolls back and nothing is rotated. The token is judged
+    first: another client's, or a used one (a replay, which ends its family), is
+    `invalid_grant` whatever the scope, so a refusal never describes a grant to a stranger.
+    """
+    if scope is not None:
+        live = await refresh_tokens.describe(conn, token=token, now=deps.clock.now())
+        if live is not None and live["client_id"] == client["client_id"]:
+            _narrowed(scope, granted=tuple(live["scope"].split()))  # before any rotation
     outcome = await refresh(conn, deps, token=token, client_id=client["client_id"])
-    if outcome.error is not None:
+    if outcome.error is not None or outcome.value is None:
         return Outcome(error=_oauth_error("invalid_grant", "the refresh token is not valid"))
-    return outcome
+    tokens = outcome.value
+    if scope is None:
+        return outcome
+    # Checked again on what the rotation answered: a retry of a just-rotated parent is not
+    # live above, and raising here rolls back whatever the refresh wrote.
+    scopes = _narrowed(scope, granted=tokens.scope)
+    if scopes == tokens.scope:
+        return outcome
+    access = await _access_token_with(conn, deps, token=token, tokens=tokens, scopes=scopes)
+    return Outcome(value=replace(tokens, access_token=access, scope=scopes))
+
+
+async def _access_token_with(
+    conn: asyncpg.Connection,
+    deps: AuthDependencies,
+    *,
+    token: str,
+    tokens: IssuedTokens,
+    scopes: tuple[str, ...],
+) -> str:
+    """An access token for the refreshed session, carrying only `scopes`."""
+    grant = await repository.find_token_grant(conn, token_digest(token))
+    if grant is None:
+        raise _oauth_error("invalid_grant", "the refresh token is not valid")
+    user = await users.get_user(conn, grant["user_id"])
+    return deps.signer.sign_access(
+        subject_of(user),
+        session_id=tokens.session_id,
+        scope=scopes,
+        amr=tuple(grant["amr"]),
+        acr=grant["acr"],
+        auth_time=grant["auth_time"],
+        client_id=grant["client_id"],
+    )
 
 
 async def revoke(
@@ -338,9 +437,23 @@ async def revoke(
 
 
 async def introspect(
+    conn: asyncpg.Connection, deps: AuthDependencies, *, client: asyncpg.Record, token: str
+) -> dict[str, Any]:
+    """RFC 7662: whether the token is active, and its claims when it is.
+
+    A client sees only tokens issued to itself (section 4), unless it holds the `introspect`
+    permission; any other token answers as an unknown one does, so nothing about it leaks.
+    """
+    answer = await _describe_token(conn, deps, token=token)
+    is_own = answer.get("client_id") == client["client_id"]
+    if answer["active"] and not is_own and INTROSPECTION_SCOPE not in client["allowed_scopes"]:
+        return {"active": False}
+    return answer
+
+
+async def _describe_token(
     conn: asyncpg.Connection, deps: AuthDependencies, *, token: str
 ) -> dict[str, Any]:
-    """RFC 7662: whether the token is active, and its claims when it is."""
     try:
         claims = deps.verifier.verify(token)
     except InvalidTokenError:

@@ -96,7 +96,7 @@ class TestClientsAndAdmins:
             "add",
             "Mobile",
             "--redirect-uri",
-            "app://cb",
+            "com.example.app:/cb",
             "--public",
         )
         assert "client_secret" not in public.stdout

@@ -23,7 +23,7 @@ import httpx
 import jwt
 import pytest
 
-from auth.constants import AUTHORIZATION_CODE_TTL_S
+from auth.constants import AUTHORIZATION_CODE_TTL_S, REFRESH_GRACE_S
 from auth.dependencies import AuthDependencies
 from kit.clock import FrozenClock
 from tests.auth.conftest import Account, administrator, registered
@@ -34,6 +34,7 @@ pytestmark = pytest.mark.db
 ISSUER = "http://127.0.0.1:8000"
 REDIRECT = "https://partner.example/callback"
 OTHER_REDIRECT = "https://partner.example/other"
+INTROSPECT = "introspect"  # the registered permission to introspect other clients' tokens
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,100 @@ class TestClientRegistration:
             )
         assert count == 0
 
+    @pytest.mark.parametrize(
+        "redirect_uri",
+        [
+            "http://partner.example/callback",
+            "HTTP://partner.example/callback",
+            "http://localhost:8765/callback",  # a name, not a loopback literal (RFC 8252 8.3)
+            "http://127.0.0.1.partner.example/callback",
+            "http://127.1/callback",
+            "http://10.0.0.1/callback",
+            "http://[::ffff:127.0.0.1]/callback",
+            "http://user@127.0.0.1:8765/callback",
+            "http://127.0.0.1:99999/callback",
+        ],
+    )
+    async def test_plain_http_is_refused_off_the_loopback_literals(
+        self,
+        client: httpx.AsyncClient,
+        deps: AuthDependencies,
+        clock: FrozenClock,
+        redirect_uri: str,
+    ) -> None:
+        """A plain-http redirect URI is refused unless its host is exactly 127.0.0.1 or [::1]
+        (RFC 8252 7.3, 8.3; RFC 9700 2.1): on any other host the code would cross the network
+        in clear. Nothing is registered."""
+        admin = await administrator(client, deps, clock)
+        response = await client.post(
+            "/api/v1/auth/oauth/clients",
+            json={"name": "Plain", "redirect_uris": [REDIRECT, redirect_uri], "scopes": ["openid"]},
+            headers=admin.bearer,
+        )
+        assert response.status_code == 400, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["details"]["error"] == "invalid_redirect_uri"
+        async with deps.db.connection() as conn:
+            count = await conn.fetchval(
+                "SELECT count(*) FROM oauth_clients WHERE $1 = ANY(redirect_uris)", redirect_uri
+            )
+        assert count == 0
+
+    @pytest.mark.parametrize(
+        "redirect_uri",
+        [
+            "http://127.0.0.1:8765/callback",
+            "http://127.0.0.1/callback",
+            "http://[::1]:8765/callback",
+        ],
+    )
+    async def test_loopback_ip_literal_over_http_is_accepted(
+        self,
+        client: httpx.AsyncClient,
+        deps: AuthDependencies,
+        clock: FrozenClock,
+        redirect_uri: str,
+    ) -> None:
+        """A native app's loopback redirect (RFC 8252 7.3) may use plain http, and the code
+        reaches it."""
+        admin = await administrator(client, deps, clock)
+        app = await register(client, admin, redirect_uris=[redirect_uri], is_confidential=False)
+        _, challenge = pkce()
+        response = await authorize(
+            client, admin, app, redirect_uri=redirect_uri, code_challenge=challenge
+        )
+        assert response.headers["location"].startswith(redirect_uri + "?")
+        assert "code" in query_of(response)
+
+    @pytest.mark.parametrize(
+        "redirect_uri",
+        [
+            "javascript:alert(document.cookie)",
+            "JavaScript:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "file:///etc/passwd",
+            "vbscript:msgbox(1)",
+            "app://callback",  # not a reverse domain name (RFC 8252 7.1)
+        ],
+    )
+    async def test_a_scheme_that_is_no_apps_own_is_refused(
+        self,
+        client: httpx.AsyncClient,
+        deps: AuthDependencies,
+        clock: FrozenClock,
+        redirect_uri: str,
+    ) -> None:
+        """A private-use scheme must be a reverse domain name (RFC 8252 7.1): a scheme a browser
+        acts on itself would run the code's page as script or read local files."""
+        admin = await administrator(client, deps, clock)
+        response = await client.post(
+            "/api/v1/auth/oauth/clients",
+            json={"name": "Odd", "redirect_uris": [redirect_uri], "scopes": ["openid"]},
+            headers=admin.bearer,
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["details"]["error"] == "invalid_redirect_uri"
+
     async def test_native_app_scheme_is_accepted(
         self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
     ) -> None:
@@ -299,6 +394,36 @@ class TestAuthorizeRedirect:
         assert response.status_code == 400, response.text
         assert "location" not in response.headers
         assert response.json()["code"] == "AUTH_OAUTH_ERROR"
+
+    async def test_plain_http_uri_registered_earlier_is_not_redirected_to(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A plain-http redirect URI on a public host stored before registration refused it
+        is an error shown to the caller, never a redirect carrying a code."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        # A path of its own: the clients table is shared, and another test counts this host.
+        plain = f"http://partner.example/{secrets.token_hex(8)}"
+        async with deps.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE oauth_clients SET redirect_uris = redirect_uris || $2::text"
+                " WHERE client_id = $1",
+                partner.client_id,
+                plain,
+            )
+        _, challenge = pkce()
+        response = await authorize(
+            client, admin, partner, redirect_uri=plain, code_challenge=challenge
+        )
+        assert response.status_code == 400, response.text
+        assert "location" not in response.headers
+        assert response.json()["code"] == "AUTH_OAUTH_ERROR"
+        async with deps.db.connection() as conn:
+            codes = await conn.fetchval(
+                "SELECT count(*) FROM oauth_authorization_codes WHERE client_id = $1",
+                partner.client_id,
+            )
+        assert codes == 0
 
     async def test_unknown_client_is_not_redirected(
         self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
@@ -806,21 +931,124 @@ class TestRefreshGrant:
         assert first_party.status_code == 401
         assert (await refresh_with(client, partner, tokens.refresh_token)).status_code == 200
 
-    async def test_widened_scope_at_refresh_grants_nothing_more(
+    async def test_narrower_scope_at_refresh_is_honoured(
         self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
     ) -> None:
-        """Asking for more scope at refresh (even one the client is registered for) yields
-        what the user granted at authorization, which the answer's `scope` states."""
+        """A subset of the granted scope at refresh (RFC 6749 section 6) yields an access token
+        with only that subset, as introspection says too; the new refresh token keeps the
+        original grant, so a later refresh without `scope` gets all of it back."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        tokens = await issued(client, admin, partner, scope="openid wallet")
+        response = await refresh_with(client, partner, tokens.refresh_token, scope="wallet")
+        assert response.status_code == 200, response.text
+        narrowed = response.json()
+        assert narrowed["scope"] == "wallet"
+        assert deps.verifier.verify(narrowed["access_token"]).scope == ("wallet",)
+        answer = await introspect(client, partner, narrowed["access_token"])
+        assert answer["active"] is True
+        assert answer["scope"] == "wallet"
+        kept = await introspect(client, partner, narrowed["refresh_token"])
+        assert kept["scope"] == "openid wallet"
+        again = await refresh_with(client, partner, narrowed["refresh_token"])
+        assert again.status_code == 200, again.text
+        assert again.json()["scope"] == "openid wallet"
+        assert deps.verifier.verify(again.json()["access_token"]).scope == ("openid", "wallet")
+
+    async def test_the_whole_grant_at_refresh_is_the_grant(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """Asking at refresh for exactly what was granted, in another order and with a
+        repeat, is the same as omitting `scope`."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        tokens = await issued(client, admin, partner, scope="openid wallet")
+        response = await refresh_with(
+            client, partner, tokens.refresh_token, scope="wallet openid wallet"
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["scope"] == "openid wallet"
+        assert deps.verifier.verify(response.json()["access_token"]).scope == ("openid", "wallet")
+
+    @pytest.mark.parametrize(
+        "scope",
+        [
+            "wallet openid profile",  # more than granted, though the client is registered for it
+            "profile",  # registered for the client, never granted
+            "wallet payments",  # not even registered for the client
+            "wallet admin",  # no such scope
+            " ",  # no scope at all
+        ],
+    )
+    async def test_scope_beyond_the_grant_is_invalid_scope_and_consumes_nothing(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock, scope: str
+    ) -> None:
+        """A scope the user did not grant is 400 invalid_scope (RFC 6749 sections 5.2, 6), and
+        the refused request rotates nothing: the presented token is still live and refreshes
+        afterwards with the original grant."""
         admin = await administrator(client, deps, clock)
         partner = await register(client, admin)
         tokens = await issued(client, admin, partner, scope="wallet")
-        response = await refresh_with(
-            client, partner, tokens.refresh_token, scope="wallet openid profile"
-        )
+        refused = await refresh_with(client, partner, tokens.refresh_token, scope=scope)
+        assert_oauth_error(refused, "invalid_scope")
+        async with deps.db.connection() as conn:
+            minted = await conn.fetchval(
+                "SELECT count(*) FROM auth_refresh_tokens t"
+                " JOIN auth_refresh_families f ON f.id = t.family_id WHERE f.client_id = $1",
+                partner.client_id,
+            )
+        assert minted == 1
+        assert (await introspect(client, partner, tokens.refresh_token))["active"] is True
+        assert (await introspect(client, partner, tokens.access_token))["active"] is True
+        response = await refresh_with(client, partner, tokens.refresh_token)
         assert response.status_code == 200, response.text
         assert response.json()["scope"] == "wallet"
-        assert deps.verifier.verify(response.json()["access_token"]).scope == ("wallet",)
-        assert "id_token" not in response.json()
+
+    async def test_retry_within_the_grace_is_judged_on_scope_too(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A retry of a just-rotated token (which receives the same child) is held to the
+        grant as well: beyond it is invalid_scope, a subset narrows the access token, and
+        the child it hands back is still unused."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        tokens = await issued(client, admin, partner, scope="openid wallet")
+        child = await refresh_with(client, partner, tokens.refresh_token)
+        assert child.status_code == 200, child.text
+        assert_oauth_error(
+            await refresh_with(client, partner, tokens.refresh_token, scope="profile"),
+            "invalid_scope",
+        )
+        retry = await refresh_with(client, partner, tokens.refresh_token, scope="wallet")
+        assert retry.status_code == 200, retry.text
+        assert retry.json()["refresh_token"] == child.json()["refresh_token"]
+        assert retry.json()["scope"] == "wallet"
+        assert deps.verifier.verify(retry.json()["access_token"]).scope == ("wallet",)
+        assert (await introspect(client, partner, child.json()["refresh_token"]))["active"]
+
+    async def test_scope_check_comes_after_the_token_check(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """Another client's token with a foreign scope is invalid_grant, not invalid_scope
+        (nothing is told about a grant that is not the caller's), and a used token presented
+        again with a foreign scope is still a replay that ends its family."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        thief = await register(client, admin)
+        tokens = await issued(client, admin, partner, scope="wallet")
+        assert_oauth_error(
+            await refresh_with(client, thief, tokens.refresh_token, scope="profile"),
+            "invalid_grant",
+        )
+        child = await refresh_with(client, partner, tokens.refresh_token)
+        assert child.status_code == 200, child.text
+        clock.advance(REFRESH_GRACE_S + 1)  # past the grace for a retry of the parent
+        assert_oauth_error(
+            await refresh_with(client, partner, tokens.refresh_token, scope="profile"),
+            "invalid_grant",
+        )
+        replayed_family = await introspect(client, partner, child.json()["refresh_token"])
+        assert replayed_family == {"active": False}
 
     async def test_missing_refresh_token_is_invalid_grant(
         self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
@@ -878,14 +1106,15 @@ class TestRevocation:
     ) -> None:
         """A public client identifies itself with client_id alone to revoke."""
         admin = await administrator(client, deps, clock)
-        partner = await register(client, admin)
+        resource_server = await register(client, admin, scopes=["openid", INTROSPECT])
         app = await register(client, admin, is_confidential=False)
         tokens = await issued(client, admin, app)
+        assert (await introspect(client, resource_server, tokens.access_token))["active"] is True
         response = await client.post(
             "/oauth/revoke", data={"token": tokens.refresh_token, **app.post}
         )
         assert response.status_code == 200
-        assert await introspect(client, partner, tokens.access_token) == {"active": False}
+        assert await introspect(client, resource_server, tokens.access_token) == {"active": False}
 
     async def test_wrong_secret_cannot_revoke(
         self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
@@ -950,6 +1179,62 @@ class TestIntrospection:
         forged = f"{header}.{payload}.{base64.urlsafe_b64encode(b'x' * 256).decode().rstrip('=')}"
         for token in ("nothing-we-issued", forged):
             assert await introspect(client, partner, token) == {"active": False}
+
+    async def test_another_clients_tokens_are_inactive(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A client introspecting tokens issued to another client, or the user's first-party
+        tokens, hears `{"active": false}` and nothing more (RFC 7662 section 4), while the
+        client they were issued to sees them active."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        other = await register(client, admin)
+        tokens = await issued(client, admin, partner)
+        for token in (tokens.access_token, tokens.refresh_token):
+            assert await introspect(client, other, token) == {"active": False}
+            assert (await introspect(client, partner, token))["active"] is True
+        for token in (admin.access_token, admin.refresh_token):
+            assert await introspect(client, other, token) == {"active": False}
+
+    async def test_introspect_permission_sees_every_clients_tokens(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A client registered with the `introspect` scope (a resource server) introspects
+        tokens issued to any client, and the user's first-party tokens."""
+        admin = await administrator(client, deps, clock)
+        partner = await register(client, admin)
+        resource_server = await register(client, admin, scopes=["openid", INTROSPECT])
+        tokens = await issued(client, admin, partner)
+        answer = await introspect(client, resource_server, tokens.access_token)
+        assert answer["active"] is True
+        assert answer["client_id"] == partner.client_id
+        assert answer["scope"] == "openid wallet"
+        refresh = await introspect(client, resource_server, tokens.refresh_token)
+        assert refresh["active"] is True
+        assert refresh["client_id"] == partner.client_id
+        first_party = await introspect(client, resource_server, admin.access_token)
+        assert first_party["active"] is True
+        assert first_party["client_id"] is None
+
+    async def test_introspect_permission_is_not_a_user_grant(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """`introspect` is the client's own permission: a user cannot grant it through
+        authorization (invalid_scope, no code), so no access token ever carries it."""
+        admin = await administrator(client, deps, clock)
+        resource_server = await register(client, admin, scopes=["openid", INTROSPECT])
+        _, challenge = pkce()
+        query = query_of(
+            await authorize(
+                client,
+                admin,
+                resource_server,
+                scope=f"openid {INTROSPECT}",
+                code_challenge=challenge,
+            )
+        )
+        assert query["error"] == ["invalid_scope"]
+        assert "code" not in query
 
     async def test_public_client_may_not_introspect(
         self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
