@@ -117,6 +117,26 @@ def _is_redirect_uri(uri: str) -> bool:
     return "." in parts.scheme
 
 
+def _without_loopback_port(uri: str) -> str:
+    """`uri` with the port left out when it is a plain-http loopback URI, else `uri`."""
+    parts = urlsplit(uri)
+    host = parts.hostname
+    if parts.scheme != "http" or host not in LOOPBACK_HOSTS or host is None or parts.port is None:
+        return uri
+    return urlunsplit(parts._replace(netloc=f"[{host}]" if ":" in host else host))
+
+
+def _is_registered(uri: str, registered: list[str]) -> bool:
+    """Whether `uri` is one of the client's redirect URIs, compared exactly, except that a
+    loopback URI may name any port: a native app listens on whatever port the system gives it
+    at the time of the request (RFC 8252 section 7.3, a MUST). The token request must repeat
+    the URI with its port, which binds the code to it."""
+    if uri in registered:
+        return True
+    portless = _without_loopback_port(uri)
+    return portless != uri and any(_without_loopback_port(r) == portless for r in registered)
+
+
 def _secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -203,9 +223,9 @@ async def authorize(
     client = await repository.find_client(conn, request.client_id)
     if (
         client is None
-        or request.redirect_uri not in client["redirect_uris"]
         # A stored URI that registration would refuse today is never redirected to.
         or not _is_redirect_uri(request.redirect_uri)
+        or not _is_registered(request.redirect_uri, client["redirect_uris"])
     ):
         raise _oauth_error("invalid_request", "unknown client or unregistered redirect_uri")
 

@@ -329,6 +329,60 @@ class TestClientRegistration:
         assert response.status_code == 400, response.text
         assert response.json()["details"]["error"] == "invalid_redirect_uri"
 
+    @pytest.mark.parametrize(
+        ("registered", "requested"),
+        [
+            ("http://127.0.0.1:8765/callback", "http://127.0.0.1:50123/callback"),
+            ("http://127.0.0.1/callback", "http://127.0.0.1:50123/callback"),
+            ("http://[::1]:8765/callback", "http://[::1]:4000/callback"),
+        ],
+    )
+    async def test_a_loopback_redirect_may_name_any_port(
+        self,
+        client: httpx.AsyncClient,
+        deps: AuthDependencies,
+        clock: FrozenClock,
+        registered: str,
+        requested: str,
+    ) -> None:
+        """A native app's loopback listener takes whatever port the system gives it, so the
+        port of a loopback redirect is not matched (RFC 8252 7.3, a MUST); the code is bound to
+        the URI asked with, port included, when it is exchanged."""
+        admin = await administrator(client, deps, clock)
+        app = await register(client, admin, redirect_uris=[registered], is_confidential=False)
+        code, verifier = await code_for(client, admin, app, redirect_uri=requested)
+        refused = await exchange(client, app, code, verifier, redirect_uri=registered)
+        assert_oauth_error(refused, "invalid_grant")
+        code, verifier = await code_for(client, admin, app, redirect_uri=requested)
+        accepted = await exchange(client, app, code, verifier, redirect_uri=requested)
+        assert accepted.status_code == 200, accepted.text
+
+    @pytest.mark.parametrize(
+        "requested",
+        [
+            "http://127.0.0.1:50123/other",  # another path
+            "http://[::1]:50123/callback",  # another loopback address
+            "http://127.0.0.1:50123/callback?x=1",  # another query
+        ],
+    )
+    async def test_only_the_port_of_a_loopback_redirect_may_differ(
+        self,
+        client: httpx.AsyncClient,
+        deps: AuthDependencies,
+        clock: FrozenClock,
+        requested: str,
+    ) -> None:
+        """Everything but the port is still matched exactly: no code is issued."""
+        admin = await administrator(client, deps, clock)
+        registered = "http://127.0.0.1:8765/callback"
+        app = await register(client, admin, redirect_uris=[registered], is_confidential=False)
+        _, challenge = pkce()
+        response = await authorize(
+            client, admin, app, redirect_uri=requested, code_challenge=challenge
+        )
+        assert response.status_code == 400, response.text
+        assert "code" not in response.headers.get("location", "")
+
     async def test_native_app_scheme_is_accepted(
         self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
     ) -> None:
