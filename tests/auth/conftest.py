@@ -165,6 +165,25 @@ async def login(client: httpx.AsyncClient, account: Account, **extra: str) -> ht
     return response
 
 
+async def mfa_token(client: httpx.AsyncClient, account: Account, password: str = PASSWORD) -> str:
+    """The `mfa_token` of a sign-in that asks for its second step."""
+    response = await client.post(
+        "/api/v1/auth/login", json={"email": account.email, "password": password}
+    )
+    assert response.status_code == 401, response.text
+    assert response.json()["code"] == "AUTH_MFA_REQUIRED"
+    return str(response.json()["details"]["mfa_token"])
+
+
+async def verify_second_step(
+    client: httpx.AsyncClient, token: str, method: str, code: str
+) -> httpx.Response:
+    """Finish a sign-in's second step (`POST /mfa/verify`)."""
+    return await client.post(
+        "/api/v1/auth/mfa/verify", json={"mfa_token": token, "method": method, "code": code}
+    )
+
+
 async def with_totp(client: httpx.AsyncClient, account: Account, clock: FrozenClock) -> bytes:
     """Enrol and confirm TOTP for a signed-in account; its secret."""
     response = await client.post("/api/v1/auth/mfa/totp/enroll", headers=account.bearer)

@@ -23,27 +23,21 @@ from auth.models import RequestContext
 from auth.otp import totp
 from auth.service import login as login_service
 from kit.clock import FrozenClock
-from tests.auth.conftest import NEW_PASSWORD, PASSWORD, Account, outbox_code, registered, with_totp
+from tests.auth.conftest import (
+    NEW_PASSWORD,
+    PASSWORD,
+    Account,
+    mfa_token,
+    outbox_code,
+    registered,
+    verify_second_step,
+    with_totp,
+)
 
 pytestmark = pytest.mark.db
 
 MFA = "/api/v1/auth/mfa"
 UNKNOWN_TOKEN = "x" * 43
-
-
-async def _mfa_token(client: httpx.AsyncClient, account: Account, password: str) -> str:
-    response = await client.post(
-        "/api/v1/auth/login", json={"email": account.email, "password": password}
-    )
-    assert response.status_code == 401, response.text
-    assert response.json()["code"] == "AUTH_MFA_REQUIRED"
-    return str(response.json()["details"]["mfa_token"])
-
-
-async def _verify(client: httpx.AsyncClient, token: str, method: str, code: str) -> httpx.Response:
-    return await client.post(
-        f"{MFA}/verify", json={"mfa_token": token, "method": method, "code": code}
-    )
 
 
 async def _reset(client: httpx.AsyncClient, account: Account) -> None:
@@ -83,15 +77,15 @@ class TestResetEndsPendingSignIns:
         sign-in is, and opens no session; a sign-in with the new password still works."""
         account = await registered(client)
         secret = await with_totp(client, account, clock)
-        stale = await _mfa_token(client, account, PASSWORD)
+        stale = await mfa_token(client, account, PASSWORD)
         await _reset(client, account)
-        unknown = await _verify(client, UNKNOWN_TOKEN, "totp", totp(secret, clock.now()))
-        refused = await _verify(client, stale, "totp", totp(secret, clock.now()))
+        unknown = await verify_second_step(client, UNKNOWN_TOKEN, "totp", totp(secret, clock.now()))
+        refused = await verify_second_step(client, stale, "totp", totp(secret, clock.now()))
         assert _refusal(refused) == _refusal(unknown)
         assert refused.json()["code"] == "AUTH_INVALID_MFA_CODE"
         assert await _active_sessions(deps, account) == 0
-        fresh = await _mfa_token(client, account, NEW_PASSWORD)
-        response = await _verify(client, fresh, "totp", totp(secret, clock.now()))
+        fresh = await mfa_token(client, account, NEW_PASSWORD)
+        response = await verify_second_step(client, fresh, "totp", totp(secret, clock.now()))
         assert response.status_code == 200, response.text
 
     @pytest.mark.parametrize("factor", ["none", "totp_challenge", "totp_at_once"])
@@ -136,21 +130,21 @@ class TestChangeEndsPendingSignIns:
         account = await registered(client)
         await with_totp(client, account, clock)
         codes = (await client.post(f"{MFA}/backup-codes", headers=account.bearer)).json()["codes"]
-        stale = await _mfa_token(client, account, PASSWORD)
+        stale = await mfa_token(client, account, PASSWORD)
         changed = await client.post(
             "/api/v1/auth/password/change",
             json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
             headers=account.bearer,
         )
         assert changed.status_code == 200, changed.text
-        unknown = await _verify(client, UNKNOWN_TOKEN, "backup_code", codes[0])
-        refused = await _verify(client, stale, "backup_code", codes[0])
+        unknown = await verify_second_step(client, UNKNOWN_TOKEN, "backup_code", codes[0])
+        refused = await verify_second_step(client, stale, "backup_code", codes[0])
         assert _refusal(refused) == _refusal(unknown)
         factors = (await client.get(f"{MFA}/factors", headers=account.bearer)).json()
         assert factors["backup_codes_remaining"] == 10
         assert await _active_sessions(deps, account) == 1
-        fresh = await _mfa_token(client, account, NEW_PASSWORD)
-        response = await _verify(client, fresh, "backup_code", codes[0])
+        fresh = await mfa_token(client, account, NEW_PASSWORD)
+        response = await verify_second_step(client, fresh, "backup_code", codes[0])
         assert response.status_code == 200, response.text
 
     async def test_an_ended_sign_in_sends_no_code(
@@ -167,7 +161,7 @@ class TestChangeEndsPendingSignIns:
         )
         assert confirmed.status_code == 200, confirmed.text
         account.access_token = confirmed.json()["access_token"]
-        stale = await _mfa_token(client, account, PASSWORD)
+        stale = await mfa_token(client, account, PASSWORD)
         changed = await client.post(
             "/api/v1/auth/password/change",
             json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},

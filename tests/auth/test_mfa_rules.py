@@ -21,11 +21,12 @@ from auth.otp import totp
 from auth.service import admin
 from kit.clock import FrozenClock
 from tests.auth.conftest import (
-    PASSWORD,
     Account,
     login,
+    mfa_token,
     outbox_code,
     registered,
+    verify_second_step,
     with_totp,
 )
 from users import service as users
@@ -35,21 +36,6 @@ pytestmark = pytest.mark.db
 MFA = "/api/v1/auth/mfa"
 LOCK_WAIT_LOOKS_MAX = 500  # how often a test looks for requests waiting on its lock
 LOCK_WAIT_LOOK_S = 0.01
-
-
-async def _mfa_token(client: httpx.AsyncClient, account: Account) -> str:
-    response = await client.post(
-        "/api/v1/auth/login", json={"email": account.email, "password": PASSWORD}
-    )
-    assert response.status_code == 401, response.text
-    assert response.json()["code"] == "AUTH_MFA_REQUIRED"
-    return str(response.json()["details"]["mfa_token"])
-
-
-async def _verify(client: httpx.AsyncClient, token: str, method: str, code: str) -> httpx.Response:
-    return await client.post(
-        f"{MFA}/verify", json={"mfa_token": token, "method": method, "code": code}
-    )
 
 
 async def _until_blocked(deps: AuthDependencies, holder_pid: int, *, count: int) -> None:
@@ -125,8 +111,8 @@ class TestTotpWindow:
             again = await client.post(f"{MFA}/{method}/enroll", headers=account.bearer)
             assert again.status_code == 409, again.text
             assert again.json()["code"] == "AUTH_FACTOR_ALREADY_ENROLLED"
-        token = await _mfa_token(client, account)
-        response = await _verify(client, token, "totp", totp(secret, clock.now()))
+        token = await mfa_token(client, account)
+        response = await verify_second_step(client, token, "totp", totp(secret, clock.now()))
         assert response.status_code == 200, response.text
 
 
@@ -156,8 +142,8 @@ class TestOutOfBandCodes:
         """Only the newest code sent for a sign-in works; a code never sent does not."""
         account = await registered(client)
         await _with_email_codes(client, account)
-        token = await _mfa_token(client, account)
-        unsent = await _verify(client, token, "email", "000000")
+        token = await mfa_token(client, account)
+        unsent = await verify_second_step(client, token, "email", "000000")
         assert unsent.status_code == 401  # nothing was sent yet: no code can match
         send = {"mfa_token": token}
         assert (await client.post(f"{MFA}/email/send", json=send)).status_code == 200
@@ -165,14 +151,14 @@ class TestOutOfBandCodes:
         assert (await client.post(f"{MFA}/email/send", json=send)).status_code == 200
         second = await outbox_code(client, account.email)
         if first != second:  # one chance in a million that both sends drew the same code
-            assert (await _verify(client, token, "email", first)).status_code == 401
-        assert (await _verify(client, token, "email", second)).status_code == 200
+            assert (await verify_second_step(client, token, "email", first)).status_code == 401
+        assert (await verify_second_step(client, token, "email", second)).status_code == 200
 
     async def test_a_sign_in_sends_at_most_three_codes(self, client: httpx.AsyncClient) -> None:
         """The fourth send for one challenge is refused and nothing more reaches the outbox."""
         account = await registered(client)
         await _with_email_codes(client, account)
-        token = await _mfa_token(client, account)
+        token = await mfa_token(client, account)
         answers = [
             await client.post(f"{MFA}/email/send", json={"mfa_token": token}) for _ in range(4)
         ]
@@ -189,7 +175,7 @@ class TestOutOfBandCodes:
         account = await registered(client)
         await with_totp(client, account, clock)
         await _with_email_codes(client, account)
-        token = await _mfa_token(client, account)
+        token = await mfa_token(client, account)
         removed = await client.delete(f"{MFA}/factors/email", headers=account.bearer)
         assert removed.status_code == 204, removed.text
         response = await client.post(f"{MFA}/email/send", json={"mfa_token": token})
@@ -202,10 +188,10 @@ class TestOutOfBandCodes:
         """A TOTP-only sign-in refuses an email code and an unknown mfa_token without a guess."""
         account = await registered(client)
         secret = await with_totp(client, account, clock)
-        token = await _mfa_token(client, account)
-        assert (await _verify(client, token, "email", "123456")).status_code == 401
-        assert (await _verify(client, "x" * 43, "totp", "123456")).status_code == 401
-        response = await _verify(client, token, "totp", totp(secret, clock.now()))
+        token = await mfa_token(client, account)
+        assert (await verify_second_step(client, token, "email", "123456")).status_code == 401
+        assert (await verify_second_step(client, "x" * 43, "totp", "123456")).status_code == 401
+        response = await verify_second_step(client, token, "totp", totp(secret, clock.now()))
         assert response.status_code == 200, response.text
 
 
@@ -217,10 +203,10 @@ class TestBackupCodes:
         account = await registered(client)
         await with_totp(client, account, clock)
         codes = (await client.post(f"{MFA}/backup-codes", headers=account.bearer)).json()["codes"]
-        first, second = await _mfa_token(client, account), await _mfa_token(client, account)
+        first, second = await mfa_token(client, account), await mfa_token(client, account)
         answers = await asyncio.gather(
-            _verify(client, first, "backup_code", codes[0]),
-            _verify(client, second, "backup_code", codes[0]),
+            verify_second_step(client, first, "backup_code", codes[0]),
+            verify_second_step(client, second, "backup_code", codes[0]),
         )
         assert sorted(a.status_code for a in answers) == [200, 401]
         factors = (await client.get(f"{MFA}/factors", headers=account.bearer)).json()
@@ -233,10 +219,10 @@ class TestBackupCodes:
         account = await registered(client)
         await with_totp(client, account, clock)
         codes = (await client.post(f"{MFA}/backup-codes", headers=account.bearer)).json()["codes"]
-        token = await _mfa_token(client, account)
+        token = await mfa_token(client, account)
         answers = await asyncio.gather(
-            _verify(client, token, "backup_code", codes[0]),
-            _verify(client, token, "backup_code", codes[1]),
+            verify_second_step(client, token, "backup_code", codes[0]),
+            verify_second_step(client, token, "backup_code", codes[1]),
         )
         assert sorted(a.status_code for a in answers) == [200, 401]
         sessions = (await client.get("/api/v1/auth/sessions", headers=account.bearer)).json()
@@ -252,15 +238,15 @@ class TestBackupCodes:
         account = await registered(client)
         await with_totp(client, account, clock)
         codes = (await client.post(f"{MFA}/backup-codes", headers=account.bearer)).json()["codes"]
-        token = await _mfa_token(client, account)
+        token = await mfa_token(client, account)
         async with deps.db.transaction() as holder:
             user_id = await holder.fetchval("SELECT id FROM users WHERE email = $1", account.email)
             await holder.execute(
                 "SELECT id FROM auth_backup_codes WHERE user_id = $1 FOR UPDATE", user_id
             )
             racing = asyncio.gather(
-                _verify(client, token, "backup_code", codes[0]),
-                _verify(client, token, "backup_code", codes[1]),
+                verify_second_step(client, token, "backup_code", codes[0]),
+                verify_second_step(client, token, "backup_code", codes[1]),
             )
             await _until_blocked(deps, holder.get_server_pid(), count=2)
         answers = await racing
@@ -277,7 +263,9 @@ class TestBackupCodes:
                 account.email,
             )
         assert used_events == 1
-        later = await _verify(client, await _mfa_token(client, account), "backup_code", loser)
+        later = await verify_second_step(
+            client, await mfa_token(client, account), "backup_code", loser
+        )
         assert later.status_code == 200, later.text
 
 
@@ -296,9 +284,9 @@ class TestRemoval:
             missing = await client.delete(f"{MFA}/factors/{method}", headers=account.bearer)
             assert missing.status_code == 404
             assert missing.json()["code"] == "AUTH_FACTOR_NOT_FOUND"
-        token = await _mfa_token(client, account)
+        token = await mfa_token(client, account)
         assert token
-        assert (await _verify(client, token, "backup_code", codes[0])).status_code == 401
+        assert (await verify_second_step(client, token, "backup_code", codes[0])).status_code == 401
 
 
 class TestChallengeOutlivesItsContext:
@@ -308,12 +296,12 @@ class TestChallengeOutlivesItsContext:
         """An account locked between the password and the second factor gets no session."""
         account = await registered(client)
         secret = await with_totp(client, account, clock)
-        token = await _mfa_token(client, account)
+        token = await mfa_token(client, account)
         async with deps.db.transaction() as conn:
             user = await users.find_by_email(conn, account.email)
             assert user is not None
             await admin.lock_account(conn, deps, user_id=user.id, admin_id=user.id)
-        response = await _verify(client, token, "totp", totp(secret, clock.now()))
+        response = await verify_second_step(client, token, "totp", totp(secret, clock.now()))
         assert response.status_code == 403, response.text
         assert response.json()["code"] == "AUTH_ACCOUNT_DISABLED"
         async with deps.db.connection() as conn:
@@ -331,7 +319,7 @@ class TestChallengeOutlivesItsContext:
         challenge = await client.post(f"{MFA}/challenge", headers=account.bearer)
         assert challenge.status_code == 200, challenge.text
         assert (await client.post("/api/v1/auth/logout", headers=account.bearer)).status_code == 204
-        response = await _verify(
+        response = await verify_second_step(
             client, challenge.json()["mfa_token"], "totp", totp(secret, clock.now())
         )
         assert response.status_code == 401, response.text

@@ -196,25 +196,45 @@ class TestClientRegistration:
     """What an administrator may register."""
 
     @pytest.mark.parametrize(
-        ("redirect_uri", "error"),
+        "redirect_uri",
         [
-            ("https://partner.example/callback#done", "invalid_redirect_uri"),
-            ("/callback", "invalid_redirect_uri"),
-            ("partner.example/callback", "invalid_redirect_uri"),
-            ("https:///callback", "invalid_redirect_uri"),
-            ("http://[::1/callback", "invalid_redirect_uri"),
+            # RFC 6749 3.1.2: absolute, with a host for the web, no fragment for the code
+            "https://partner.example/callback#done",
+            "/callback",
+            "partner.example/callback",
+            "https:///callback",
+            "http://[::1/callback",
+            # plain http only on 127.0.0.1 or [::1] (RFC 8252 7.3, 8.3; RFC 9700 2.1): on any
+            # other host the code would cross the network in clear
+            "http://partner.example/callback",
+            "HTTP://partner.example/callback",
+            "http://localhost:8765/callback",  # a name, not a loopback literal (RFC 8252 8.3)
+            "http://127.0.0.1.partner.example/callback",
+            "http://127.1/callback",
+            "http://10.0.0.1/callback",
+            "http://[::ffff:127.0.0.1]/callback",
+            "http://user@127.0.0.1:8765/callback",
+            "http://127.0.0.1:99999/callback",
+            # a private-use scheme is a reverse domain name (RFC 8252 7.1); a scheme a browser
+            # acts on itself would run the code's page as script or read local files
+            "javascript:alert(document.cookie)",
+            "JavaScript:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "file:///etc/passwd",
+            "vbscript:msgbox(1)",
+            "app://callback",
         ],
     )
-    async def test_redirect_uri_is_absolute_without_a_fragment(
+    async def test_a_redirect_uri_outside_the_rules_is_refused(
         self,
         client: httpx.AsyncClient,
         deps: AuthDependencies,
         clock: FrozenClock,
         redirect_uri: str,
-        error: str,
     ) -> None:
-        """A relative URI, a web URI without a host, or one with a fragment (where no code
-        can be added) is refused and no client is registered."""
+        """A redirect URI that is relative, a web URI without a host or with a fragment (where
+        no code can be added), plain http off the loopback literals, or a scheme that is no
+        app's own is refused, and no client is registered."""
         admin = await administrator(client, deps, clock)
         response = await client.post(
             "/api/v1/auth/oauth/clients",
@@ -228,45 +248,6 @@ class TestClientRegistration:
         assert response.status_code == 400, response.text
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["code"] == "AUTH_OAUTH_ERROR"
-        assert response.json()["details"]["error"] == error
-        async with deps.db.connection() as conn:
-            count = await conn.fetchval(
-                "SELECT count(*) FROM oauth_clients WHERE $1 = ANY(redirect_uris)", redirect_uri
-            )
-        assert count == 0
-
-    @pytest.mark.parametrize(
-        "redirect_uri",
-        [
-            "http://partner.example/callback",
-            "HTTP://partner.example/callback",
-            "http://localhost:8765/callback",  # a name, not a loopback literal (RFC 8252 8.3)
-            "http://127.0.0.1.partner.example/callback",
-            "http://127.1/callback",
-            "http://10.0.0.1/callback",
-            "http://[::ffff:127.0.0.1]/callback",
-            "http://user@127.0.0.1:8765/callback",
-            "http://127.0.0.1:99999/callback",
-        ],
-    )
-    async def test_plain_http_is_refused_off_the_loopback_literals(
-        self,
-        client: httpx.AsyncClient,
-        deps: AuthDependencies,
-        clock: FrozenClock,
-        redirect_uri: str,
-    ) -> None:
-        """A plain-http redirect URI is refused unless its host is exactly 127.0.0.1 or [::1]
-        (RFC 8252 7.3, 8.3; RFC 9700 2.1): on any other host the code would cross the network
-        in clear. Nothing is registered."""
-        admin = await administrator(client, deps, clock)
-        response = await client.post(
-            "/api/v1/auth/oauth/clients",
-            json={"name": "Plain", "redirect_uris": [REDIRECT, redirect_uri], "scopes": ["openid"]},
-            headers=admin.bearer,
-        )
-        assert response.status_code == 400, response.text
-        assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["details"]["error"] == "invalid_redirect_uri"
         async with deps.db.connection() as conn:
             count = await conn.fetchval(
@@ -299,35 +280,6 @@ class TestClientRegistration:
         )
         assert response.headers["location"].startswith(redirect_uri + "?")
         assert "code" in query_of(response)
-
-    @pytest.mark.parametrize(
-        "redirect_uri",
-        [
-            "javascript:alert(document.cookie)",
-            "JavaScript:alert(1)",
-            "data:text/html,<script>alert(1)</script>",
-            "file:///etc/passwd",
-            "vbscript:msgbox(1)",
-            "app://callback",  # not a reverse domain name (RFC 8252 7.1)
-        ],
-    )
-    async def test_a_scheme_that_is_no_apps_own_is_refused(
-        self,
-        client: httpx.AsyncClient,
-        deps: AuthDependencies,
-        clock: FrozenClock,
-        redirect_uri: str,
-    ) -> None:
-        """A private-use scheme must be a reverse domain name (RFC 8252 7.1): a scheme a browser
-        acts on itself would run the code's page as script or read local files."""
-        admin = await administrator(client, deps, clock)
-        response = await client.post(
-            "/api/v1/auth/oauth/clients",
-            json={"name": "Odd", "redirect_uris": [redirect_uri], "scopes": ["openid"]},
-            headers=admin.bearer,
-        )
-        assert response.status_code == 400, response.text
-        assert response.json()["details"]["error"] == "invalid_redirect_uri"
 
     @pytest.mark.parametrize(
         ("registered", "requested"),
