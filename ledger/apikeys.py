@@ -53,7 +53,7 @@ from ledger.surface_errors import (
     MissingPrincipalError,
     ScopeEscalationError,
 )
-from ledger.wire import timestamp
+from ledger.wire import check_utc_years, timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -373,6 +373,10 @@ async def create_api_key(
         raise ScopeEscalationError()
     if expires_at.tzinfo is None or expires_at <= now:
         raise ApiKeyInvalidError("expires_at must be a future RFC 3339 time with an offset")
+    try:
+        check_utc_years(expires_at)
+    except ValueError as exc:
+        raise ApiKeyInvalidError("expires_at is outside years 1-9999 in UTC") from exc
     # A key's children expire no later than it does: else it could renew itself for ever by
     # minting its successor before it expires.
     maker = None if principal is None else principal.key

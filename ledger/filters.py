@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kit.money import InvalidAmountError, parse_decimal
 from ledger.errors import FilterParseError, LedgerValidationError
+from ledger.wire import check_utc_years
 
 LIMIT_MAX: Final = 100  # Blnk's FilterRequest bound
 IN_VALUES_MAX: Final = 500
@@ -177,7 +178,7 @@ def _coerce(value: Any, kind: Kind, field_name: str) -> Any:
         if kind is Kind.NUMBER:
             return parse_decimal(str(value))  # bounded: 1E+999999999 is refused, not encoded
         if kind is Kind.TIME:
-            return (
+            return check_utc_years(
                 value
                 if isinstance(value, datetime)
                 else datetime.fromisoformat(str(value).replace("Z", "+00:00"))

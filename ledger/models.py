@@ -75,6 +75,8 @@ def _pickled_by_fields(cls: type[_Model]) -> type[_Model]:
 _DEFAULT_FROM_FACTORY: Final = object()  # a field left to its default_factory
 # A currency code as every ledger table's CHECK spells it (balances, transactions, rates).
 CURRENCY_CODE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,32}$")
+# An indicator balance's name as the balances table's trigger spells it (migration 0112).
+INDICATOR_NAME: Final = re.compile(r"^@\S{1,254}$")
 
 
 def _built_fast(cls: type[_Model]) -> type[_Model]:

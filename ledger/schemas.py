@@ -52,6 +52,7 @@ from ledger.errors import (
 )
 from ledger.models import (
     CURRENCY_CODE,
+    INDICATOR_NAME,
     CommitInflight,
     IdempotencyClaim,
     Leg,
@@ -60,7 +61,7 @@ from ledger.models import (
     RefundTransaction,
     VoidInflight,
 )
-from ledger.wire import ZERO_TIME_VALUE
+from ledger.wire import ZERO_TIME_VALUE, check_utc_years
 
 BODY_BYTES_MAX: Final = 5 * 1024 * 1024  # Blnk's limit (api: 5 MiB)
 BULK_TRANSACTIONS_MAX: Final = 10_000  # Blnk's bulk limit
@@ -164,9 +165,11 @@ class TransactionIn(_Body):
     )
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             raise ValueError("times need a UTC offset (RFC 3339)")
-        return value
+        return check_utc_years(value)
 
     @field_validator("scheduled_for", "inflight_expiry_date", "inflight_commit_date")
     @classmethod
@@ -313,6 +316,15 @@ def _check_ends(body: TransactionIn) -> None:
         raise TransactionValidationError("destination is required")
     if body.source and body.destination and body.source == body.destination:
         raise TransactionValidationError("source and destination cannot be the same")
+    ends = [body.source, body.destination]
+    ends += [leg.identifier for leg in (*(body.sources or ()), *(body.destinations or ()))]
+    for end in ends:
+        # An `@name` end creates its indicator balance on first use, whose name the balances
+        # table checks; refused here, it is a 400 instead of a batch PostgreSQL refuses.
+        if end and end.startswith("@") and not INDICATOR_NAME.match(end):
+            raise TransactionValidationError(
+                f"{end[:40]!r} is no indicator: @ followed by 1-254 non-space characters"
+            )
 
 
 def transaction_command(

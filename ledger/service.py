@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import asyncpg
 
+from kit import json_exact
 from kit.ids import IdPrefix, new_id
 from ledger import repository
 from ledger.errors import (
@@ -19,18 +20,25 @@ from ledger.errors import (
     BalanceRequestInvalidError,
     BalanceValidationError,
     LedgerNotFoundError,
+    LedgerValidationError,
     LedgerValidationFailedError,
     MetadataEntityNotFoundError,
     MetadataInvalidEntityError,
     TransactionNotFoundError,
 )
 from ledger.filters import COLLECTIONS, Query, add_condition, sql_for
-from ledger.models import CURRENCY_CODE, GENERAL_LEDGER_ID, BalanceRecord, TransactionRecord
+from ledger.models import (
+    CURRENCY_CODE,
+    GENERAL_LEDGER_ID,
+    INDICATOR_NAME,
+    BalanceRecord,
+    TransactionRecord,
+)
+from ledger.schemas import META_DATA_BYTES_MAX
 from ledger.wire import balance_json, timestamp, transaction_json
 
 NAME_LENGTH_MAX: Final = 255
 ALLOCATION_STRATEGIES: Final = frozenset({"FIFO", "LIFO", "PROPORTIONAL"})
-_INDICATOR = re.compile(r"^@\S{1,254}$")
 
 
 def ledger_json(row: asyncpg.Record) -> dict[str, Any]:
@@ -96,7 +104,7 @@ async def create_balance(
     if indicator:
         if ledger_id != GENERAL_LEDGER_ID:
             raise BalanceRequestInvalidError("an indicator is allowed only in the general ledger")
-        if not _INDICATOR.match(indicator):
+        if not INDICATOR_NAME.match(indicator):
             raise BalanceRequestInvalidError("an indicator starts with @ and has no spaces")
     if track_fund_lineage and not identity_id:
         raise BalanceRequestInvalidError("track_fund_lineage needs an identity_id")
@@ -288,4 +296,8 @@ async def merge_metadata(
     merged = await repository.merge_metadata(conn, match.group(1), entity_id, meta_data)
     if merged is None:
         raise MetadataEntityNotFoundError(f"entity {entity_id} not found")
+    # Checked after the merge, which the caller's transaction then rolls back: the bound is
+    # on what the entity ends up holding, however many merges built it.
+    if len(json_exact.encode(merged)) > META_DATA_BYTES_MAX:
+        raise LedgerValidationError(f"meta_data would be larger than {META_DATA_BYTES_MAX} bytes")
     return merged

@@ -18,6 +18,23 @@ ZERO_TIME: Final = "0001-01-01T00:00:00Z"
 ZERO_TIME_VALUE: Final = datetime(1, 1, 1, tzinfo=UTC)  # the same instant, as a request parses it
 
 
+def check_utc_years(value: datetime) -> datetime:
+    """`value`, once it is known to fall within years 1-9999 in UTC.
+
+    An offset can carry the first or last day of the calendar past them
+    (`9999-12-31T23:59:59-14:00`); PostgreSQL's driver converts every time to UTC and cannot
+    encode such an instant, and one that reached a table could never be read back or rendered.
+
+    Raises:
+        ValueError: the instant is before year 1 or after year 9999 in UTC.
+    """
+    try:
+        value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("time is outside years 1-9999 in UTC") from exc
+    return value
+
+
 def timestamp(value: datetime | None) -> str:
     """RFC 3339 in UTC with microseconds, or Go's zero time."""
     if value is None:

@@ -28,7 +28,7 @@ from ledger.errors import (
 )
 from ledger.filters import COLLECTIONS, FilterRequest, from_query_params
 from ledger.schemas import validate_body
-from ledger.wire import balance_json
+from ledger.wire import balance_json, check_utc_years
 
 TRUTHY = {"true", "1", "yes"}
 
@@ -142,6 +142,10 @@ def balances_router(deps: LedgerDeps) -> APIRouter:
             raise InvalidTimestampError("timestamp must be RFC 3339") from exc
         if when.tzinfo is None:
             raise InvalidTimestampError("timestamp needs a UTC offset")
+        try:
+            check_utc_years(when)
+        except ValueError as exc:
+            raise InvalidTimestampError("timestamp is outside years 1-9999 in UTC") from exc
         async with deps.db.connection() as conn:
             body = await service.balance_at(
                 conn, balance_id, when, from_source=_flag(request, "from_source")

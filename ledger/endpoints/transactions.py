@@ -40,6 +40,7 @@ from ledger.errors import (
     LedgerValidationError,
     MalformedRequestError,
     MetadataEntityNotFoundError,
+    MetadataInvalidEntityError,
     TransactionNotFoundError,
     TransactionValidationError,
 )
@@ -360,7 +361,12 @@ def metadata_router(deps: LedgerDeps) -> APIRouter:
 
     @router.post(
         "/{entity_id}/metadata",
-        responses={404: {"description": MetadataEntityNotFoundError.code}},
+        responses=error_responses(
+            MetadataEntityNotFoundError,
+            MetadataInvalidEntityError,
+            LedgerValidationError,
+            MalformedRequestError,
+        ),
         summary="Merge keys into an entity's metadata",
         openapi_extra=json_body(MetadataIn),
     )

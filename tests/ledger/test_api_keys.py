@@ -136,6 +136,22 @@ class TestManagement:
         assert response.status == 404
         assert response.error.code == "APIKEY_NOT_FOUND"
 
+    def test_an_expiry_outside_years_1_to_9999_in_utc_is_400(self, blnk_master: Any) -> None:
+        """An expiry whose offset carries it past year 9999 in UTC is 400 APIKEY_INVALID and
+        mints nothing (the driver could not encode it: a 500)."""
+        owner = _owner()
+        response = blnk_master.api_keys.create(
+            {
+                "name": "k",
+                "owner": owner,
+                "scopes": ["ledgers:read"],
+                "expires_at": "9999-12-31T23:59:59-14:00",
+            }
+        )
+        assert response.status == 400, response.to_dict()
+        assert response.error.code == "APIKEY_INVALID"
+        assert blnk_master.api_keys.list({"owner": owner}).data == []
+
     def test_a_key_manages_only_its_owner_within_its_scopes(
         self, blnk_master: Any, secure_ledger_url: str
     ) -> None:

@@ -17,6 +17,9 @@ from blnk_sdk.errors import parse_blnk_api_error_body
 pytestmark = pytest.mark.db
 
 UA = {"User-Agent": "python-requests/2.34.2"}
+# Valid RFC 3339 times whose offsets carry them past the first or last day that a UTC date
+# can hold (year 0 and year 10000 once in UTC).
+OUTSIDE_UTC_YEARS = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
 
 
 @pytest.fixture
@@ -258,6 +261,61 @@ class TestBadInput:
         assert "error_detail" in response.json()
         _untouched(http, balance_id, body["reference"])
 
+    @pytest.mark.parametrize("when", OUTSIDE_UTC_YEARS)
+    @pytest.mark.parametrize(
+        "field", ["effective_date", "scheduled_for", "inflight_expiry_date", "inflight_commit_date"]
+    )
+    @pytest.mark.parametrize("skip_queue", [True, False])
+    def test_a_time_outside_years_1_to_9999_in_utc(
+        self, http: httpx.Client, field: str, when: str, *, skip_queue: bool
+    ) -> None:
+        """A time whose offset carries it outside years 1-9999 in UTC is 400 and writes
+        nothing: it was stored, answered 500, and made every later list and search of
+        transactions a 500."""
+        balance_id = _balance(http)
+        body = _body(balance_id, inflight=field.startswith("inflight"), skip_queue=skip_queue)
+        body[field] = when
+        response = http.post("/transactions", json=body)
+        assert response.status_code == 400, response.text
+        assert response.json()["error_detail"]["code"] == "GEN_MALFORMED_REQUEST"
+        _untouched(http, balance_id, body["reference"])
+        assert http.get("/transactions").status_code == 200
+
+    @pytest.mark.parametrize("indicator", ["@", "@a b", "@\t"])
+    @pytest.mark.parametrize("end", ["source", "destination", "sources"])
+    def test_an_indicator_that_is_no_name(
+        self, http: httpx.Client, end: str, indicator: str
+    ) -> None:
+        """An `@` end with no name or with a space in it is 400 TXN_VALIDATION_ERROR, as
+        POST /balances refuses such an indicator (creating its balance broke the batch: 500)."""
+        balance_id = _balance(http)
+        body = _body(balance_id)
+        if end == "sources":
+            body.pop("source")
+            body["sources"] = [
+                {"identifier": "@WorldUSD", "distribution": "50%"},
+                {"identifier": indicator, "distribution": "left"},
+            ]
+        elif end == "destination":
+            body.update(source=balance_id, destination=indicator)
+        else:
+            body["source"] = indicator
+        response = http.post("/transactions", json=body)
+        _refusal(response, 400, "TXN_VALIDATION_ERROR", key="errors")
+        _untouched(http, balance_id, body["reference"])
+
+    @pytest.mark.parametrize("when", OUTSIDE_UTC_YEARS)
+    def test_a_bulk_item_time_outside_years_1_to_9999_in_utc(
+        self, http: httpx.Client, when: str
+    ) -> None:
+        """A bulk whose item has such a time is refused whole (was a 500 after writing)."""
+        balance_id = _balance(http)
+        items = [_body(balance_id), _body(balance_id, effective_date=when)]
+        response = http.post("/transactions/bulk", json={"transactions": items})
+        assert response.status_code == 400, response.text
+        assert "error_detail" in response.json()
+        _untouched(http, balance_id, items[0]["reference"])
+
     @pytest.mark.parametrize("huge", ["1E+999999999", "1E-999999999", "1e400"])
     @pytest.mark.parametrize("field", ["amount", "precise_amount", "precision"])
     def test_numbers_out_of_range(self, http: httpx.Client, field: str, huge: str) -> None:
@@ -460,6 +518,55 @@ class TestBlnkErrorBodies:
         ]
         assert all(set(item) == {"Param", "Message"} for item in body["errors"])
         assert body["error_detail"]["details"] == body["errors"]
+
+    @pytest.mark.parametrize("when", OUTSIDE_UTC_YEARS)
+    @pytest.mark.parametrize("collection", ["ledgers", "balances", "transactions", "identities"])
+    def test_a_filter_time_outside_years_1_to_9999_in_utc(
+        self, http: httpx.Client, collection: str, when: str
+    ) -> None:
+        """A time filter that leaves years 1-9999 in UTC is 400, in the query and in
+        `/filter` (the driver could not encode it: a 500)."""
+        listed = http.get(f"/{collection}", params={"created_at_gt": when})
+        _refusal(listed, 400, "GEN_VALIDATION_ERROR", key="error")
+        filtered = http.post(
+            f"/{collection}/filter",
+            json={"filters": [{"field": "created_at", "operator": "gt", "value": when}]},
+        )
+        _refusal(filtered, 400, "GEN_VALIDATION_ERROR", key="error")
+        between = http.post(
+            f"/{collection}/filter",
+            json={
+                "filters": [
+                    {
+                        "field": "created_at",
+                        "operator": "between",
+                        "values": ["2020-01-01T00:00:00Z", when],
+                    }
+                ]
+            },
+        )
+        _refusal(between, 400, "GEN_VALIDATION_ERROR", key="error")
+
+    @pytest.mark.parametrize("when", OUTSIDE_UTC_YEARS)
+    def test_a_balance_at_a_time_outside_years_1_to_9999_in_utc(
+        self, http: httpx.Client, when: str
+    ) -> None:
+        """`/balances/{id}/at` with such a timestamp is 400 BAL_INVALID_TIMESTAMP (was a 500)."""
+        balance_id = _balance(http)
+        response = http.get(f"/balances/{balance_id}/at", params={"timestamp": when})
+        _refusal(response, 400, "BAL_INVALID_TIMESTAMP", key="error")
+
+    def test_a_metadata_merge_past_the_bound_is_400(self, http: httpx.Client) -> None:
+        """Merges may not grow an entity's metadata past 64 KiB: unbounded, they grew a ledger
+        to 260 MB (every list carried it) until PostgreSQL's jsonb limit made them 503."""
+        ledger = http.post("/ledgers", json={"name": f"meta-{uuid.uuid4().hex[:6]}"}).json()
+        path = f"/{ledger['ledger_id']}/metadata"
+        first = http.post(path, json={"meta_data": {"a": "x" * (40 * 1024)}})
+        assert first.status_code == 200, first.text
+        second = http.post(path, json={"meta_data": {"b": "y" * (40 * 1024)}})
+        _refusal(second, 400, "GEN_VALIDATION_ERROR", key="error")
+        stored = http.get(f"/ledgers/{ledger['ledger_id']}").json()["meta_data"]
+        assert set(stored) == {"a"}
 
     def test_other_refusals_keep_error(self, http: httpx.Client) -> None:
         """Unknown transactions and balances, a transaction body that does not parse and a
