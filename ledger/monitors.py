@@ -39,6 +39,7 @@ from ledger import monitors_repository, repository
 from ledger.errors import BalanceNotFoundError, LedgerValidationError, MonitorNotFoundError
 from ledger.monitors_model import COMPARISONS, FIELDS, OPERATOR_ALIASES, Condition, Monitor
 from ledger.posting import BalanceState, Book
+from ledger.schemas import META_DATA_BYTES_MAX, fits_meta_data
 from ledger.wire import timestamp
 
 MONITOR_EVENT: Final = "balance.monitor"
@@ -118,6 +119,8 @@ def parse_request(body: Any) -> MonitorRequest:
     meta_data = body.get("meta_data") or {}
     if not isinstance(meta_data, dict):
         raise LedgerValidationError("meta_data must be an object")
+    if not fits_meta_data(meta_data):
+        raise LedgerValidationError(f"meta_data is larger than {META_DATA_BYTES_MAX} bytes")
     callback = body.get("call_back_url")
     return MonitorRequest(
         balance_id=balance_id,

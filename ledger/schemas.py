@@ -327,6 +327,11 @@ def _check_ends(body: TransactionIn) -> None:
             )
 
 
+def fits_meta_data(meta: dict[str, Any]) -> bool:
+    """Whether `meta` is within `META_DATA_BYTES_MAX` as JSON, on every entity that keeps it."""
+    return len(json_exact.encode(meta)) <= META_DATA_BYTES_MAX
+
+
 def transaction_command(
     body: TransactionIn,
     *,
@@ -348,7 +353,7 @@ def transaction_command(
     precision = _precision(body.precision)
     units = _minor_units(body.amount, body.precise_amount, precision)
     meta = dict(body.meta_data or {})
-    if len(json_exact.encode(meta)) > META_DATA_BYTES_MAX:
+    if not fits_meta_data(meta):
         raise TransactionValidationError(f"meta_data is larger than {META_DATA_BYTES_MAX} bytes")
     inflight = body.inflight or bool(meta.pop("inflight", False) is True)
     claim = None

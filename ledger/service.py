@@ -12,7 +12,6 @@ from typing import Any, Final
 
 import asyncpg
 
-from kit import json_exact
 from kit.ids import IdPrefix, new_id
 from ledger import repository
 from ledger.errors import (
@@ -34,7 +33,7 @@ from ledger.models import (
     BalanceRecord,
     TransactionRecord,
 )
-from ledger.schemas import META_DATA_BYTES_MAX
+from ledger.schemas import META_DATA_BYTES_MAX, fits_meta_data
 from ledger.wire import balance_json, timestamp, transaction_json
 
 NAME_LENGTH_MAX: Final = 255
@@ -57,6 +56,8 @@ async def create_ledger(
     """POST /ledgers."""
     if not name or len(name) > NAME_LENGTH_MAX:
         raise LedgerValidationFailedError("name is required (at most 255 characters)")
+    if not fits_meta_data(meta_data):
+        raise LedgerValidationFailedError(f"meta_data is larger than {META_DATA_BYTES_MAX} bytes")
     row = await repository.insert_ledger(
         conn, ledger_id=new_id(IdPrefix.LEDGER), name=name, meta_data=meta_data, created_at=now
     )
@@ -108,6 +109,8 @@ async def create_balance(
             raise BalanceRequestInvalidError("an indicator starts with @ and has no spaces")
     if track_fund_lineage and not identity_id:
         raise BalanceRequestInvalidError("track_fund_lineage needs an identity_id")
+    if not fits_meta_data(meta_data):
+        raise BalanceRequestInvalidError(f"meta_data is larger than {META_DATA_BYTES_MAX} bytes")
     if not await repository.ledger_exists(conn, ledger_id):
         raise BalanceValidationError(f"ledger {ledger_id} does not exist", ledger_id=ledger_id)
     try:
@@ -298,6 +301,6 @@ async def merge_metadata(
         raise MetadataEntityNotFoundError(f"entity {entity_id} not found")
     # Checked after the merge, which the caller's transaction then rolls back: the bound is
     # on what the entity ends up holding, however many merges built it.
-    if len(json_exact.encode(merged)) > META_DATA_BYTES_MAX:
+    if not fits_meta_data(merged):
         raise LedgerValidationError(f"meta_data would be larger than {META_DATA_BYTES_MAX} bytes")
     return merged

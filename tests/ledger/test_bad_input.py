@@ -568,6 +568,32 @@ class TestBlnkErrorBodies:
         stored = http.get(f"/ledgers/{ledger['ledger_id']}").json()["meta_data"]
         assert set(stored) == {"a"}
 
+    def test_a_new_entitys_metadata_past_the_bound_is_400(self, http: httpx.Client) -> None:
+        """A ledger, a balance or a balance monitor is refused with metadata past 64 KiB, as a
+        transaction or an identity is, and none is created."""
+        big = {"note": "x" * (64 * 1024)}
+        name = f"big-meta-{uuid.uuid4().hex[:8]}"
+        ledger = http.post("/ledgers", json={"name": name, "meta_data": big})
+        _refusal(ledger, 400, "GEN_VALIDATION_ERROR", key="errors")
+        assert http.get("/ledgers", params={"name_eq": name}).json() == []
+        ledger_id = http.post("/ledgers", json={"name": name}).json()["ledger_id"]
+        balance = http.post(
+            "/balances", json={"ledger_id": ledger_id, "currency": "USD", "meta_data": big}
+        )
+        _refusal(balance, 400, "BAL_VALIDATION_ERROR", key="errors")
+        assert http.get("/balances", params={"ledger_id_eq": ledger_id}).json() == []
+        balance_id = _balance(http)
+        monitor = http.post(
+            "/balance-monitors",
+            json={
+                "balance_id": balance_id,
+                "condition": {"field": "balance", "operator": ">", "value": 10, "precision": 100},
+                "meta_data": big,
+            },
+        )
+        _refusal(monitor, 400, "GEN_VALIDATION_ERROR", key="errors")  # Blnk's key for a new one
+        assert http.get(f"/balance-monitors/balances/{balance_id}").json() == []
+
     def test_other_refusals_keep_error(self, http: httpx.Client) -> None:
         """Unknown transactions and balances, a transaction body that does not parse and a
         filter on an unknown field keep the standard `error` key."""
