@@ -397,7 +397,7 @@ def _is_bound_to(deps: AuthDependencies, challenge: Challenge, password_hash: st
     return hmac.compare_digest(challenge.password_binding, expected)
 
 
-async def _open_challenge(
+async def open_challenge(
     conn: asyncpg.Connection, deps: AuthDependencies, mfa_token: str
 ) -> Challenge | None:
     """The live challenge of `mfa_token`; None when it is gone, or when it is a login
@@ -415,7 +415,7 @@ async def send_challenge_code(
     conn: asyncpg.Connection, deps: AuthDependencies, *, mfa_token: str, method: MfaMethod
 ) -> Outcome[str]:
     """Send an SMS or email code for a pending challenge; the masked destination."""
-    challenge = await _open_challenge(conn, deps, mfa_token)
+    challenge = await open_challenge(conn, deps, mfa_token)
     if challenge is None or method.value not in challenge.methods:
         return Outcome(error=InvalidMfaCodeError())
     if await deps.challenges.count_send(challenge) > MFA_CHALLENGE_SENDS_MAX:
@@ -445,7 +445,7 @@ async def finish_challenge(
     ctx: RequestContext,
 ) -> Outcome[IssuedTokens]:
     """Verify the second factor of a pending login or step-up and open its session."""
-    challenge = await _open_challenge(conn, deps, mfa_token)
+    challenge = await open_challenge(conn, deps, mfa_token)
     if challenge is None or method.value not in challenge.methods:
         return Outcome(error=InvalidMfaCodeError())
     if not await deps.challenges.count_attempt(challenge):

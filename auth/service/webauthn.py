@@ -36,7 +36,7 @@ from auth.dependencies import AuthDependencies
 from auth.errors import InvalidMfaCodeError, WebAuthnVerificationError
 from auth.models import AuthEvent, IssuedTokens, MfaMethod, Outcome, RequestContext
 from auth.repository import mfa as repository
-from auth.service.mfa import complete_challenge, upgraded_tokens
+from auth.service.mfa import complete_challenge, open_challenge, upgraded_tokens
 from users.models import User
 
 
@@ -137,7 +137,7 @@ async def authentication_options(
     conn: asyncpg.Connection, deps: AuthDependencies, *, mfa_token: str
 ) -> Outcome[dict[str, Any]]:
     """PublicKeyCredentialRequestOptions for a pending login's challenge."""
-    challenge = await deps.challenges.find(mfa_token)
+    challenge = await open_challenge(conn, deps, mfa_token)
     if challenge is None or MfaMethod.BIOMETRIC.value not in challenge.methods:
         return Outcome(error=InvalidMfaCodeError())
     rows = await repository.list_credentials(conn, challenge.user_id)
@@ -163,7 +163,7 @@ async def verify_authentication(
     ctx: RequestContext,
 ) -> Outcome[IssuedTokens]:
     """Finish a login with a WebAuthn assertion."""
-    challenge = await deps.challenges.find(mfa_token)
+    challenge = await open_challenge(conn, deps, mfa_token)
     if (
         challenge is None
         or MfaMethod.BIOMETRIC.value not in challenge.methods

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
 
 from auth.dependencies import AuthDependencies
-from tests.auth.conftest import PASSWORD, Account, outbox_code, registered
+from tests.auth.conftest import NEW_PASSWORD, PASSWORD, Account, outbox_code, registered
 
 pytestmark = pytest.mark.db
 
@@ -237,6 +237,27 @@ class TestAssertionRules:
         clone = await _assert(client, token, authenticator.assertion(await _options(client, token)))
         assert clone.status_code == 401
         assert clone.json()["code"] == "AUTH_INVALID_MFA_CODE"
+
+    async def test_a_sign_in_ended_by_a_password_change_offers_no_options(
+        self, client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """A waiting passkey sign-in ends with a password change: asking it for options or
+        finishing it answers as an unknown sign-in, and a new one on the new password works."""
+        account, authenticator = await _enrol(client, deps)
+        token = await _challenge(client, account)
+        options = await _options(client, token)
+        changed = await client.post(
+            "/api/v1/auth/password/change",
+            json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+            headers=account.bearer,
+        )
+        assert changed.status_code == 200, changed.text
+        again = await client.post(
+            "/api/v1/auth/mfa/webauthn/authenticate/options", json={"mfa_token": token}
+        )
+        assert (again.status_code, again.json()["code"]) == (401, "AUTH_INVALID_MFA_CODE")
+        finished = await _assert(client, token, authenticator.assertion(options))
+        assert (finished.status_code, finished.json()["code"]) == (401, "AUTH_INVALID_MFA_CODE")
 
     async def test_another_users_credential_is_refused(
         self, client: httpx.AsyncClient, deps: AuthDependencies
