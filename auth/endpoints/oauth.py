@@ -17,7 +17,13 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from auth.constants import OAUTH_SCOPES, OUTBOX_PAGE_MAX
 from auth.endpoints.common import Edge, Principal, problem_responses, request_context
-from auth.errors import AdminRequiredError, MfaStepUpRequiredError, OAuthError, SessionRevokedError
+from auth.errors import (
+    AdminRequiredError,
+    AuthRateLimitedError,
+    MfaStepUpRequiredError,
+    OAuthError,
+    SessionRevokedError,
+)
 from auth.models import IssuedTokens, Outcome
 from auth.repository import outbox as outbox_repository
 from auth.schemas import NO_NUL, ClientIn, ClientOut, OutboxMessageOut, OutboxOut
@@ -133,7 +139,9 @@ def oauth_router(edge: Edge) -> APIRouter:
     @router.post(
         "/oauth/token",
         summary="Token endpoint: authorization_code (with PKCE) and refresh_token grants",
-        responses=_OAUTH_ERRORS,
+        # The refresh policy's 429 is a problem document like every other rate limit: RFC 6749
+        # defines no error for it.
+        responses={**_OAUTH_ERRORS, **problem_responses(AuthRateLimitedError)},
     )
     async def token(
         *,

@@ -13,7 +13,8 @@ introspection (RFC 6749, 7636, 7009, 7662, 9207), with OpenID Connect ID tokens.
   refresh may ask for all of it again. Asking beyond the grant is `invalid_scope` and rotates
   nothing.
 * A redirect URI is https, a native app's private-use scheme, or plain http on a loopback IP
-  literal only (RFC 8252 sections 7.3 and 8.3, RFC 9700 section 2.1).
+  literal only (RFC 8252 sections 7.3 and 8.3, RFC 9700 section 2.1), written as an RFC 3986
+  URI (no spaces, raw non-ASCII or broken escapes) whose https host is a DNS name or an IP.
 * Introspection (RFC 7662 section 4) shows a client only tokens issued to itself, unless the
   client is registered with the `introspect` permission (a resource server); any other token
   answers `{"active": false}`, exactly as an unknown one does.
@@ -24,6 +25,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
+import re
 import secrets
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -60,6 +63,14 @@ CLIENT_PERMISSION_SCOPES: Final = (INTROSPECTION_SCOPE,)
 # The only hosts a plain-http redirect URI may name: a native app's loopback listener, as IP
 # literals (RFC 8252 section 8.3: `localhost` may resolve elsewhere, so it is refused too).
 LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1"})
+# RFC 3986 section 2: a URI is made of these characters, and `%` only begins an escape of two
+# hex digits (an IRI, spaces or `<` are not a URI: clients and browsers re-encode them in ways
+# an exact comparison would not match). `#` is left out: a fragment is refused anyway.
+_URI_TEXT: Final = re.compile(r"(?:[A-Za-z0-9\-._~:/?\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")
+# A DNS host name (RFC 1123 section 2.1): dot-separated labels of letters, digits and inner
+# hyphens, each at most 63 characters.
+_LABEL: Final = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 
 
 class OAuthClientError(OAuthError):
@@ -106,15 +117,27 @@ def _is_redirect_uri(uri: str) -> bool:
         _ = parts.port  # an out-of-range or non-numeric port raises
     except ValueError:
         return False
-    if not parts.scheme or "#" in uri:
+    if not parts.scheme or _URI_TEXT.fullmatch(uri) is None:
         return False
     if parts.scheme == "http":
         return "@" not in parts.netloc and parts.hostname in LOOPBACK_HOSTS
     if parts.scheme == "https":
-        return bool(parts.netloc)
+        return _is_web_host(parts.netloc, parts.hostname)
     # A private-use scheme is a reverse domain name the app controls (RFC 8252 section 7.1):
     # it has a period, which no scheme a browser acts on itself has (javascript:, data:, file:).
     return "." in parts.scheme
+
+
+def _is_web_host(netloc: str, host: str | None) -> bool:
+    """Whether an https URI names a host a browser can reach as written: a DNS name, an IPv4
+    address, or an IPv6 literal in brackets (RFC 3986 section 3.2.2)."""
+    if not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "[" not in netloc and _HOST_NAME.fullmatch(host) is not None
+    return ("[" in netloc) == (address.version == 6)
 
 
 def _without_loopback_port(uri: str) -> str:

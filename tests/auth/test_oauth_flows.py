@@ -223,6 +223,17 @@ class TestClientRegistration:
             "file:///etc/passwd",
             "vbscript:msgbox(1)",
             "app://callback",
+            # not a URI at all (RFC 3986): a host that is no host name or IP literal, text
+            # outside the URI characters, a broken percent-escape
+            "https://partner example/callback",
+            "https://pärtner.example/callback",
+            "https://partner_.example/callback",
+            "https://[v1.partner]/callback",
+            "https://partner.example/call back",
+            "https://partner.example/callback?x=<script>",
+            "https://partner.example/%zzcallback",
+            "https://%70artner.example/callback",
+            "com.example.app:/call back",
         ],
     )
     async def test_a_redirect_uri_outside_the_rules_is_refused(
@@ -233,8 +244,8 @@ class TestClientRegistration:
         redirect_uri: str,
     ) -> None:
         """A redirect URI that is relative, a web URI without a host or with a fragment (where
-        no code can be added), plain http off the loopback literals, or a scheme that is no
-        app's own is refused, and no client is registered."""
+        no code can be added), plain http off the loopback literals, a scheme that is no app's
+        own, or text that is no RFC 3986 URI is refused, and no client is registered."""
         admin = await administrator(client, deps, clock)
         response = await client.post(
             "/api/v1/auth/oauth/clients",
@@ -1277,3 +1288,25 @@ class TestUserinfo:
             "email": admin.email,
             "email_verified": True,
         }
+
+
+class TestTokenEndpointRateLimit:
+    async def test_the_limited_token_endpoint_documents_its_429(
+        self, client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """Past the refresh policy's requests from one address `/oauth/token` answers 429
+        problem+json with `Retry-After`, and its OpenAPI operation lists that 429 (it listed
+        only 200, 400, 401 and the edge's answers, so a generated client misread it)."""
+        form = {"grant_type": "refresh_token", "refresh_token": "r", "client_id": "unknown"}
+        limit = deps.limits.refresh.windows[0].limit
+        answers = [await client.post("/oauth/token", data=form) for _ in range(limit + 1)]
+        assert {a.status_code for a in answers[:limit]} == {401}
+        refused = answers[limit]
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["code"] == "AUTH_RATE_LIMITED"
+        assert int(refused.headers["retry-after"]) >= 1
+        schema = (await client.get("/openapi.json")).json()
+        responses = schema["paths"]["/oauth/token"]["post"]["responses"]
+        assert "429" in responses
+        assert "application/problem+json" in responses["429"]["content"]
