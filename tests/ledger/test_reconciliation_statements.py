@@ -24,6 +24,9 @@ from ledger.reconciliation import UPLOAD_ROWS_MAX
 
 pytestmark = pytest.mark.db
 
+# Reading a file of 100,000 rows takes seconds on a busy 2-core machine: past httpx's 5 s.
+UPLOAD_ANSWER_TIMEOUT_S = 60.0
+
 STREAMED_BYTES = 6 * 1024 * 1024  # past the test edge's 5 MiB body limit
 
 
@@ -32,6 +35,7 @@ def _upload(ledger_url: str, data: bytes, source: str = "bank") -> httpx.Respons
         f"{ledger_url}/reconciliation/upload",
         files={"file": ("statement.csv", data, "text/csv")},
         data={"source": source},
+        timeout=UPLOAD_ANSWER_TIMEOUT_S,
     )
 
 
