@@ -21,6 +21,7 @@ import logging
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Final
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -88,15 +89,20 @@ _HTTP_STATUS_ERRORS: Final[dict[int, type[AppError]]] = {
 }
 
 
+# What a path segment may hold as it is (RFC 3986 `pchar` and `/`); every other character of a
+# decoded request path is percent-encoded again, so `instance` stays a URI reference.
+_PATH_SAFE: Final = "/:@!$&'()*+,;=-._~"
+
+
 def problem_body(error: AppError, *, instance: str) -> dict[str, Any]:
-    """The RFC 9457 document for `error`."""
+    """The RFC 9457 document for `error`; `instance` is the request's (decoded) path."""
     problem_type = getattr(error, "problem_type", None)
     body: dict[str, Any] = {
         "type": problem_type or PROBLEM_TYPE_BASE + error.code.lower().replace("_", "-"),
         "title": error.title,
         "status": error.status,
         "detail": error.public_message,
-        "instance": instance,
+        "instance": quote(instance, safe=_PATH_SAFE),
         "code": error.code,
         "request_id": REQUEST_ID.get(),
     }

@@ -56,6 +56,23 @@ class TestProblemShape:
         assert body["request_id"] == response.headers["x-request-id"]
         assert body["type"].startswith("https://")
 
+    @pytest.mark.parametrize(
+        ("path", "instance"),
+        [
+            ("/api/v1/nope/%60x%60", "/api/v1/nope/%60x%60"),
+            ("/api/v1/nope/caf%C3%A9", "/api/v1/nope/caf%C3%A9"),
+            ("/api/v1/nope/a%20b%22c%3C", "/api/v1/nope/a%20b%22c%3C"),
+            ("/api/v1/nope/100%25", "/api/v1/nope/100%25"),
+        ],
+    )
+    def test_instance_is_a_uri_reference(self, api_url: str, path: str, instance: str) -> None:
+        """`instance` is a URI reference (RFC 9457 3.1.5): a path holding characters a URI
+        cannot is given escaped, never as the decoded text (a backtick, an accent, a space)."""
+        with httpx.Client(base_url=api_url, timeout=30) as http:
+            response = http.get(path)
+        assert response.status_code == 404
+        assert response.json()["instance"] == instance
+
     def test_rate_limit_refusal_is_a_complete_problem(self, api_url: str) -> None:
         """The 429 has the same members plus the draft's violated-policies."""
         with httpx.Client(base_url=api_url, timeout=30) as http:
