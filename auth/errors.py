@@ -172,6 +172,15 @@ class FactorAlreadyEnrolledError(ConflictError):
     default_message: ClassVar[str] = "This second factor is already set up."
 
 
+class SelfLockError(ConflictError):
+    """An administrator asked to lock their own account."""
+
+    code: ClassVar[str] = "AUTH_ADMIN_SELF_LOCK"
+    default_message: ClassVar[str] = (
+        "An administrator cannot lock their own account; another administrator can."
+    )
+
+
 class AuthRateLimitedError(RateLimitedError):
     """An authentication rate limit refused the request."""
 

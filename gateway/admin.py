@@ -17,7 +17,7 @@ from typing import Any, Final
 from fastapi import APIRouter, Depends, Query
 
 from auth.dependencies import AuthDependencies
-from auth.errors import SessionRevokedError
+from auth.errors import SelfLockError, SessionRevokedError
 from auth.service import admin
 from gateway.limiter import LimitRequest, RateLimiter
 from gateway.openapi import problem_responses
@@ -79,7 +79,7 @@ def admin_router(
 
     @router.post(
         "/users/{user_id}/lock",
-        responses=not_found,
+        responses=problem_responses(UserNotFoundError, SessionRevokedError, SelfLockError),
         summary="Disable sign-in and end every session",
     )
     async def lock(user_id: uuid.UUID, principal: CurrentPrincipal) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import asyncpg
 
 from auth.audit import record_event
 from auth.dependencies import AuthDependencies
+from auth.errors import SelfLockError
 from auth.lockout import account_key
 from auth.models import AuthEvent, RevokeReason
 from auth.service.sessions import end_other_sessions
@@ -31,7 +32,14 @@ async def list_accounts(
 async def lock_account(
     conn: asyncpg.Connection, deps: AuthDependencies, *, user_id: uuid.UUID, admin_id: uuid.UUID
 ) -> int:
-    """Disable sign-in and end every session; returns how many sessions ended."""
+    """Disable sign-in and end every session; returns how many sessions ended.
+
+    Raises:
+        SelfLockError: the administrator named their own account (it would end the session
+            asking, and with the last administrator, every way back in).
+    """
+    if user_id == admin_id:
+        raise SelfLockError()
     await users.set_active(conn, user_id, is_active=False)
     ended = await end_other_sessions(
         conn, deps, user_id=user_id, keep_session=None, reason=RevokeReason.ADMIN

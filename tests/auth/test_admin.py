@@ -105,6 +105,23 @@ class TestAdminSurface:
         assert unlocked.json()["is_active"] is True
         assert (await login(admin_client, target)).status_code == 200
 
+    async def test_an_administrator_cannot_lock_their_own_account(
+        self, admin_client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """Locking oneself is 409 and changes nothing: the account stays active and the
+        session that asked lives on (another administrator can lock it)."""
+        admin = await administrator(admin_client, deps, clock)
+        own_id = await _user_id(deps, admin.email)
+        refused = await admin_client.post(
+            f"/api/v1/admin/users/{own_id}/lock", headers=admin.bearer
+        )
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["code"] == "AUTH_ADMIN_SELF_LOCK"
+        listed = await admin_client.get("/api/v1/admin/users", headers=admin.bearer)
+        assert listed.status_code == 200
+        (mine,) = [u for u in listed.json()["users"] if u["email"] == admin.email]
+        assert mine["is_active"] is True
+
     async def test_revoke_sessions(
         self, admin_client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
     ) -> None:
