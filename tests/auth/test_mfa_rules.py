@@ -11,6 +11,7 @@ moves. Where two attempts must meet, the test holds a PostgreSQL row lock until 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 
 import httpx
@@ -300,7 +301,7 @@ class TestChallengeOutlivesItsContext:
         async with deps.db.transaction() as conn:
             user = await users.find_by_email(conn, account.email)
             assert user is not None
-            await admin.lock_account(conn, deps, user_id=user.id, admin_id=user.id)
+            await admin.lock_account(conn, deps, user_id=user.id, admin_id=uuid.uuid4())
         response = await verify_second_step(client, token, "totp", totp(secret, clock.now()))
         assert response.status_code == 403, response.text
         assert response.json()["code"] == "AUTH_ACCOUNT_DISABLED"
