@@ -117,13 +117,3 @@ async def consume_code(
         now,
         family_id,
     )
-
-
-async def find_token_grant(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg.Record | None:
-    """What the family of a refresh token was granted at authorization (its subject, client,
-    amr, acr and auth_time), whatever the token's state."""
-    return await conn.fetchrow(
-        "SELECT f.user_id, f.client_id, f.amr, f.acr, f.auth_time FROM auth_refresh_tokens t"
-        " JOIN auth_refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1",
-        token_hash,
-    )

@@ -28,7 +28,7 @@ import hmac
 import ipaddress
 import re
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar, Final
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -48,7 +48,7 @@ from auth.errors import OAuthError
 from auth.models import AuthEvent, AuthGrant, IssuedTokens, Outcome, RequestContext, RevokeReason
 from auth.otp import token_digest
 from auth.repository import oauth as repository
-from auth.service.sessions import issue_tokens, refresh, subject_of
+from auth.service.sessions import issue_tokens, refresh
 from auth.tokens import AccessClaims, InvalidTokenError
 from users import service as users
 
@@ -399,52 +399,20 @@ async def refresh_grant(
     """The `refresh_token` grant (bound to the client the token was issued to).
 
     A `scope` (RFC 6749 section 6) narrows the new access token to a subset of the original
-    grant; the refresh family keeps the original grant. A scope beyond the grant is raised as
-    `invalid_scope`, so the transaction rolls back and nothing is rotated. The token is judged
-    first: another client's, or a used one (a replay, which ends its family), is
-    `invalid_grant` whatever the scope, so a refusal never describes a grant to a stranger.
+    grant; the refresh family keeps the original grant. The token is judged first (the scope
+    is checked only for a token that rotated): another client's, or a used one (a replay,
+    which ends its family), is `invalid_grant` whatever the scope, so a refusal never
+    describes a grant to a stranger. A scope beyond the grant is raised as `invalid_scope`,
+    so the transaction rolls the rotation back and nothing is consumed.
     """
-    if scope is not None:
-        live = await refresh_tokens.describe(conn, token=token, now=deps.clock.now())
-        if live is not None and live["client_id"] == client["client_id"]:
-            _narrowed(scope, granted=tuple(live["scope"].split()))  # before any rotation
-    outcome = await refresh(conn, deps, token=token, client_id=client["client_id"])
+
+    def narrow(granted: tuple[str, ...]) -> tuple[str, ...]:
+        return granted if scope is None else _narrowed(scope, granted=granted)
+
+    outcome = await refresh(conn, deps, token=token, client_id=client["client_id"], narrow=narrow)
     if outcome.error is not None or outcome.value is None:
         return Outcome(error=_oauth_error("invalid_grant", "the refresh token is not valid"))
-    tokens = outcome.value
-    if scope is None:
-        return outcome
-    # Checked again on what the rotation answered: a retry of a just-rotated parent is not
-    # live above, and raising here rolls back whatever the refresh wrote.
-    scopes = _narrowed(scope, granted=tokens.scope)
-    if scopes == tokens.scope:
-        return outcome
-    access = await _access_token_with(conn, deps, token=token, tokens=tokens, scopes=scopes)
-    return Outcome(value=replace(tokens, access_token=access, scope=scopes))
-
-
-async def _access_token_with(
-    conn: asyncpg.Connection,
-    deps: AuthDependencies,
-    *,
-    token: str,
-    tokens: IssuedTokens,
-    scopes: tuple[str, ...],
-) -> str:
-    """An access token for the refreshed session, carrying only `scopes`."""
-    grant = await repository.find_token_grant(conn, token_digest(token))
-    if grant is None:
-        raise _oauth_error("invalid_grant", "the refresh token is not valid")
-    user = await users.get_user(conn, grant["user_id"])
-    return deps.signer.sign_access(
-        subject_of(user),
-        session_id=tokens.session_id,
-        scope=scopes,
-        amr=tuple(grant["amr"]),
-        acr=grant["acr"],
-        auth_time=grant["auth_time"],
-        client_id=grant["client_id"],
-    )
+    return outcome
 
 
 async def revoke(

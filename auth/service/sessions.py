@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import asyncpg
 
@@ -84,8 +85,14 @@ async def refresh(
     *,
     token: str,
     client_id: str | None = None,
+    narrow: Callable[[tuple[str, ...]], tuple[str, ...]] | None = None,
 ) -> Outcome[IssuedTokens]:
-    """Rotate a refresh token and mint a fresh access token for its session."""
+    """Rotate a refresh token and mint a fresh access token for its session.
+
+    `narrow` maps the family's granted scope to the scope of the new access token (an OAuth
+    refresh asking for less, RFC 6749 section 6); it runs only for a token that rotated, and
+    may raise to refuse, which rolls the rotation back with the caller's transaction. The
+    refresh token keeps the whole grant."""
     now = deps.clock.now()
     rotated = await refresh_tokens.rotate(
         conn,
@@ -108,10 +115,11 @@ async def refresh(
             conn, grant.session_id, reason=RevokeReason.SESSION_REVOKED, now=now
         )
         return Outcome(error=InvalidRefreshTokenError())
+    scope = grant.scope if narrow is None else narrow(grant.scope)
     access = deps.signer.sign_access(
         subject_of(found),
         session_id=grant.session_id,
-        scope=grant.scope,
+        scope=scope,
         amr=grant.amr,
         acr=grant.acr,
         auth_time=grant.auth_time,
@@ -122,7 +130,7 @@ async def refresh(
             access_token=access,
             refresh_token=rotated.value.refresh_token,
             expires_in=deps.signer.access_ttl_s,
-            scope=grant.scope,
+            scope=scope,
             session_id=grant.session_id,
         )
     )
