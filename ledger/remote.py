@@ -15,9 +15,11 @@ With `BLNK_URL` set, the ledger's commands go to a real Blnk server (`X-Blnk-Key
   reached the server, anything idempotent by reference (transactions, bulks, refunds: Blnk's
   unique reference refuses a second copy, and a refusal whose stored transaction matches the
   request is the first attempt's success), voids and whole-remainder commits (a repeat is
-  refused as already done, and the child row the first attempt made is the answer). A partial
-  commit whose answer was lost is not retried: its outcome is reported as unknown (503) rather
-  than risk committing twice. An answer that does not decode counts as lost; a success whose
+  refused as already done, and the child row the first attempt made is the answer; for a
+  queued one, the hold with `queued` and that row's outcome, as Blnk answers a queued action,
+  after asking again while Blnk's queue still holds it). A partial commit whose answer was
+  lost is not retried: its outcome is reported as unknown (503) rather than risk committing
+  twice. An answer that does not decode counts as lost; a success whose
   body is not a JSON object is unknown (503) for its own command alone.
 * A circuit breaker (closed / open / half-open) stops calling a server that keeps failing:
   after `BREAKER_FAILURE_THRESHOLD` consecutive failures calls fail at once with 503 for
@@ -84,6 +86,9 @@ BREAKER_RESET_TIMEOUT_S: Final = 30.0  # how long an open circuit refuses before
 BREAKER_HALF_OPEN_CALLS_MAX: Final = 1  # trial calls let through while half-open
 CONNECTIONS_MAX: Final = 64
 SINGLES_CONCURRENCY_MAX: Final = 16  # requests of one execute call in flight at once
+QUEUED_SETTLE_POLLS_MAX: Final = 10  # repeats of a lost queued void or commit still queued
+QUEUED_SETTLE_POLL_S: Final = 0.2  # wait before each (Blnk's queue runs within ~a second)
+QUEUED_CONFLICT_CODE: Final = "GEN_CONFLICT"  # "a commit or void is already queued ..."
 COMPENSATION_PREFIX: Final = "COMP_"
 KEY_HEADER: Final = "X-Blnk-Key"
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
@@ -221,6 +226,15 @@ def _may_have_applied(failure: AppError) -> bool:
     """Whether a failed post may have applied on the server: it went unanswered (an open
     circuit sent nothing, so it cannot have)."""
     return isinstance(failure, LedgerUnavailableError) and not isinstance(failure, CircuitOpenError)
+
+
+def _still_queued(response: httpx.Response) -> bool:
+    """Blnk's refusal of a commit or void while one for the same hold waits in its queue."""
+    if response.status_code != 409:
+        return False
+    body = _json_object(response) or {}
+    detail = body.get("error_detail")
+    return isinstance(detail, dict) and detail.get("code") == QUEUED_CONFLICT_CODE
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any] | None:
@@ -676,26 +690,57 @@ class BlnkHttpLedger:
                 retry = _Retry.UNSENT_ONLY
         else:
             body["status"] = "void"
-        response, ambiguous = await self._call(
-            "PUT", f"/transactions/inflight/{command.target_id}", body, retry=retry
-        )
+        path = f"/transactions/inflight/{command.target_id}"
+        response, ambiguous = await self._call("PUT", path, body, retry=retry)
+        # A queued void or whole commit whose answer was lost: while it waits in Blnk's queue a
+        # repeat is refused as "already queued", which says neither whose action waits nor how
+        # it ends. Ask again, a bounded number of times, until it has run: then the repeat is
+        # refused as done (resolved below from the row it made) or the other action's refusal.
+        polls = 0
+        while ambiguous and _still_queued(response) and polls < QUEUED_SETTLE_POLLS_MAX:
+            polls += 1
+            await self._sleep(QUEUED_SETTLE_POLL_S)
+            response, _ = await self._call("PUT", path, body, retry=retry)
         if response.status_code < 400:
             return Outcome(response.status_code, body=_success_body(response))
-        error = error_from_response(response)
-        if ambiguous and command.skip_queue:
-            # A repeat of a void or whole commit whose answer was lost is refused as already
-            # done; the child row the first attempt made is the answer (it is the newest one:
-            # nothing can follow a void or a whole commit).
-            done, status = (
-                (ledger_errors.AlreadyVoidedError, "VOID")
-                if isinstance(command, VoidInflight)
-                else (ledger_errors.AlreadyCommittedError, "APPLIED")
+        if ambiguous and _still_queued(response):
+            unknown = OutcomeUnknownError(
+                "the remote ledger still holds a queued commit or void for this transaction; "
+                "read the transaction later for its outcome",
+                transaction_id=command.target_id,
             )
-            if isinstance(error, done):
-                child = await self._newest_child(command.target_id, status)
-                if child is not None:
-                    return Outcome(200, body=child)
+            return Outcome(unknown.status, error=unknown)
+        error = error_from_response(response)
+        if ambiguous:
+            settled = await self._settled_by_lost_attempt(command, error)
+            if settled is not None:
+                return settled
         return Outcome(error.status, error=error)
+
+    async def _settled_by_lost_attempt(
+        self, command: CommitInflight | VoidInflight, error: AppError
+    ) -> Outcome | None:
+        """The answer to a void or whole commit that an attempt whose answer was lost made: a
+        repeat is refused as already done, and the child row that attempt made is the answer
+        (the newest one of its status: nothing can follow a void or a whole commit). A queued
+        command answers as Blnk answers one: the hold, with `queued` and that row's outcome."""
+        done, status = (
+            (ledger_errors.AlreadyVoidedError, "VOID")
+            if isinstance(command, VoidInflight)
+            else (ledger_errors.AlreadyCommittedError, "APPLIED")
+        )
+        if not isinstance(error, done):
+            return None
+        child = await self._newest_child(command.target_id, status)
+        if child is None:
+            return None
+        if command.skip_queue:
+            return Outcome(200, body=child)
+        hold = await self._json("GET", f"/transactions/{command.target_id}")
+        if not isinstance(hold, dict):
+            return None
+        outcome = {"status": child.get("status"), "transaction_id": child.get("transaction_id")}
+        return Outcome(200, body={**hold, "queued": True, "outcome": outcome})
 
     async def _newest_child(self, parent_id: str, status: str) -> dict[str, Any] | None:
         """The newest transaction of `status` whose parent is the hold `parent_id`."""

@@ -43,6 +43,7 @@ from ledger.models import (
     VoidInflight,
 )
 from ledger.remote import (
+    QUEUED_SETTLE_POLLS_MAX,
     BlnkHttpLedger,
     CircuitBreaker,
     CircuitState,
@@ -156,6 +157,11 @@ def _stored(seen: Seen, **extra: Any) -> bytes:
 
 def _refusal(status: int, code: str, message: str) -> bytes:
     return _answer(status, {"error": message, "error_detail": {"code": code, "message": message}})
+
+
+def _queued_refusal() -> bytes:
+    """Blnk's 409 to a commit or void while one for the same hold waits in its queue."""
+    return _refusal(409, "GEN_CONFLICT", "a commit or void is already queued for this transaction")
 
 
 # ---------------------------------------------------------------- the stand-in Blnk
@@ -272,6 +278,34 @@ class TestLostAnswersResolved:
         (again,) = await remote.execute([VoidInflight(hold_id, "", "")])
         assert again.error is not None
         assert (again.status_code, again.error.code) == (409, "TXN_ALREADY_VOIDED")
+
+    async def test_a_queued_void_whose_answer_was_lost_answers_as_queued(
+        self, ledger_url: str, remote: BlnkHttpLedger, api: httpx.AsyncClient
+    ) -> None:
+        """A queued void (skip_queue false) applied but its answer lost: the repeat is refused
+        as already voided, and the port answers as the first attempt would have: the hold, with
+        `queued` and the outcome of the void row it made. The hold is voided once."""
+        hold_id, destination = await _hold(remote, api, 500)
+        transport = ReplacingTransport(_inflight_path, _bad_gateway)
+        port, http = _on(ledger_url, transport)
+        async with http:
+            (void,) = await port.execute([VoidInflight(hold_id, "", "", skip_queue=False)])
+        assert transport.count == 0
+        assert void.error is None, void.error
+        assert void.status_code == 200
+        assert void.body is not None
+        assert (void.body["transaction_id"], void.body["queued"]) == (hold_id, True)
+        voids = await api.post(
+            "/transactions/filter",
+            json={"filters": [{"field": "parent_transaction", "operator": "eq", "value": hold_id}]},
+        )
+        children = voids.json()["data"] if isinstance(voids.json(), dict) else voids.json()
+        assert [c["status"] for c in children] == ["VOID"]
+        assert void.body["outcome"] == {
+            "status": "VOID",
+            "transaction_id": children[0]["transaction_id"],
+        }
+        assert await remote_amount(api, destination, "inflight_balance") == 0
 
     async def test_a_lost_non_atomic_bulk_answer_is_resolved_by_reference(
         self, ledger_url: str, remote: BlnkHttpLedger, api: httpx.AsyncClient
@@ -600,6 +634,81 @@ class TestMisbehavingServer:
         assert len(server.seen) == 1
         assert outcome.error is not None
         assert (outcome.status_code, outcome.error.code) == (503, "LEDGER_OUTCOME_UNKNOWN")
+
+    async def test_a_lost_queued_void_is_asked_again_until_blnks_queue_ran_it(self) -> None:
+        """Blnk's queue: the void's answer is lost, and its repeats are refused as "already
+        queued" until the queue runs it, then as already voided. The port asks again (bounded)
+        and answers the hold as queued, with the void row's outcome."""
+        hold = {"transaction_id": "txn_h", "status": "INFLIGHT", "precise_amount": 500}
+        void = {"transaction_id": "txn_v", "status": "VOID", "parent_transaction": "txn_h"}
+
+        def script(seen: Seen, index: int) -> Reply:
+            if seen.method == "PUT":
+                if index == 0:
+                    return DROP
+                if index < 3:
+                    return _queued_refusal()
+                return _refusal(409, "TXN_ALREADY_VOIDED", "transaction has already been voided")
+            if seen.path == "/transactions/filter":
+                return _answer(200, [void])
+            return _answer(200, hold)
+
+        async with MisbehavingServer(script) as server:
+            port = _port_on(server)
+            (outcome,) = await port.execute([VoidInflight("txn_h", "", "", skip_queue=False)])
+            await port.aclose()
+        assert outcome.error is None, outcome.error
+        assert outcome.status_code == 200
+        assert outcome.body == {
+            **hold,
+            "queued": True,
+            "outcome": {"status": "VOID", "transaction_id": "txn_v"},
+        }
+        assert [s.method for s in server.seen] == ["PUT"] * 4 + ["POST", "GET"]
+        assert server.seen[5].path == "/transactions/txn_h"
+
+    async def test_a_lost_queued_commit_that_a_void_beat_is_refused(self) -> None:
+        """The action waiting in Blnk's queue was someone else's void: once it ran, the repeat
+        of the lost commit is refused as already voided, and that is the answer (409)."""
+
+        def script(seen: Seen, index: int) -> Reply:
+            if index == 0:
+                return DROP
+            if index == 1:
+                return _queued_refusal()
+            return _refusal(409, "TXN_ALREADY_VOIDED", "transaction has already been voided")
+
+        async with MisbehavingServer(script) as server:
+            port = _port_on(server)
+            (outcome,) = await port.execute([CommitInflight("txn_h", "", "", skip_queue=False)])
+            await port.aclose()
+        assert outcome.error is not None
+        assert (outcome.status_code, outcome.error.code) == (409, "TXN_ALREADY_VOIDED")
+        assert [s.method for s in server.seen] == ["PUT"] * 3  # no read-back of a void row
+
+    async def test_a_queue_that_never_runs_is_asked_a_bounded_number_of_times(self) -> None:
+        """A lost void whose repeats stay "already queued": the port stops after
+        QUEUED_SETTLE_POLLS_MAX more asks and says the outcome is unknown (503), not 409."""
+        async with MisbehavingServer(
+            lambda seen, i: DROP if i == 0 else _queued_refusal()
+        ) as server:
+            port = _port_on(server)
+            (outcome,) = await port.execute([VoidInflight("txn_h", "", "", skip_queue=False)])
+            await port.aclose()
+        assert outcome.error is not None
+        assert (outcome.status_code, outcome.error.code) == (503, "LEDGER_OUTCOME_UNKNOWN")
+        assert len(server.seen) == 2 + QUEUED_SETTLE_POLLS_MAX
+
+    async def test_already_queued_without_a_lost_answer_stays_a_conflict(self) -> None:
+        """A first void refused as "already queued" is the client's own conflict: one request,
+        409, nothing asked again."""
+        async with MisbehavingServer(lambda seen, i: _queued_refusal()) as server:
+            port = _port_on(server)
+            (outcome,) = await port.execute([VoidInflight("txn_h", "", "", skip_queue=False)])
+            await port.aclose()
+        assert outcome.error is not None
+        assert (outcome.status_code, outcome.error.code) == (409, "GEN_CONFLICT")
+        assert len(server.seen) == 1
 
     async def test_retries_are_bounded_and_back_off_exponentially(self) -> None:
         """A server that always drops: 1 + retries_max attempts, the waits between them drawn
