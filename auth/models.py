@@ -86,6 +86,7 @@ class RevokeReason(StrEnum):
     STEP_UP = "step_up"
     CODE_REPLAYED = "code_replayed"
     ADMIN = "admin"
+    SESSION_CAP = "session_cap"  # the oldest session ended to keep its user within the cap
 
 
 @dataclass(frozen=True, slots=True)

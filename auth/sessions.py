@@ -33,8 +33,9 @@ from kit.clock import Clock
 from kit.ids import IdPrefix, is_id, new_id, parse_id
 from kit.redis_client import KeySpace, translated
 
-# The audit reason of a session ended to keep its user within SESSIONS_LISTED_MAX.
-SESSION_CAP_REASON: Final = "session_cap"
+# The reason, audited and written on its refresh families, of a session ended to keep its user
+# within SESSIONS_LISTED_MAX.
+SESSION_CAP_REASON: Final = RevokeReason.SESSION_CAP
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,12 +247,12 @@ class SessionStore:
             # Its refresh tokens die with it now, not at their next use, and the ending is
             # audited like any other.
             await refresh_tokens.revoke_session(
-                conn, session_id, reason=RevokeReason.SESSION_REVOKED, now=self._clock.now()
+                conn, session_id, reason=SESSION_CAP_REASON, now=self._clock.now()
             )
             await record_event(
                 conn,
                 AuthEvent.SESSION_REVOKED,
                 user_id=owner,
                 session_id=session_id,
-                reason=SESSION_CAP_REASON,
+                reason=SESSION_CAP_REASON.value,
             )

@@ -165,15 +165,13 @@ class TestSessionCap:
     async def test_the_ended_session_takes_its_refresh_tokens_and_is_audited(
         self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
     ) -> None:
-        """Ending the oldest session at the cap revokes its refresh family and audits the
-        ending as `session_cap`, both in the transaction that opens the new session (seen
-        inside it, not outside it before it commits); its refresh token is refused after."""
+        """Ending the oldest session at the cap revokes its refresh families with the reason
+        `session_cap` and audits the ending as `session_cap`, both in the transaction that
+        opens the new session (seen inside it, not outside it before it commits); its refresh
+        token is refused after."""
         account = await registered(client)
         oldest = session_of(account)
-        family_of = (
-            "SELECT f.revoked_reason FROM auth_refresh_families f JOIN auth_refresh_tokens t"
-            " ON t.family_id = f.id WHERE t.token_hash = $1"
-        )
+        families_of = "SELECT revoked_reason FROM auth_refresh_families WHERE session_id = $1"
         endings = (
             "SELECT new_values->>'reason' FROM audit_log WHERE table_name = 'auth_events'"
             " AND new_values->>'event' = 'auth.session_revoked'"
@@ -192,20 +190,17 @@ class TestSessionCap:
                     amr=("pwd",),
                     auth_time=clock.now(),
                 )
-            assert await conn.fetchval(family_of, token_digest(account.refresh_token)) == (
-                "session_revoked"
-            )
+            assert [r[0] for r in await conn.fetch(families_of, oldest)] == ["session_cap"]
             assert [r[0] for r in await conn.fetch(endings, oldest)] == ["session_cap"]
             async with deps.db.connection() as outside:  # not committed yet: not visible
-                assert await outside.fetchval(family_of, token_digest(account.refresh_token)) is (
-                    None
-                )
+                assert [r[0] for r in await outside.fetch(families_of, oldest)] == [None]
                 assert await outside.fetch(endings, oldest) == []
         refused = await client.post(
             "/api/v1/auth/refresh", json={"refresh_token": account.refresh_token}
         )
         assert refused.status_code == 401
         async with deps.db.connection() as conn:
+            assert [r[0] for r in await conn.fetch(families_of, oldest)] == ["session_cap"]
             assert [r[0] for r in await conn.fetch(endings, oldest)] == ["session_cap"]
 
     async def test_an_expired_session_does_not_lift_the_cap(
