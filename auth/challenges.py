@@ -5,7 +5,10 @@ is 256 random bits handed to the client; Redis holds only a hash of it, under
 `mfa-challenge:<sha256>` with a TTL of `MFA_CHALLENGE_TTL_S`, as a hash whose `attempts` and
 `sends` counters are incremented atomically (HINCRBY), so parallel guesses cannot exceed
 `MFA_CHALLENGE_ATTEMPTS_MAX`. A challenge is consumed by deleting it; only the request whose
-DEL removed it may finish the login, so one challenge yields at most one session.
+DEL removed it may finish the login, so one challenge yields at most one session. Counting a
+guess or a send and attaching a code touch a challenge only while it exists (a Lua script that
+checks first): a plain HINCRBY or HSET on a challenge another request had just consumed would
+write a new one, without TTL or owner, that a second DEL would then "consume" again.
 
 A login challenge is bound to the password hash it was issued against (`password_binding`, an
 HMAC under the code pepper, so Redis never holds the hash): a password reset or change writes a
@@ -22,6 +25,7 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
+from enum import Enum
 from typing import Final
 
 import redis.asyncio as aioredis
@@ -39,6 +43,29 @@ if tonumber(ARGV[1]) <= last then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
+# Increment a counter of a challenge that still exists: -1 when it is gone. Past ARGV[2] the
+# challenge is deleted in the same step (its guesses ran out).
+_COUNT_IF_LIVE: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local count = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+if count > tonumber(ARGV[2]) then redis.call('DEL', KEYS[1]) end
+return count
+"""
+# Set a field of a challenge that still exists: 0 when it is gone.
+_SET_IF_LIVE: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+_COUNT_UNBOUNDED: Final = 2**62  # a counter that never deletes its challenge (sends)
+
+
+class Attempt(Enum):
+    """What counting one guess at a challenge found."""
+
+    COUNTED = "counted"  # the guess may be checked
+    EXHAUSTED = "exhausted"  # the guesses ran out: the challenge is gone now
+    GONE = "gone"  # already consumed or expired (by another request, say)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +140,8 @@ class ChallengeStore:
         if not data:
             return None
         fields = {_text(k): _text(v) for k, v in data.items()}
+        if not fields.get("user_id"):
+            return None  # not a challenge this store wrote (a counter left without its owner)
         return Challenge(
             digest=digest,
             user_id=uuid.UUID(fields["user_id"]),
@@ -124,25 +153,44 @@ class ChallengeStore:
             webauthn_challenge=fields.get("webauthn"),
         )
 
-    async def count_attempt(self, challenge: Challenge) -> bool:
-        """Spend one guess; False (and the challenge is gone) once the guesses ran out."""
-        key = self._key(challenge.digest)
+    async def count_attempt(self, challenge: Challenge) -> Attempt:
+        """Spend one guess, while the challenge lasts; once they run out it is gone."""
         async with translated():
-            attempts = int(await self._redis.hincrby(key, "attempts", 1))
-            if attempts > MFA_CHALLENGE_ATTEMPTS_MAX:
-                await self._redis.delete(key)
-                return False
-        return True
+            count = int(
+                await self._redis.eval(
+                    _COUNT_IF_LIVE,
+                    1,
+                    self._key(challenge.digest),
+                    "attempts",
+                    str(MFA_CHALLENGE_ATTEMPTS_MAX),
+                )
+            )
+        if count < 0:
+            return Attempt.GONE
+        return Attempt.EXHAUSTED if count > MFA_CHALLENGE_ATTEMPTS_MAX else Attempt.COUNTED
 
-    async def count_send(self, challenge: Challenge) -> int:
-        """Sends so far, this one included."""
+    async def count_send(self, challenge: Challenge) -> int | None:
+        """Sends so far, this one included; None when the challenge is gone."""
         async with translated():
-            return int(await self._redis.hincrby(self._key(challenge.digest), "sends", 1))
+            count = int(
+                await self._redis.eval(
+                    _COUNT_IF_LIVE,
+                    1,
+                    self._key(challenge.digest),
+                    "sends",
+                    str(_COUNT_UNBOUNDED),
+                )
+            )
+        return None if count < 0 else count
 
-    async def remember(self, challenge: Challenge, field: str, value: str) -> None:
-        """Attach a code hash or a WebAuthn challenge (keeps the TTL)."""
+    async def remember(self, challenge: Challenge, field: str, value: str) -> bool:
+        """Attach a code hash or a WebAuthn challenge (keeps the TTL); False when the
+        challenge is gone."""
         async with translated():
-            await self._redis.hset(self._key(challenge.digest), field, value)
+            done = await self._redis.eval(
+                _SET_IF_LIVE, 1, self._key(challenge.digest), field, value
+            )
+        return int(done) == 1
 
     async def consume(self, challenge: Challenge) -> bool:
         """End the challenge; True only for the one caller that ended it."""

@@ -21,7 +21,7 @@ from datetime import datetime
 import asyncpg
 
 from auth.audit import record_event
-from auth.challenges import Challenge, password_binding
+from auth.challenges import Attempt, Challenge, password_binding
 from auth.constants import (
     BACKUP_CODE_COUNT,
     BACKUP_CODE_INPUT_LENGTH_MAX,
@@ -418,7 +418,10 @@ async def send_challenge_code(
     challenge = await open_challenge(conn, deps, mfa_token)
     if challenge is None or method.value not in challenge.methods:
         return Outcome(error=InvalidMfaCodeError())
-    if await deps.challenges.count_send(challenge) > MFA_CHALLENGE_SENDS_MAX:
+    sends = await deps.challenges.count_send(challenge)
+    if sends is None:  # consumed meanwhile
+        return Outcome(error=InvalidMfaCodeError())
+    if sends > MFA_CHALLENGE_SENDS_MAX:
         return Outcome(error=InvalidMfaCodeError("too many codes were sent for this sign-in"))
     row = await repository.find_factor(conn, challenge.user_id, method.value)
     if row is None or not row["is_enabled"]:
@@ -429,7 +432,8 @@ async def send_challenge_code(
         deps.pepper, purpose=f"challenge_{method.value}", subject=challenge.digest, code=code
     ).hex()
     field = "sms_code" if method is MfaMethod.SMS else "email_code"
-    await deps.challenges.remember(challenge, field, digest)
+    if not await deps.challenges.remember(challenge, field, digest):
+        return Outcome(error=InvalidMfaCodeError())  # consumed meanwhile: nothing is sent
     return Outcome(
         value=_mask(destination) or "", messages=[_code_message(method, destination, code)]
     )
@@ -448,8 +452,9 @@ async def finish_challenge(
     challenge = await open_challenge(conn, deps, mfa_token)
     if challenge is None or method.value not in challenge.methods:
         return Outcome(error=InvalidMfaCodeError())
-    if not await deps.challenges.count_attempt(challenge):
-        return Outcome(error=InvalidMfaCodeError("too many attempts; sign in again"))
+    attempt = await deps.challenges.count_attempt(challenge)
+    if attempt is not Attempt.COUNTED:
+        return Outcome(error=attempt_refusal(attempt))
     if method is MfaMethod.BACKUP_CODE:
         # Held, not spent: of two attempts racing on one challenge only the one that ends the
         # challenge spends its code; the other keeps it for a later sign-in.
@@ -469,6 +474,13 @@ async def finish_challenge(
     return await complete_challenge(
         conn, deps, challenge=challenge, method=method, is_valid=is_valid, ctx=ctx
     )
+
+
+def attempt_refusal(attempt: Attempt) -> InvalidMfaCodeError:
+    """The answer to a guess at a challenge that cannot take it."""
+    if attempt is Attempt.EXHAUSTED:
+        return InvalidMfaCodeError("too many attempts; sign in again")
+    return InvalidMfaCodeError()  # gone: answered as an unknown challenge
 
 
 async def complete_challenge(

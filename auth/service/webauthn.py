@@ -31,12 +31,18 @@ from webauthn.helpers.structs import (
 )
 
 from auth.audit import record_event
+from auth.challenges import Attempt
 from auth.constants import WEBAUTHN_CHALLENGE_TTL_S, WEBAUTHN_CREDENTIALS_MAX, WEBAUTHN_TIMEOUT_MS
 from auth.dependencies import AuthDependencies
 from auth.errors import InvalidMfaCodeError, WebAuthnVerificationError
 from auth.models import AuthEvent, IssuedTokens, MfaMethod, Outcome, RequestContext
 from auth.repository import mfa as repository
-from auth.service.mfa import complete_challenge, open_challenge, upgraded_tokens
+from auth.service.mfa import (
+    attempt_refusal,
+    complete_challenge,
+    open_challenge,
+    upgraded_tokens,
+)
 from users.models import User
 
 
@@ -149,7 +155,10 @@ async def authentication_options(
         ],
         user_verification=UserVerificationRequirement.REQUIRED,
     )
-    await deps.challenges.remember(challenge, "webauthn", bytes_to_base64url(options.challenge))
+    if not await deps.challenges.remember(
+        challenge, "webauthn", bytes_to_base64url(options.challenge)
+    ):
+        return Outcome(error=InvalidMfaCodeError())  # consumed meanwhile
     parsed: dict[str, Any] = orjson.loads(options_to_json(options))
     return Outcome(value=parsed)
 
@@ -170,8 +179,9 @@ async def verify_authentication(
         or challenge.webauthn_challenge is None
     ):
         return Outcome(error=InvalidMfaCodeError())
-    if not await deps.challenges.count_attempt(challenge):
-        return Outcome(error=InvalidMfaCodeError("too many attempts; sign in again"))
+    attempt = await deps.challenges.count_attempt(challenge)
+    if attempt is not Attempt.COUNTED:
+        return Outcome(error=attempt_refusal(attempt))
     is_valid = await _check_assertion(
         conn,
         deps,

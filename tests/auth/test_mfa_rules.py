@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
+from auth.challenges import Attempt, Challenge
+from auth.constants import MFA_CHALLENGE_ATTEMPTS_MAX, MFA_CHALLENGE_TTL_S
 from auth.dependencies import AuthDependencies
 from auth.otp import totp
 from auth.service import admin
@@ -268,6 +272,80 @@ class TestBackupCodes:
             client, await mfa_token(client, account), "backup_code", loser
         )
         assert later.status_code == 200, later.text
+
+
+class TestAConsumedChallenge:
+    """What a request that read a challenge just before another consumed it can still do."""
+
+    async def _read_then_consumed(
+        self, deps: AuthDependencies, redis_client: aioredis.Redis
+    ) -> tuple[Challenge, bytes | str]:
+        token = await deps.challenges.create(
+            user_id=uuid.uuid4(), methods=("totp", "sms", "backup_code"), replaces_session=None
+        )
+        read = await deps.challenges.find(token)
+        assert read is not None
+        key = next(iter(await redis_client.keys(f"*mfa-challenge:{read.digest}")))
+        assert await deps.challenges.consume(read)  # the other request finished first
+        return read, key
+
+    async def test_a_guess_counted_after_the_consume_ends_nothing(
+        self, deps: AuthDependencies, redis_client: aioredis.Redis
+    ) -> None:
+        """Counting a guess at a consumed challenge finds it gone and writes nothing, so the
+        challenge cannot be consumed, and a session opened, a second time."""
+        read, key = await self._read_then_consumed(deps, redis_client)
+        assert await deps.challenges.count_attempt(read) is Attempt.GONE
+        assert await redis_client.exists(key) == 0
+        assert not await deps.challenges.consume(read)
+
+    async def test_a_send_or_a_code_after_the_consume_writes_nothing(
+        self, deps: AuthDependencies, redis_client: aioredis.Redis
+    ) -> None:
+        """Counting a send and attaching a code hash or a WebAuthn challenge to a consumed
+        challenge find it gone: no field-only challenge without TTL or owner is left."""
+        read, key = await self._read_then_consumed(deps, redis_client)
+        assert await deps.challenges.count_send(read) is None
+        assert not await deps.challenges.remember(read, "sms_code", "ab" * 32)
+        assert not await deps.challenges.remember(read, "webauthn", "Y2hhbGxlbmdl")
+        assert await redis_client.exists(key) == 0
+        assert not await deps.challenges.consume(read)
+
+    async def test_a_live_challenge_counts_and_ends_at_its_last_guess(
+        self, deps: AuthDependencies, redis_client: aioredis.Redis
+    ) -> None:
+        """The checked counters still count a live challenge, keep its TTL, and end it one
+        guess past MFA_CHALLENGE_ATTEMPTS_MAX."""
+        token = await deps.challenges.create(
+            user_id=uuid.uuid4(), methods=("totp",), replaces_session=None
+        )
+        read = await deps.challenges.find(token)
+        assert read is not None
+        key = next(iter(await redis_client.keys(f"*mfa-challenge:{read.digest}")))
+        assert await deps.challenges.count_send(read) == 1
+        assert await deps.challenges.remember(read, "sms_code", "cd" * 32)
+        assert (await deps.challenges.find(token)) == replace(read, sms_code="cd" * 32)
+        for _ in range(MFA_CHALLENGE_ATTEMPTS_MAX):
+            assert await deps.challenges.count_attempt(read) is Attempt.COUNTED
+        assert 0 < await redis_client.ttl(key) <= MFA_CHALLENGE_TTL_S
+        assert await deps.challenges.count_attempt(read) is Attempt.EXHAUSTED
+        assert await redis_client.exists(key) == 0
+        assert await deps.challenges.find(token) is None
+
+    async def test_a_challenge_without_its_owner_is_unknown(
+        self, deps: AuthDependencies, redis_client: aioredis.Redis
+    ) -> None:
+        """A challenge key holding only a counter (what a counter on a consumed challenge left
+        behind before counters checked first) is an unknown challenge, not an error."""
+        token = await deps.challenges.create(
+            user_id=uuid.uuid4(), methods=("totp",), replaces_session=None
+        )
+        read = await deps.challenges.find(token)
+        assert read is not None
+        key = next(iter(await redis_client.keys(f"*mfa-challenge:{read.digest}")))
+        await redis_client.delete(key)
+        await redis_client.hset(key, "attempts", "1")
+        assert await deps.challenges.find(token) is None
 
 
 class TestRemoval:
