@@ -14,11 +14,14 @@ from blnk_sdk import BlnkClientOptions, blnk_init
 from kit.db import Database
 from kit.settings import Settings
 from ledger import repository
+from ledger.dispatcher import DispatcherConfig, EventDispatcher
 from ledger.engine import LedgerEngine
 from ledger.models import GENERAL_LEDGER_ID, PostTransaction
 from ledger.remote import BlnkHttpLedger, PgCompensationJournal, RemoteConfig
+from tests.ledger.hook_receiver import HookReceiver
 from tests.ledger.servers import (
     MASTER_KEY,
+    UA,
     run_events_ledger_server,
     run_ledger_server,
     run_secure_ledger_server,
@@ -108,11 +111,52 @@ def ledger_url(database_dsn: str, settings: Settings) -> Iterator[str]:
 
 
 @pytest.fixture
+def http(ledger_url: str) -> Iterator[httpx.Client]:
+    """A plain HTTP client on the ledger server, as Blnk's SDK (its User-Agent); modules that
+    want another client define their own."""
+    with httpx.Client(base_url=ledger_url, headers=UA, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
 def blnk(ledger_url: str) -> Iterator[Any]:
     """The official blnk-python SDK pointed at our ledger."""
     client = blnk_init("", BlnkClientOptions(base_url=ledger_url, retry_count=1))
     yield client
     client.close()
+
+
+def create_sdk_balance(client: Any, ledger_name: str) -> str:
+    """A USD balance in a new ledger named `ledger_name`, made through Blnk's SDK `client`."""
+    ledger_id = client.ledgers.create({"name": ledger_name}).data["ledger_id"]
+    balance_id: str = client.ledger_balances.create(
+        {"ledger_id": ledger_id, "currency": "USD"}
+    ).data["balance_id"]
+    return balance_id
+
+
+def fund_through_sdk(
+    client: Any, balance_id: str, amount: int, description: str, **extra: Any
+) -> dict[str, Any]:
+    """Move `amount` (precision 100) USD from @WorldUSD to `balance_id` through Blnk's SDK
+    `client`, skipping the queue, with a fresh reference unless `extra` names one (`extra` adds
+    or replaces fields of the body); the transaction, which must be created."""
+    body = {
+        "precise_amount": amount,
+        "precision": 100,
+        "reference": f"ref-{uuid.uuid4()}",
+        "currency": "USD",
+        "description": description,
+        "source": "@WorldUSD",
+        "destination": balance_id,
+        "allow_overdraft": True,
+        "skip_queue": True,
+    }
+    body.update(extra)
+    response = client.transactions.create(body)
+    assert response.status == 201, response.to_dict()
+    data: dict[str, Any] = response.data
+    return data
 
 
 @pytest.fixture(scope="session")
@@ -128,6 +172,14 @@ def blnk_master(secure_ledger_url: str) -> Iterator[Any]:
     client = blnk_init(MASTER_KEY, BlnkClientOptions(base_url=secure_ledger_url, retry_count=1))
     yield client
     client.close()
+
+
+@pytest.fixture(scope="module")
+def hook_receiver() -> Iterator[HookReceiver]:
+    """A transaction-hook endpoint (tests/ledger/hook_receiver.py), one per test module."""
+    receiver = HookReceiver()
+    yield receiver
+    receiver.close()
 
 
 # ---------------------------------------------------------------- events (monitors, webhooks)
@@ -153,11 +205,17 @@ def events_ledger_url(database_dsn: str, settings: Settings) -> Iterator[str]:
 CATCH_UP_ROUNDS_MAX = 10_000
 
 
-@pytest.fixture
-async def dispatcher(db: Database) -> AsyncIterator[Any]:
-    """An event dispatcher on the test database with short backoffs and few attempts."""
-    from ledger.dispatcher import DispatcherConfig, EventDispatcher  # noqa: PLC0415
+async def fan_out_backlog(events: EventDispatcher) -> None:
+    """Fan out, through `events`, what earlier tests committed while no subscription of this
+    test was listening, so that the subscriptions a test makes see only its own events."""
+    for _ in range(CATCH_UP_ROUNDS_MAX):
+        if not (await events.fan_out()).is_full:
+            break
 
+
+@pytest.fixture
+async def dispatcher(db: Database) -> AsyncIterator[EventDispatcher]:
+    """An event dispatcher on the test database with short backoffs and few attempts."""
     config = DispatcherConfig(
         poll_interval_s=0.02,
         delivery_timeout_s=2.0,
@@ -167,13 +225,36 @@ async def dispatcher(db: Database) -> AsyncIterator[Any]:
         backoff_cap_s=0.05,
     )
     events = EventDispatcher(db, config=config)
-    # Fan out what earlier tests committed while no subscription is listening, so a test's
-    # subscriptions see only its own events.
-    for _ in range(CATCH_UP_ROUNDS_MAX):
-        if not (await events.fan_out()).is_full:
-            break
+    await fan_out_backlog(events)
     yield events
     await events.aclose()
+
+
+@pytest.fixture
+async def events_api(events_ledger_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the events ledger server; deletes the webhook subscriptions a test
+    made."""
+    async with httpx.AsyncClient(base_url=events_ledger_url, timeout=10) as client:
+        yield client
+        for subscription in (await client.get("/webhooks")).json():
+            await client.delete(f"/webhooks/{subscription['subscription_id']}")
+
+
+async def subscribe_webhook(api: httpx.AsyncClient, url: str, event_types: Any) -> dict[str, Any]:
+    """Subscribe `url` to `event_types` (a list of patterns, or "*") through the API; the
+    created subscription, its secret included."""
+    response = await api.post("/webhooks", json={"url": url, "event_types": event_types})
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def webhook_deliveries(api: httpx.AsyncClient, subscription_id: str) -> list[dict[str, Any]]:
+    """The deliveries of a subscription, as the API lists them."""
+    response = await api.get(f"/webhooks/{subscription_id}/deliveries")
+    assert response.status_code == 200, response.text
+    found: list[dict[str, Any]] = response.json()
+    return found
 
 
 @pytest.fixture
@@ -205,8 +286,8 @@ async def no_sleep(_: float) -> None:
 
 @pytest.fixture
 async def api(ledger_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A plain HTTP client on the ledger server (setup and checks); modules whose server is
-    another one define their own."""
+    """A plain HTTP client on the ledger server (setup and checks); `events_api` is the one on
+    the events ledger server."""
     async with httpx.AsyncClient(base_url=ledger_url, timeout=10) as client:
         yield client
 

@@ -37,6 +37,9 @@ SERVER_START_TIMEOUT_S: Final = 10.0
 SERVER_STOP_TIMEOUT_S: Final = 15.0
 HOOK_CLIENT_TIMEOUT_S: Final = 10.0
 
+# What Blnk's Python SDK (python-requests) sends as its User-Agent: the tests' own HTTP clients
+# send it too, to be admitted by the bot policy below.
+UA: Final = {"User-Agent": "python-requests/2.34.2"}
 # The ledger's edge: Blnk's 5 MiB body limit, and Blnk's own SDKs (python-requests) welcome.
 LEDGER_POLICY: Final = GatewayPolicy(
     body_limit=BodyLimitPolicy(bytes_max=5 * 1024 * 1024),

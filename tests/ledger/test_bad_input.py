@@ -7,7 +7,6 @@ sending them. After each refusal the tests check that no transaction and no bala
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,17 +15,9 @@ from blnk_sdk.errors import parse_blnk_api_error_body
 
 pytestmark = pytest.mark.db
 
-UA = {"User-Agent": "python-requests/2.34.2"}
 # Valid RFC 3339 times whose offsets carry them past the first or last day that a UTC date
 # can hold (year 0 and year 10000 once in UTC).
 OUTSIDE_UTC_YEARS = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
-
-
-@pytest.fixture
-def http(ledger_url: str) -> Iterator[httpx.Client]:
-    """A plain HTTP client on the ledger server."""
-    with httpx.Client(base_url=ledger_url, headers=UA, timeout=30) as client:
-        yield client
 
 
 def _balance(http: httpx.Client) -> str:

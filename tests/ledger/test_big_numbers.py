@@ -13,14 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.db
 
-UA = {"User-Agent": "python-requests/2.34.2"}
 BIG = 123_456_789_012_345_678_901_234_567  # 27 digits: a float keeps 17 of them
-
-
-@pytest.fixture
-def http(ledger_url: str) -> Any:
-    with httpx.Client(base_url=ledger_url, headers=UA, timeout=30) as client:
-        yield client
 
 
 def _balance(http: httpx.Client) -> str:

@@ -20,10 +20,10 @@ import pytest
 
 from kit.db import Database
 from ledger.verification import verify
+from tests.ledger.servers import UA
 
 pytestmark = pytest.mark.db
 
-UA = {"User-Agent": "python-requests/2.34.2"}
 SHAPES = ("plain", "destinations", "sources")
 SCHEDULES = (None, "2099-01-01T00:00:00Z", "2000-01-01T00:00:00Z")  # none, future, past
 COMBINATIONS = list(itertools.product(SHAPES, [True, False], [True, False], SCHEDULES))

@@ -16,9 +16,7 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 import pytest
@@ -32,48 +30,30 @@ from ledger.dispatcher import (
     DispatcherConfig,
     EventDispatcher,
 )
+from tests.ledger.conftest import fan_out_backlog, subscribe_webhook, webhook_deliveries
 from tests.ledger.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.db
 
 SETTLE_TIMEOUT_S = 15.0
-CATCH_UP_ROUNDS_MAX = 10_000
+PRUNE_ROUNDS_MAX = 10_000  # prune rounds a test runs at most, to see a step delete nothing
 ONE_ATTEMPT = DispatcherConfig(
     poll_interval_s=0.02, delivery_timeout_s=2.0, lease_s=5.0, attempts_max=1
 )
 
 
 @pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    """A subscriber's endpoint: `/ok/...` answers 200, `/down/...` 500."""
-    server = WebhookReceiver()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-async def api(events_ledger_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A client on the ledger app; deletes the subscriptions a test made."""
-    async with httpx.AsyncClient(base_url=events_ledger_url, timeout=10) as client:
-        yield client
-        for subscription in (await client.get("/webhooks")).json():
-            await client.delete(f"/webhooks/{subscription['subscription_id']}")
-
-
-@pytest.fixture
 async def caught_up(db: Database) -> None:
     """Fan out what earlier tests left in the outbox before this test subscribes."""
     catch_up = EventDispatcher(db, config=ONE_ATTEMPT)
-    for _ in range(CATCH_UP_ROUNDS_MAX):
-        if not (await catch_up.fan_out()).is_full:
-            break
+    await fan_out_backlog(catch_up)
     await catch_up.aclose()
 
 
 async def _subscribe(api: httpx.AsyncClient, url: str) -> str:
-    response = await api.post("/webhooks", json={"url": url, "event_types": ["identity.created"]})
-    assert response.status_code == 201, response.text
-    subscription_id: str = response.json()["subscription_id"]
+    """Subscribe `url` to identity.created; the subscription's id."""
+    created = await subscribe_webhook(api, url, ["identity.created"])
+    subscription_id: str = created["subscription_id"]
     return subscription_id
 
 
@@ -85,20 +65,13 @@ async def _create_identity(api: httpx.AsyncClient, marker: str) -> str:
     return identity_id
 
 
-async def _deliveries(api: httpx.AsyncClient, subscription_id: str) -> list[dict[str, Any]]:
-    response = await api.get(f"/webhooks/{subscription_id}/deliveries")
-    assert response.status_code == 200, response.text
-    found: list[dict[str, Any]] = response.json()
-    return found
-
-
 async def _settle(
     dispatcher: EventDispatcher, api: httpx.AsyncClient, subscription_ids: list[str]
 ) -> None:
     """Run rounds until every subscription has a delivery and none is pending."""
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:
-        found = [await _deliveries(api, s) for s in subscription_ids]
+        found = [await webhook_deliveries(api, s) for s in subscription_ids]
         if all(f and all(d["status"] != "pending" for d in f) for f in found):
             return
         assert time.monotonic() < deadline, "the deliveries did not settle in time"
@@ -121,20 +94,22 @@ async def _rows_holding(db: Database, marker: str) -> dict[str, int]:
 
 @pytest.mark.usefixtures("caught_up")
 async def test_finished_deliveries_and_the_outbox_go_after_retention_and_nothing_before(
-    db: Database, api: httpx.AsyncClient, receiver: WebhookReceiver
+    db: Database, events_api: httpx.AsyncClient, webhook_receiver: WebhookReceiver
 ) -> None:
     """A delivered delivery and the outbox row go after a week, a dead delivery after a month;
     until then each stays, and afterwards no row holds the identity's fields."""
     marker = f"Retained{uuid.uuid4().hex}"
-    delivered_to = await _subscribe(api, receiver.url(f"/ok/{marker}"))
-    dead_to = await _subscribe(api, receiver.url(f"/down/{marker}"))
-    await _create_identity(api, marker)
+    delivered_to = await _subscribe(events_api, webhook_receiver.url(f"/ok/{marker}"))
+    dead_to = await _subscribe(events_api, webhook_receiver.url(f"/down/{marker}"))
+    await _create_identity(events_api, marker)
     clock = FrozenClock(datetime.now(UTC))
     dispatcher = EventDispatcher(db, config=ONE_ATTEMPT, clock=clock)
     try:
-        await _settle(dispatcher, api, [delivered_to, dead_to])
-        assert [d["status"] for d in await _deliveries(api, delivered_to)] == ["delivered"]
-        assert [d["status"] for d in await _deliveries(api, dead_to)] == ["dead"]
+        await _settle(dispatcher, events_api, [delivered_to, dead_to])
+        assert [d["status"] for d in await webhook_deliveries(events_api, delivered_to)] == [
+            "delivered"
+        ]
+        assert [d["status"] for d in await webhook_deliveries(events_api, dead_to)] == ["dead"]
         assert await _rows_holding(db, marker) == {"outbox": 1, "deliveries": 2}
 
         clock.advance(min(OUTBOX_RETENTION_S, DELIVERED_RETENTION_S) - 1)
@@ -144,31 +119,31 @@ async def test_finished_deliveries_and_the_outbox_go_after_retention_and_nothing
         clock.advance(ONE_ATTEMPT.prune_interval_s)  # past retention, and a step is due
         assert (await dispatcher.run_once()).pruned >= 2  # other tests' old rows may go too
         assert await _rows_holding(db, marker) == {"outbox": 0, "deliveries": 1}
-        assert await _deliveries(api, delivered_to) == []
-        assert [d["status"] for d in await _deliveries(api, dead_to)] == ["dead"]
+        assert await webhook_deliveries(events_api, delivered_to) == []
+        assert [d["status"] for d in await webhook_deliveries(events_api, dead_to)] == ["dead"]
 
         clock.advance(DEAD_RETENTION_S - DELIVERED_RETENTION_S)
         await dispatcher.run_once()
         assert await _rows_holding(db, marker) == {"outbox": 0, "deliveries": 0}
-        assert len(receiver.received(f"/ok/{marker}")) == 1
+        assert len(webhook_receiver.received(f"/ok/{marker}")) == 1
     finally:
         await dispatcher.aclose()
 
 
 @pytest.mark.usefixtures("caught_up")
 async def test_pending_deliveries_and_unsent_outbox_rows_are_never_pruned(
-    db: Database, api: httpx.AsyncClient, receiver: WebhookReceiver
+    db: Database, events_api: httpx.AsyncClient, webhook_receiver: WebhookReceiver
 ) -> None:
     """A delivery still waiting for an attempt and an outbox row not yet fanned out stay past
     every retention period: retention deletes what is finished, never what is owed."""
     marker = f"Owed{uuid.uuid4().hex}"
-    subscription_id = await _subscribe(api, receiver.url(f"/ok/{marker}"))
-    await _create_identity(api, marker)
+    subscription_id = await _subscribe(events_api, webhook_receiver.url(f"/ok/{marker}"))
+    await _create_identity(events_api, marker)
     clock = FrozenClock(datetime.now(UTC))
     dispatcher = EventDispatcher(db, config=ONE_ATTEMPT, clock=clock)
     try:
         await dispatcher.fan_out()  # the delivery exists, pending: no delivery step runs here
-        later = await _create_identity(api, f"{marker}Later")
+        later = await _create_identity(events_api, f"{marker}Later")
         clock.advance(DEAD_RETENTION_S + 1)
         await dispatcher.prune()
         async with db.connection() as conn:
@@ -177,7 +152,9 @@ async def test_pending_deliveries_and_unsent_outbox_rows_are_never_pruned(
                 later,
             )
         assert unsent == 1
-        assert [d["status"] for d in await _deliveries(api, subscription_id)] == ["pending"]
+        assert [d["status"] for d in await webhook_deliveries(events_api, subscription_id)] == [
+            "pending"
+        ]
         assert await _rows_holding(db, marker) == {"outbox": 1, "deliveries": 1}
     finally:
         await dispatcher.aclose()
@@ -185,30 +162,30 @@ async def test_pending_deliveries_and_unsent_outbox_rows_are_never_pruned(
 
 @pytest.mark.usefixtures("caught_up")
 async def test_a_step_deletes_at_most_its_bound_and_the_next_round_goes_on(
-    db: Database, api: httpx.AsyncClient, receiver: WebhookReceiver
+    db: Database, events_api: httpx.AsyncClient, webhook_receiver: WebhookReceiver
 ) -> None:
     """With more rows past retention than a step deletes, each step deletes its bound and the
     next round prunes again without waiting for the interval."""
     marker = f"Bounded{uuid.uuid4().hex}"
-    subscription_id = await _subscribe(api, receiver.url(f"/ok/{marker}"))
+    subscription_id = await _subscribe(events_api, webhook_receiver.url(f"/ok/{marker}"))
     for index in range(5):
-        await _create_identity(api, f"{marker}{index}")
+        await _create_identity(events_api, f"{marker}{index}")
     clock = FrozenClock(datetime.now(UTC))
     config = DispatcherConfig(
         poll_interval_s=0.02, delivery_timeout_s=2.0, lease_s=5.0, prune_rows_max=2
     )
     dispatcher = EventDispatcher(db, config=config, clock=clock)
     try:
-        await _settle(dispatcher, api, [subscription_id])
-        assert len(await _deliveries(api, subscription_id)) == 5
+        await _settle(dispatcher, events_api, [subscription_id])
+        assert len(await webhook_deliveries(events_api, subscription_id)) == 5
         # Whatever earlier tests left past retention goes first; count this test's rows.
         clock.advance(DEAD_RETENTION_S + 1)
         remaining = [5]
-        for _ in range(CATCH_UP_ROUNDS_MAX):
+        for _ in range(PRUNE_ROUNDS_MAX):
             # The clock's monotonic time stands still: only a full step brings the next one.
             pruned = (await dispatcher.run_once()).pruned
             assert pruned <= 3 * config.prune_rows_max
-            remaining.append(len(await _deliveries(api, subscription_id)))
+            remaining.append(len(await webhook_deliveries(events_api, subscription_id)))
             if pruned == 0:
                 break
         assert remaining[-1] == 0

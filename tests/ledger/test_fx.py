@@ -246,12 +246,6 @@ def _fx_body(source: str, destination: str, units: int, **extra: Any) -> dict[st
 
 
 class TestTransferApi:
-    @pytest.fixture
-    async def api(self, ledger_url: str) -> Any:
-        """An HTTP client on the ledger app."""
-        async with httpx.AsyncClient(base_url=ledger_url, timeout=10) as client:
-            yield client
-
     async def test_explicit_rate_posts_two_legs(self, api: httpx.AsyncClient, db: Database) -> None:
         """10.00 USD at 0.9137 credits 9.13 EUR; both legs carry the rate; sums stay zero."""
         source, destination = await _balance(api, "USD"), await _balance(api, "EUR")
@@ -481,12 +475,6 @@ def _code(response: httpx.Response) -> str:
 
 
 class TestExactAmounts:
-    @pytest.fixture
-    async def api(self, ledger_url: str) -> Any:
-        """An HTTP client on the ledger app."""
-        async with httpx.AsyncClient(base_url=ledger_url, timeout=10) as client:
-            yield client
-
     async def test_inverse_pair_credits_what_the_stored_rate_buys(
         self, api: httpx.AsyncClient, db: Database
     ) -> None:
@@ -623,12 +611,6 @@ class TestExactAmounts:
 
 
 class TestRatesApi:
-    @pytest.fixture
-    async def api(self, ledger_url: str) -> Any:
-        """An HTTP client on the ledger app."""
-        async with httpx.AsyncClient(base_url=ledger_url, timeout=10) as client:
-            yield client
-
     async def test_listing_shows_each_pair_exactly(self, api: httpx.AsyncClient) -> None:
         """GET /fx/rates lists set pairs, by pair, with the rate as exact text and its source."""
         base, quote = _currencies()

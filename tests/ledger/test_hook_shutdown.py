@@ -15,21 +15,15 @@ once the drain's bound runs out, and a call scheduled during or after the drain 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
-import json
 import logging
 import secrets
 import socket
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
 import httpx
@@ -48,16 +42,30 @@ from kit.db import Database
 from kit.settings import Settings
 from ledger import hook_repository
 from ledger.engine import LedgerEngine
-from ledger.hooks import HOOK_CANCEL_WAIT_S, HookIn, HookRecord, HookRunner, HookType, create_hook
+from ledger.hooks import (
+    HOOK_CANCEL_WAIT_S,
+    HOOK_TIMEOUT_S_MAX,
+    HookIn,
+    HookRecord,
+    HookRunner,
+    create_hook,
+)
 from ledger.hooks import delete_hook as remove_hook
 from ledger.port import LedgerPort
 from tests.ledger.conftest import MakeBalance
+from tests.ledger.hook_receiver import (
+    CALL_WAIT_S,
+    Call,
+    HookReceiver,
+    Reply,
+    blnk_signature,
+    direct_hook,
+)
 
 pytestmark = pytest.mark.db
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 REPLY_DELAY_S: Final = 0.3  # the receiver answers this long after a call arrives
-CALL_WAIT_S: Final = 5.0
 SMALL_DRAIN_S: Final = 0.2  # the drain's bound when a receiver never answers
 POLICY: Final = GatewayPolicy(
     body_limit=BodyLimitPolicy(bytes_max=5 * 1024 * 1024),
@@ -65,58 +73,9 @@ POLICY: Final = GatewayPolicy(
 )
 
 
-@dataclass
-class SlowReceiver:
-    """A hook endpoint that records each call, then approves it after `REPLY_DELAY_S`."""
-
-    base_url: str = ""
-    calls: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def url(self) -> str:
-        """A fresh URL on this receiver."""
-        return f"{self.base_url}/slow-{uuid.uuid4().hex[:8]}"
-
-    def calls_to(self, url: str) -> list[tuple[dict[str, str], bytes]]:
-        """The calls `url` received so far (headers with lowercase names, body)."""
-        path = url.removeprefix(self.base_url)
-        with self.lock:
-            return [(headers, body) for p, headers, body in self.calls if p == path]
-
-
-@pytest.fixture(scope="module")
-def slow_receiver() -> Iterator[SlowReceiver]:
-    """The slow hook endpoint (`http.server` in a thread), for this module."""
-    state = SlowReceiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            headers = {name.lower(): value for name, value in self.headers.items()}
-            with state.lock:
-                state.calls.append((self.path, headers, body))
-            time.sleep(REPLY_DELAY_S)
-            reply = b'{"success": true}'
-            try:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the caller gave up
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+def _approve_slowly(_: int) -> Reply:
+    """Approve, `REPLY_DELAY_S` after the call arrived (it is recorded on arrival)."""
+    return 200, b'{"success": true}', REPLY_DELAY_S
 
 
 @pytest.fixture
@@ -130,10 +89,11 @@ def silent_url() -> Iterator[str]:
 
 
 @pytest.fixture
-async def idle_hook(db: Database, slow_receiver: SlowReceiver) -> AsyncIterator[HookRecord]:
-    """A registered but inactive post hook on the slow receiver: its run stamps land in its row,
+async def idle_hook(db: Database, hook_receiver: HookReceiver) -> AsyncIterator[HookRecord]:
+    """A registered but inactive post hook answered slowly: its run stamps land in its row,
     and no ledger server's runner calls it on its own."""
-    body = HookIn(url=slow_receiver.url(), type="POST_TRANSACTION", active=False, timeout=5)
+    url = hook_receiver.url("slow", _approve_slowly)
+    body = HookIn(url=url, type="POST_TRANSACTION", active=False, timeout=5)
     async with db.transaction() as conn:
         hook_id = (await create_hook(conn, body, now=datetime.now(UTC)))["id"]
         row = await hook_repository.find_hook(conn, hook_id)
@@ -145,24 +105,12 @@ async def idle_hook(db: Database, slow_receiver: SlowReceiver) -> AsyncIterator[
 
 def _silent_hook(url: str) -> HookRecord:
     """A hook the runner is handed directly, with the longest timeout and no retries."""
-    return HookRecord(
-        hook_id=f"hook_{uuid.uuid4()}",
-        name="silent",
-        url=url,
-        hook_type=HookType.POST_TRANSACTION,
-        active=True,
-        timeout_s=30,
-        retry_count=0,
-        created_at=datetime.now(UTC),
-        last_run=None,
-        last_success=False,
-    )
+    return direct_hook(url, name="silent", timeout_s=HOOK_TIMEOUT_S_MAX)
 
 
-def _is_signed_by(headers: dict[str, str], body: bytes, key: str) -> bool:
-    timestamp = headers.get("x-blnk-timestamp", "")
-    expected = hmac.new(key.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(headers.get("x-blnk-signature", ""), expected)
+def _is_signed_by(call: Call, key: str) -> bool:
+    """Whether `call` carries Blnk's signature under `key` (a runner with that master key)."""
+    return hmac.compare_digest(call.header("X-Blnk-Signature"), blnk_signature(call, key))
 
 
 class TestReplicaShutdown:
@@ -173,7 +121,7 @@ class TestReplicaShutdown:
         settings: Settings,
         db: Database,
         make_balance: MakeBalance,
-        slow_receiver: SlowReceiver,
+        hook_receiver: HookReceiver,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """A post hook still waiting for its slow receiver when the replica's resources close
@@ -189,7 +137,7 @@ class TestReplicaShutdown:
         master_key = "replica-master-" + secrets.token_urlsafe(16)
         replica_settings = settings.model_copy(update={"ledger_master_key": SecretStr(master_key)})
         destination = await make_balance()
-        url = slow_receiver.url()
+        url = hook_receiver.url("slow", _approve_slowly)
         resources = await Resources.open(replica_settings)
         hook_id = ""
         stamped: asyncpg.Record | None = None
@@ -234,11 +182,11 @@ class TestReplicaShutdown:
                     await remove_hook(conn, hook_id)
         # Other ledger servers of the test run share the database (and so this hook); only the
         # replica's runner signs with this master key.
-        calls = slow_receiver.calls_to(url)
-        from_replica = [body for headers, body in calls if _is_signed_by(headers, body, master_key)]
+        calls = hook_receiver.calls_to(url, wait_s=0)
+        from_replica = [call for call in calls if _is_signed_by(call, master_key)]
         assert len(from_replica) == 1
         transaction_id = posted.json()["transaction_id"]
-        assert json.loads(from_replica[0])["transaction_id"] == transaction_id
+        assert from_replica[0].json()["transaction_id"] == transaction_id
         assert stamped is not None
         assert stamped["last_success"] is True  # the run stamp was written before the pool closed
 
@@ -257,7 +205,7 @@ class TestRunnerClose:
     """`HookRunner.aclose`: stop taking post-hook calls, wait (bounded), cancel the rest."""
 
     async def test_a_slow_post_hook_is_delivered_and_stamped(
-        self, db: Database, slow_receiver: SlowReceiver, idle_hook: HookRecord
+        self, db: Database, hook_receiver: HookReceiver, idle_hook: HookRecord
     ) -> None:
         """A post hook waiting for a slow reply is delivered and its run stamped before the
         drain returns; nothing is abandoned."""
@@ -266,7 +214,7 @@ class TestRunnerClose:
             runner.schedule_post([idle_hook], "txn_slow", {"amount": 1})
             abandoned = await runner.aclose(timeout_s=CALL_WAIT_S)
         assert abandoned == 0
-        assert len(slow_receiver.calls_to(idle_hook.url)) == 1
+        assert len(hook_receiver.calls_to(idle_hook.url, wait_s=0)) == 1
         async with db.connection() as conn:
             row = await hook_repository.find_hook(conn, idle_hook.hook_id)
         assert row is not None
@@ -311,7 +259,7 @@ class TestRunnerClose:
         ]
 
     async def test_no_call_starts_after_the_drain(
-        self, db: Database, slow_receiver: SlowReceiver, idle_hook: HookRecord
+        self, db: Database, hook_receiver: HookReceiver, idle_hook: HookRecord
     ) -> None:
         """After the drain a post hook is not called and nothing is left running."""
         async with httpx.AsyncClient(trust_env=False) as http:
@@ -320,4 +268,4 @@ class TestRunnerClose:
             runner.schedule_post([idle_hook], "txn_after", {})
             assert runner.pending == 0
             assert await runner.aclose(timeout_s=SMALL_DRAIN_S) == 0
-        assert slow_receiver.calls_to(idle_hook.url) == []
+        assert hook_receiver.calls_to(idle_hook.url, wait_s=0) == []

@@ -1,8 +1,9 @@
 """Transaction hooks through Blnk's own Python SDK, called on a real local HTTP receiver.
 
 Hooks are managed with the master key on the secure-mode server. A small `http.server` in a
-thread stands in for the customer's hook endpoint: it records every call (headers and raw
-body) and answers as each test scripts it (approve, refuse, fail a few times, hang). The
+thread (`tests/ledger/hook_receiver.py`) stands in for the customer's hook endpoint: it records
+every call (headers and raw body) and answers as each test scripts it (approve, refuse, fail a
+few times, hang). The
 assertions check Blnk's wire contract (signature, headers, body) and our gate semantics: a
 pre hook that refuses or cannot answer keeps the transaction out of the ledger; a post hook is
 called once the transaction is durable; each kind of reply (4xx, 5xx, none, garbage, too big)
@@ -13,17 +14,11 @@ decides it as documented in `ledger/hooks.py`. A few tests drive the `HookRunner
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import json
 import logging
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -36,102 +31,24 @@ from kit.settings import Settings
 from ledger.hooks import (
     POST_HOOK_BACKLOG_MAX,
     HookIn,
-    HookRecord,
     HookReply,
     HookRunner,
     HookType,
     create_hook,
     delete_hook,
 )
+from tests.ledger.conftest import create_sdk_balance
+from tests.ledger.hook_receiver import (
+    CALL_WAIT_S,
+    HookReceiver,
+    approve,
+    blnk_signature,
+    direct_hook,
+)
 from tests.ledger.servers import MASTER_KEY
 from tests.ports import free_port
 
 pytestmark = pytest.mark.db
-
-CALL_WAIT_S = 5.0
-Reply = tuple[int, bytes, float]  # status, body, delay before answering (seconds)
-
-
-@dataclass
-class Call:
-    """One request the receiver got."""
-
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        """The parsed body."""
-        return json.loads(self.body)
-
-
-@dataclass
-class Receiver:
-    """A hook endpoint: records calls, answers with the script of each path."""
-
-    base_url: str = ""
-    calls: list[Call] = field(default_factory=list)
-    scripts: dict[str, Callable[[int], Reply]] = field(default_factory=dict)
-    headers: dict[str, dict[str, str]] = field(default_factory=dict)  # extra reply headers
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def url(self, path: str, script: Callable[[int], Reply]) -> str:
-        """A fresh URL answered by `script(call number)`."""
-        unique = f"/{path}-{uuid.uuid4().hex[:8]}"
-        self.scripts[unique] = script
-        return self.base_url + unique
-
-    def calls_to(self, url: str, count: int = 1, *, wait_s: float = CALL_WAIT_S) -> list[Call]:
-        """Wait (at most `wait_s`) until `url` was called `count` times; its calls."""
-        path = url.removeprefix(self.base_url)
-        deadline = time.monotonic() + wait_s
-        while True:
-            with self.lock:
-                found = [c for c in self.calls if c.path == path]
-            if len(found) >= count or time.monotonic() >= deadline:
-                return found
-            time.sleep(0.02)
-
-
-def _approve(_: int) -> Reply:
-    return 200, b'{"success": true, "message": "ok"}', 0.0
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    """The local hook endpoint, for this module."""
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            with state.lock:
-                state.calls.append(Call(self.path, dict(self.headers.items()), body))
-                number = sum(1 for c in state.calls if c.path == self.path)
-            status, reply, delay_s = state.scripts.get(self.path, _approve)(number)
-            time.sleep(delay_s)
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply)))
-                for name, value in state.headers.get(self.path, {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(reply)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # a slow reply's caller timed out and hung up, as the timeout test wants
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture
@@ -159,11 +76,8 @@ def _register(client: Any, url: str, hook_type: str, **extra: Any) -> dict[str, 
 
 
 def _funded_balance(client: Any) -> str:
-    ledger_id = client.ledgers.create({"name": "hooks"}).data["ledger_id"]
-    balance_id: str = client.ledger_balances.create(
-        {"ledger_id": ledger_id, "currency": "USD"}
-    ).data["balance_id"]
-    return balance_id
+    """A balance for this module's transfers (they are funded from @WorldUSD)."""
+    return create_sdk_balance(client, "hooks")
 
 
 def _post(client: Any, destination: str, reference: str) -> Any:
@@ -192,10 +106,10 @@ def _wait_for_run(client: Any, hook_id: str) -> dict[str, Any]:
 
 
 class TestHookManagement:
-    def test_create_get_list_update_delete(self, hooks: Any, receiver: Receiver) -> None:
+    def test_create_get_list_update_delete(self, hooks: Any, hook_receiver: HookReceiver) -> None:
         """A hook gets a hook_ id; it is read, listed by type, replaced, and deleted (then 404)."""
         created = _register(
-            hooks, receiver.url("crud", _approve), "PRE_TRANSACTION", timeout=7, retry_count=2
+            hooks, hook_receiver.url("crud", approve), "PRE_TRANSACTION", timeout=7, retry_count=2
         )
         assert created["id"].startswith("hook_")
         assert (created["type"], created["timeout"], created["retry_count"]) == (
@@ -207,7 +121,7 @@ class TestHookManagement:
         assert created["last_success"] is False
         assert hooks.hooks.get(created["id"]).data == created
         post = _register(
-            hooks, receiver.url("crud-post", _approve), "POST_TRANSACTION", active=False
+            hooks, hook_receiver.url("crud-post", approve), "POST_TRANSACTION", active=False
         )
         assert [h["id"] for h in hooks.hooks.list({"type": "PRE_TRANSACTION"}).data] == [
             created["id"]
@@ -383,21 +297,18 @@ class TestHookManagement:
 
 
 class TestPreTransactionHooks:
-    def test_approval_is_signed_like_blnk(self, hooks: Any, receiver: Receiver) -> None:
+    def test_approval_is_signed_like_blnk(self, hooks: Any, hook_receiver: HookReceiver) -> None:
         """A pre hook gets Blnk's body and headers with a valid HMAC signature, and its yes lets the
         transaction through; the run is recorded on the hook."""
-        url = receiver.url("approve", _approve)
+        url = hook_receiver.url("approve", approve)
         hook = _register(hooks, url, "PRE_TRANSACTION")
         balance_id = _funded_balance(hooks)
         reference = f"ref-{uuid.uuid4()}"
         posted = _post(hooks, balance_id, reference)
         assert posted.status == 201, posted.to_dict()
-        (call,) = receiver.calls_to(url)
-        timestamp = call.headers["X-Blnk-Timestamp"]
-        expected = hmac.new(
-            MASTER_KEY.encode(), f"{timestamp}.".encode() + call.body, hashlib.sha256
-        ).hexdigest()
-        assert call.headers["X-Blnk-Signature"] == expected
+        (call,) = hook_receiver.calls_to(url)
+        assert "X-Blnk-Timestamp" in call.headers
+        assert call.headers["X-Blnk-Signature"] == blnk_signature(call, MASTER_KEY)
         assert call.headers["X-Hook-ID"] == hook["id"]
         assert call.headers["X-Hook-Type"] == "PRE_TRANSACTION"
         payload = call.json()
@@ -408,9 +319,11 @@ class TestPreTransactionHooks:
         ran = _wait_for_run(hooks, hook["id"])
         assert ran["last_success"] is True
 
-    def test_refusal_keeps_the_transaction_out(self, hooks: Any, receiver: Receiver) -> None:
+    def test_refusal_keeps_the_transaction_out(
+        self, hooks: Any, hook_receiver: HookReceiver
+    ) -> None:
         """`success: false` refuses the transaction with 400 TXN_HOOK_REJECTED and the hook's message."""
-        url = receiver.url(
+        url = hook_receiver.url(
             "refuse",
             lambda _: (200, b'{"success": false, "message": "blocked by fraud check"}', 0.0),
         )
@@ -425,17 +338,17 @@ class TestPreTransactionHooks:
         assert hooks.ledger_balances.get(balance_id).data["balance"] == 0
         assert _wait_for_run(hooks, hook["id"])["last_success"] is False
 
-    def test_retries_until_an_answer(self, hooks: Any, receiver: Receiver) -> None:
+    def test_retries_until_an_answer(self, hooks: Any, hook_receiver: HookReceiver) -> None:
         """A pre hook failing with 500 is retried up to retry_count times; a later yes passes."""
-        url = receiver.url("flaky", lambda n: (500, b"{}", 0.0) if n <= 2 else _approve(n))
+        url = hook_receiver.url("flaky", lambda n: (500, b"{}", 0.0) if n <= 2 else approve(n))
         _register(hooks, url, "PRE_TRANSACTION", retry_count=2)
         posted = _post(hooks, _funded_balance(hooks), f"ref-{uuid.uuid4()}")
         assert posted.status == 201, posted.to_dict()
-        assert len(receiver.calls_to(url, 3)) == 3
+        assert len(hook_receiver.calls_to(url, 3)) == 3
 
-    def test_no_answer_fails_closed(self, hooks: Any, receiver: Receiver) -> None:
+    def test_no_answer_fails_closed(self, hooks: Any, hook_receiver: HookReceiver) -> None:
         """A pre hook that does not answer within its timeout refuses the transaction (503)."""
-        url = receiver.url("hang", lambda _: (200, b'{"success": true}', 2.5))
+        url = hook_receiver.url("hang", lambda _: (200, b'{"success": true}', 2.5))
         _register(hooks, url, "PRE_TRANSACTION", timeout=1, retry_count=0)
         reference = f"ref-{uuid.uuid4()}"
         response = _post(hooks, _funded_balance(hooks), reference)
@@ -443,13 +356,13 @@ class TestPreTransactionHooks:
         assert response.error.code == "HOOK_UNAVAILABLE"
         assert hooks.transactions.get_by_reference(reference).status == 404
 
-    def test_inactive_hook_is_not_called(self, hooks: Any, receiver: Receiver) -> None:
+    def test_inactive_hook_is_not_called(self, hooks: Any, hook_receiver: HookReceiver) -> None:
         """An inactive pre hook is neither called nor able to refuse."""
-        url = receiver.url("inactive", lambda _: (200, b'{"success": false}', 0.0))
+        url = hook_receiver.url("inactive", lambda _: (200, b'{"success": false}', 0.0))
         _register(hooks, url, "PRE_TRANSACTION", active=False)
         assert _post(hooks, _funded_balance(hooks), f"ref-{uuid.uuid4()}").status == 201
         # A pre hook is called before the answer, so none by now means none at all.
-        assert receiver.calls_to(url, wait_s=0) == []
+        assert hook_receiver.calls_to(url, wait_s=0) == []
 
 
 class TestPreTransactionHookReplies:
@@ -463,17 +376,17 @@ class TestPreTransactionHookReplies:
         ],
     )
     def test_a_4xx_refusal_carries_the_hooks_message(
-        self, hooks: Any, receiver: Receiver, status: int, reply: bytes
+        self, hooks: Any, hook_receiver: HookReceiver, status: int, reply: bytes
     ) -> None:
         """A 4xx reply is the hook's answer: 400 TXN_HOOK_REJECTED with its message, not retried."""
-        url = receiver.url("refuse-4xx", lambda _: (status, reply, 0.0))
+        url = hook_receiver.url("refuse-4xx", lambda _: (status, reply, 0.0))
         hook = _register(hooks, url, "PRE_TRANSACTION", retry_count=2)
         reference = f"ref-{uuid.uuid4()}"
         refused = _post(hooks, _funded_balance(hooks), reference)
         assert refused.status == 400, refused.to_dict()
         assert refused.error.code == "TXN_HOOK_REJECTED"
         assert "blocked by fraud check" in refused.error.message
-        assert len(receiver.calls_to(url, wait_s=0)) == 1
+        assert len(hook_receiver.calls_to(url, wait_s=0)) == 1
         assert hooks.transactions.get_by_reference(reference).status == 404
         assert _wait_for_run(hooks, hook["id"])["last_success"] is False
 
@@ -482,11 +395,11 @@ class TestPreTransactionHookReplies:
         [(404, b""), (401, b"unauthorized"), (400, b'{"success": true, "message": "ok"}')],
     )
     def test_a_4xx_never_approves(
-        self, hooks: Any, receiver: Receiver, status: int, reply: bytes
+        self, hooks: Any, hook_receiver: HookReceiver, status: int, reply: bytes
     ) -> None:
         """A 4xx reply refuses whatever its body (even `success: true`), naming its status when
         it gives no message."""
-        url = receiver.url("plain-4xx", lambda _: (status, reply, 0.0))
+        url = hook_receiver.url("plain-4xx", lambda _: (status, reply, 0.0))
         _register(hooks, url, "PRE_TRANSACTION")
         reference = f"ref-{uuid.uuid4()}"
         refused = _post(hooks, _funded_balance(hooks), reference)
@@ -496,9 +409,9 @@ class TestPreTransactionHookReplies:
             assert str(status) in refused.error.message
         assert hooks.transactions.get_by_reference(reference).status == 404
 
-    def test_a_null_reply_refuses(self, hooks: Any, receiver: Receiver) -> None:
+    def test_a_null_reply_refuses(self, hooks: Any, hook_receiver: HookReceiver) -> None:
         """A 2xx `null` refuses, as in Blnk (it decodes to a reply whose `success` is false)."""
-        url = receiver.url("null", lambda _: (200, b"null", 0.0))
+        url = hook_receiver.url("null", lambda _: (200, b"null", 0.0))
         hook = _register(hooks, url, "PRE_TRANSACTION")
         reference = f"ref-{uuid.uuid4()}"
         refused = _post(hooks, _funded_balance(hooks), reference)
@@ -509,10 +422,10 @@ class TestPreTransactionHookReplies:
 
     @pytest.mark.parametrize(("status", "retry_count"), [(429, 2), (408, 1), (502, 0)])
     def test_retries_are_bounded_then_fail_closed(
-        self, hooks: Any, receiver: Receiver, status: int, retry_count: int
+        self, hooks: Any, hook_receiver: HookReceiver, status: int, retry_count: int
     ) -> None:
         """408, 429 and 5xx are retried exactly retry_count times; then 503 HOOK_UNAVAILABLE."""
-        url = receiver.url("busy", lambda _: (status, b"{}", 0.0))
+        url = hook_receiver.url("busy", lambda _: (status, b"{}", 0.0))
         hook = _register(hooks, url, "PRE_TRANSACTION", retry_count=retry_count)
         reference = f"ref-{uuid.uuid4()}"
         response = _post(hooks, _funded_balance(hooks), reference)
@@ -520,24 +433,26 @@ class TestPreTransactionHookReplies:
         assert response.error.code == "HOOK_UNAVAILABLE"
         assert response.data["error_detail"]["details"] == {"hook_id": hook["id"]}
         # Every attempt ends before the answer, so the count is final.
-        assert len(receiver.calls_to(url, wait_s=0)) == retry_count + 1
+        assert len(hook_receiver.calls_to(url, wait_s=0)) == retry_count + 1
         assert hooks.transactions.get_by_reference(reference).status == 404
         assert _wait_for_run(hooks, hook["id"])["last_success"] is False
 
-    def test_a_reply_past_1_mib_is_no_answer(self, hooks: Any, receiver: Receiver) -> None:
+    def test_a_reply_past_1_mib_is_no_answer(self, hooks: Any, hook_receiver: HookReceiver) -> None:
         """A 2xx reply one byte past 1 MiB is not read: 503 HOOK_UNAVAILABLE, not retried."""
-        url = receiver.url("huge", lambda _: (200, _approval_of_size((1 << 20) + 1), 0.0))
+        url = hook_receiver.url("huge", lambda _: (200, _approval_of_size((1 << 20) + 1), 0.0))
         _register(hooks, url, "PRE_TRANSACTION", retry_count=2)
         reference = f"ref-{uuid.uuid4()}"
         response = _post(hooks, _funded_balance(hooks), reference)
         assert response.status == 503, response.to_dict()
         assert response.error.code == "HOOK_UNAVAILABLE"
-        assert len(receiver.calls_to(url, wait_s=0)) == 1
+        assert len(hook_receiver.calls_to(url, wait_s=0)) == 1
         assert hooks.transactions.get_by_reference(reference).status == 404
 
-    def test_a_reply_of_exactly_1_mib_is_read(self, hooks: Any, receiver: Receiver) -> None:
+    def test_a_reply_of_exactly_1_mib_is_read(
+        self, hooks: Any, hook_receiver: HookReceiver
+    ) -> None:
         """A reply of exactly 1 MiB (Blnk's bound) is read, and its yes lets the transaction in."""
-        url = receiver.url("large", lambda _: (200, _approval_of_size(1 << 20), 0.0))
+        url = hook_receiver.url("large", lambda _: (200, _approval_of_size(1 << 20), 0.0))
         _register(hooks, url, "PRE_TRANSACTION")
         assert _post(hooks, _funded_balance(hooks), f"ref-{uuid.uuid4()}").status == 201
 
@@ -546,10 +461,10 @@ class TestPreTransactionHookReplies:
         [(204, b""), (200, b"  \n"), (200, b"accepted"), (202, b"[false]"), (200, b'"no"')],
     )
     def test_a_2xx_without_a_reply_object_approves(
-        self, hooks: Any, receiver: Receiver, status: int, reply: bytes
+        self, hooks: Any, hook_receiver: HookReceiver, status: int, reply: bytes
     ) -> None:
         """As in Blnk, an empty, non-JSON or non-object 2xx reply (but `null`) is a yes."""
-        url = receiver.url("bare", lambda _: (status, reply, 0.0))
+        url = hook_receiver.url("bare", lambda _: (status, reply, 0.0))
         hook = _register(hooks, url, "PRE_TRANSACTION")
         posted = _post(hooks, _funded_balance(hooks), f"ref-{uuid.uuid4()}")
         assert posted.status == 201, posted.to_dict()
@@ -557,25 +472,26 @@ class TestPreTransactionHookReplies:
 
     @pytest.mark.parametrize("reply", [b'{"success": "true"}', b'{"success": 1}', b"{}"])
     def test_only_the_boolean_true_approves(
-        self, hooks: Any, receiver: Receiver, reply: bytes
+        self, hooks: Any, hook_receiver: HookReceiver, reply: bytes
     ) -> None:
         """A reply object approves only with `success: true`; a string, a number or nothing refuses."""
-        url = receiver.url("loose", lambda _: (200, reply, 0.0))
+        url = hook_receiver.url("loose", lambda _: (200, reply, 0.0))
         _register(hooks, url, "PRE_TRANSACTION")
         refused = _post(hooks, _funded_balance(hooks), f"ref-{uuid.uuid4()}")
         assert refused.status == 400, refused.to_dict()
         assert refused.error.code == "TXN_HOOK_REJECTED"
 
-    def test_a_redirect_is_not_followed(self, hooks: Any, receiver: Receiver) -> None:
+    def test_a_redirect_is_not_followed(self, hooks: Any, hook_receiver: HookReceiver) -> None:
         """A 3xx is not followed (the signed body goes only where it was registered): no answer."""
-        target = receiver.url("redirect-target", _approve)
-        url = receiver.url("redirect", lambda _: (307, b"", 0.0))
-        receiver.headers[url.removeprefix(receiver.base_url)] = {"Location": target}
+        target = hook_receiver.url("redirect-target", approve)
+        url = hook_receiver.url(
+            "redirect", lambda _: (307, b"", 0.0), reply_headers={"Location": target}
+        )
         _register(hooks, url, "PRE_TRANSACTION", retry_count=1)
         response = _post(hooks, _funded_balance(hooks), f"ref-{uuid.uuid4()}")
         assert response.status == 503, response.to_dict()
-        assert len(receiver.calls_to(url, wait_s=0)) == 1
-        assert receiver.calls_to(target, wait_s=0) == []
+        assert len(hook_receiver.calls_to(url, wait_s=0)) == 1
+        assert hook_receiver.calls_to(target, wait_s=0) == []
 
 
 def _approval_of_size(size: int) -> bytes:
@@ -585,14 +501,16 @@ def _approval_of_size(size: int) -> bytes:
 
 
 class TestPostTransactionHooks:
-    def test_called_after_the_transaction_is_durable(self, hooks: Any, receiver: Receiver) -> None:
+    def test_called_after_the_transaction_is_durable(
+        self, hooks: Any, hook_receiver: HookReceiver
+    ) -> None:
         """A post hook receives the recorded transaction (status APPLIED) once it is committed."""
-        url = receiver.url("post", _approve)
+        url = hook_receiver.url("post", approve)
         hook = _register(hooks, url, "POST_TRANSACTION")
         reference = f"ref-{uuid.uuid4()}"
         posted = _post(hooks, _funded_balance(hooks), reference)
         assert posted.status == 201, posted.to_dict()
-        (call,) = receiver.calls_to(url)
+        (call,) = hook_receiver.calls_to(url)
         assert call.headers["X-Hook-Type"] == "POST_TRANSACTION"
         payload = call.json()
         assert payload["hook_type"] == "POST_TRANSACTION"
@@ -602,31 +520,17 @@ class TestPostTransactionHooks:
         assert stored.status == 200
         assert _wait_for_run(hooks, hook["id"])["last_success"] is True
 
-    def test_a_failing_post_hook_changes_nothing(self, hooks: Any, receiver: Receiver) -> None:
+    def test_a_failing_post_hook_changes_nothing(
+        self, hooks: Any, hook_receiver: HookReceiver
+    ) -> None:
         """A post hook answering 500 is recorded as failed; the transaction stands."""
-        url = receiver.url("post-fail", lambda _: (500, b"{}", 0.0))
+        url = hook_receiver.url("post-fail", lambda _: (500, b"{}", 0.0))
         hook = _register(hooks, url, "POST_TRANSACTION", retry_count=1)
         reference = f"ref-{uuid.uuid4()}"
         assert _post(hooks, _funded_balance(hooks), reference).status == 201
-        assert len(receiver.calls_to(url, 2)) == 2
+        assert len(hook_receiver.calls_to(url, 2)) == 2
         assert _wait_for_run(hooks, hook["id"])["last_success"] is False
         assert hooks.transactions.get_by_reference(reference).status == 200
-
-
-def _unregistered(url: str, hook_type: HookType = HookType.POST_TRANSACTION) -> HookRecord:
-    """A hook the runner is handed directly (its run stamps match no row)."""
-    return HookRecord(
-        hook_id=f"hook_{uuid.uuid4()}",
-        name="direct",
-        url=url,
-        hook_type=hook_type,
-        active=True,
-        timeout_s=5,
-        retry_count=0,
-        created_at=datetime.now(UTC),
-        last_run=None,
-        last_success=False,
-    )
 
 
 class TestHookRunner:
@@ -683,7 +587,7 @@ class TestHookRunner:
         self, db: Database, caplog: pytest.LogCaptureFixture
     ) -> None:
         """Past 1,000 post-hook deliveries waiting, the next transaction's are dropped and logged."""
-        hook = _unregistered(f"http://127.0.0.1:{free_port()}/h")  # refused at once
+        hook = direct_hook(f"http://127.0.0.1:{free_port()}/h")  # refused at once
         async with httpx.AsyncClient(trust_env=False) as http:
             runner = HookRunner(db, clock=SystemClock(), secret=None, http=http)
             with caplog.at_level(logging.WARNING, logger="ledger.hooks"):
@@ -698,16 +602,16 @@ class TestHookRunner:
         ]
 
     async def test_calls_go_unsigned_without_a_secret(
-        self, db: Database, receiver: Receiver
+        self, db: Database, hook_receiver: HookReceiver
     ) -> None:
         """Without a server secret a hook is called without X-Blnk-Signature (the rest as usual)."""
-        url = receiver.url("unsigned", _approve)
-        hook = _unregistered(url, HookType.PRE_TRANSACTION)
+        url = hook_receiver.url("unsigned", approve)
+        hook = direct_hook(url, HookType.PRE_TRANSACTION)
         async with httpx.AsyncClient(trust_env=False) as http:
             runner = HookRunner(db, clock=SystemClock(), secret=None, http=http)
             await runner.run_pre([hook], "txn_unsigned", {"amount": 1})
             await runner.drain(timeout_s=5.0)
-        (call,) = receiver.calls_to(url, wait_s=0)
+        (call,) = hook_receiver.calls_to(url, wait_s=0)
         assert "X-Blnk-Signature" not in call.headers
         assert call.headers["X-Hook-ID"] == hook.hook_id
         assert call.json()["data"] == {"amount": 1}
@@ -716,17 +620,17 @@ class TestHookRunner:
         self,
         settings: Settings,
         database_dsn: str,
-        receiver: Receiver,
+        hook_receiver: HookReceiver,
         caplog: pytest.LogCaptureFixture,
     ) -> None:
         """With the database gone, a hook's answer still counts; the lost stamp is logged."""
         closed = await Database.open(settings, database_dsn)
         await closed.close()
-        url = receiver.url("no-stamp", _approve)
+        url = hook_receiver.url("no-stamp", approve)
         async with httpx.AsyncClient(trust_env=False) as http:
             runner = HookRunner(closed, clock=SystemClock(), secret=None, http=http)
             with caplog.at_level(logging.WARNING, logger="ledger.hooks"):
-                reply = await runner.call(_unregistered(url), b"{}")
+                reply = await runner.call(direct_hook(url), b"{}")
                 await runner.drain(timeout_s=5.0)
         assert reply == HookReply(answered=True, success=True, message="ok")
         assert [record.getMessage() for record in caplog.records] == ["hook run not recorded"]

@@ -25,7 +25,7 @@ from ledger.errors import LedgerValidationError
 from ledger.models import Figures
 from ledger.monitors import MonitorCache, MonitorHook, parse_condition, parse_request
 from ledger.monitors_model import Monitor
-from tests.ledger.conftest import MakeBalance, transfer
+from tests.ledger.conftest import MakeBalance, create_sdk_balance, transfer
 
 pytestmark = pytest.mark.db
 
@@ -134,11 +134,7 @@ class TestCache:
 
 class TestSdkCrud:
     def _balance(self, blnk: Any) -> str:
-        ledger = blnk.ledgers.create({"name": f"monitors-{uuid.uuid4()}"}).data["ledger_id"]
-        balance_id: str = blnk.ledger_balances.create(
-            {"ledger_id": ledger, "currency": "USD"}
-        ).data["balance_id"]
-        return balance_id
+        return create_sdk_balance(blnk, f"monitors-{uuid.uuid4()}")
 
     def test_create_get_list_update_delete(self, blnk_events: Any) -> None:
         """The SDK's monitor calls round-trip Blnk's shapes; call_back_url is never returned."""

@@ -24,6 +24,7 @@ import pytest
 
 from kit.db import Database
 from ledger import reconciliation_repository
+from tests.ledger.conftest import create_sdk_balance, fund_through_sdk
 
 pytestmark = pytest.mark.db
 
@@ -38,30 +39,16 @@ def _amount() -> Decimal:
 def _post(
     client: Any, balance_id: str, amount: Decimal, reference: str, description: str = "ledger side"
 ) -> str:
-    response = client.transactions.create(
-        {
-            "precise_amount": int(amount * 100),
-            "precision": 100,
-            "reference": reference,
-            "currency": "USD",
-            "description": description,
-            "source": "@WorldUSD",
-            "destination": balance_id,
-            "allow_overdraft": True,
-            "skip_queue": True,
-        }
+    posted = fund_through_sdk(
+        client, balance_id, int(amount * 100), description, reference=reference
     )
-    assert response.status == 201, response.to_dict()
-    transaction_id: str = response.data["transaction_id"]
+    transaction_id: str = posted["transaction_id"]
     return transaction_id
 
 
 def _balance(client: Any) -> str:
-    ledger_id = client.ledgers.create({"name": "reconciliation"}).data["ledger_id"]
-    balance_id: str = client.ledger_balances.create(
-        {"ledger_id": ledger_id, "currency": "USD"}
-    ).data["balance_id"]
-    return balance_id
+    """A balance in a ledger of its own, for the ledger side of a reconciliation."""
+    return create_sdk_balance(client, "reconciliation")
 
 
 def _rule(client: Any, *criteria: dict[str, Any]) -> str:

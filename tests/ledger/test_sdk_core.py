@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-pytestmark = pytest.mark.db
+from tests.ledger.servers import UA
 
-UA = {"User-Agent": "python-requests/2.34.2"}  # the SDK's own, which the bot policy admits
+pytestmark = pytest.mark.db
 
 
 def _ref() -> str:

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from blnk_sdk import BlnkClientOptions, blnk_init
 
+from tests.ledger.conftest import fund_through_sdk
+
 pytestmark = pytest.mark.db
 
 
@@ -32,27 +34,6 @@ def _balance(client: Any, ledger_id: str) -> str:
     return balance_id
 
 
-def _fund(
-    client: Any, balance_id: str, amount: int, description: str, **extra: Any
-) -> dict[str, Any]:
-    body = {
-        "precise_amount": amount,
-        "precision": 100,
-        "reference": f"ref-{uuid.uuid4()}",
-        "currency": "USD",
-        "description": description,
-        "source": "@WorldUSD",
-        "destination": balance_id,
-        "allow_overdraft": True,
-        "skip_queue": True,
-    }
-    body.update(extra)
-    response = client.transactions.create(body)
-    assert response.status == 201, response.to_dict()
-    data: dict[str, Any] = response.data
-    return data
-
-
 @pytest.fixture
 def seeded(blnk: Any) -> dict[str, Any]:
     """A balance with three transfers (100, 200, 300) whose descriptions share a unique marker."""
@@ -60,7 +41,7 @@ def seeded(blnk: Any) -> dict[str, Any]:
     ledger_id = _ledger(blnk, f"search {marker}")
     balance_id = _balance(blnk, ledger_id)
     moves = [
-        _fund(
+        fund_through_sdk(
             blnk,
             balance_id,
             amount,

@@ -12,7 +12,6 @@ bodies before sending them.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,37 +20,9 @@ import pytest
 from kit.db import Database
 from ledger.search_repository import run_search
 from ledger.surface_errors import SearchTimeoutError
+from tests.ledger.conftest import fund_through_sdk
 
 pytestmark = pytest.mark.db
-
-UA = {"User-Agent": "python-requests/2.34.2"}
-
-
-@pytest.fixture
-def http(ledger_url: str) -> Iterator[httpx.Client]:
-    """A plain HTTP client on the ledger server."""
-    with httpx.Client(base_url=ledger_url, headers=UA, timeout=30) as client:
-        yield client
-
-
-def _fund(
-    blnk: Any, balance_id: str, amount: int, description: str, meta_data: dict[str, Any]
-) -> None:
-    response = blnk.transactions.create(
-        {
-            "precise_amount": amount,
-            "precision": 100,
-            "reference": f"ref-{uuid.uuid4()}",
-            "currency": "USD",
-            "description": description,
-            "source": "@WorldUSD",
-            "destination": balance_id,
-            "allow_overdraft": True,
-            "skip_queue": True,
-            "meta_data": meta_data,
-        }
-    )
-    assert response.status == 201, response.to_dict()
 
 
 def _new_balance(blnk: Any) -> str:
@@ -69,7 +40,8 @@ def seeded(blnk: Any) -> dict[str, Any]:
     descriptions = (f"Acme, Inc. && {marker}", f"50%_off {marker}", f"range a..b {marker}")
     groups = ("south", "north", "south")
     for amount, description, group in zip((100, 200, 300), descriptions, groups, strict=True):
-        _fund(blnk, balance_id, amount, description, {"group": group, "n": amount // 100})
+        meta_data = {"group": group, "n": amount // 100}
+        fund_through_sdk(blnk, balance_id, amount, description, meta_data=meta_data)
     return {"marker": marker, "balance_id": balance_id, "descriptions": descriptions}
 
 

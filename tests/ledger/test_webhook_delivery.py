@@ -21,7 +21,7 @@ import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,13 +36,18 @@ from kit.settings import Settings
 from ledger import webhooks
 from ledger.dispatcher import DispatcherConfig, EventDispatcher
 from ledger.engine import LedgerEngine
-from tests.ledger.conftest import MakeBalance, transfer
-from tests.ledger.webhook_receiver import WebhookReceiver
+from tests.ledger.conftest import (
+    MakeBalance,
+    fan_out_backlog,
+    subscribe_webhook,
+    transfer,
+    webhook_deliveries,
+)
+from tests.ledger.webhook_receiver import Received, WebhookReceiver
 
 pytestmark = pytest.mark.db
 
 DRAIN_TIMEOUT_S = 15.0
-CATCH_UP_ROUNDS_MAX = 10_000
 DRIP_INTERVAL_S = 0.05
 DRIP_BYTES_MAX = 1_000  # a drip stops by itself after ~50 s, well past any test's bound
 SLOW_ANSWER_S = 0.2
@@ -61,15 +66,6 @@ FAST = DispatcherConfig(
 # ---------------------------------------------------------------- a subscriber's endpoint
 
 
-@dataclass(frozen=True, slots=True)
-class Arrival:
-    """One request as the endpoint read it."""
-
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
 class Endpoint:
     """A subscriber's endpoint that answers by path, one request per connection.
 
@@ -79,7 +75,7 @@ class Endpoint:
     """
 
     def __init__(self) -> None:
-        self.arrivals: list[Arrival] = []
+        self.arrivals: list[Received] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
@@ -102,7 +98,7 @@ class Endpoint:
         port = self._server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}{path}"
 
-    def received(self, path: str) -> list[Arrival]:
+    def received(self, path: str) -> list[Received]:
         """Requests that arrived at `path`, oldest first."""
         return [a for a in self.arrivals if a.path == path]
 
@@ -120,7 +116,7 @@ class Endpoint:
                 for name, value in (line.split(":", 1) for line in head[1:] if line)
             }
             body = await reader.readexactly(int(headers.get("content-length", "0")))
-            self.arrivals.append(Arrival(path, headers, body))
+            self.arrivals.append(Received(path, headers, body))
             await self._answer(path, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the dispatcher hung up: what some of these answers are for
@@ -168,15 +164,6 @@ async def endpoint() -> AsyncIterator[Endpoint]:
 # ---------------------------------------------------------------- dispatchers and the API
 
 
-@pytest.fixture
-async def api(events_ledger_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client on the ledger app; deletes the subscriptions a test made."""
-    async with httpx.AsyncClient(base_url=events_ledger_url, timeout=10) as client:
-        yield client
-        for subscription in (await client.get("/webhooks")).json():
-            await client.delete(f"/webhooks/{subscription['subscription_id']}")
-
-
 MakeDispatcher = Callable[..., Awaitable[EventDispatcher]]
 
 
@@ -186,9 +173,7 @@ async def make_dispatcher(db: Database) -> AsyncIterator[MakeDispatcher]:
     what earlier tests committed before the test begins, so the subscriptions a test makes
     (before or after its dispatchers) see only its own events."""
     catch_up = EventDispatcher(db, config=FAST)
-    for _ in range(CATCH_UP_ROUNDS_MAX):
-        if not (await catch_up.fan_out()).is_full:
-            break
+    await fan_out_backlog(catch_up)
     await catch_up.aclose()
     made: list[EventDispatcher] = []
 
@@ -209,17 +194,9 @@ async def make_dispatcher(db: Database) -> AsyncIterator[MakeDispatcher]:
 
 
 async def _subscribe(api: httpx.AsyncClient, url: str) -> str:
-    response = await api.post("/webhooks", json={"url": url, "event_types": ["transaction.*"]})
-    assert response.status_code == 201, response.text
-    subscription_id: str = response.json()["subscription_id"]
+    """Subscribe `url` to every transaction event; the subscription's id."""
+    subscription_id: str = (await subscribe_webhook(api, url, ["transaction.*"]))["subscription_id"]
     return subscription_id
-
-
-async def _deliveries(api: httpx.AsyncClient, subscription_id: str) -> list[dict[str, Any]]:
-    response = await api.get(f"/webhooks/{subscription_id}/deliveries")
-    assert response.status_code == 200, response.text
-    found: list[dict[str, Any]] = response.json()
-    return found
 
 
 async def _post_transfer(engine: LedgerEngine, make_balance: MakeBalance) -> str:
@@ -251,7 +228,7 @@ def _settled(api: httpx.AsyncClient, subscription_id: str) -> Callable[[], Await
     """True once the subscription has deliveries and none is waiting for an attempt."""
 
     async def check() -> bool:
-        found = await _deliveries(api, subscription_id)
+        found = await webhook_deliveries(api, subscription_id)
         return bool(found) and all(d["status"] != "pending" for d in found)
 
     return check
@@ -259,7 +236,7 @@ def _settled(api: httpx.AsyncClient, subscription_id: str) -> Callable[[], Await
 
 def _attempted(api: httpx.AsyncClient, subscription_id: str) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
-        return any(d["attempts"] for d in await _deliveries(api, subscription_id))
+        return any(d["attempts"] for d in await webhook_deliveries(api, subscription_id))
 
     return check
 
@@ -272,7 +249,7 @@ class TestSubscriberAnswers:
     async def test_any_answer_but_2xx_is_retried_then_dead_with_its_status(
         self,
         *,
-        api: httpx.AsyncClient,
+        events_api: httpx.AsyncClient,
         endpoint: Endpoint,
         make_dispatcher: MakeDispatcher,
         engine: LedgerEngine,
@@ -282,11 +259,11 @@ class TestSubscriberAnswers:
         """A redirect or a client error is a failed attempt like a 500: retried up to the bound,
         then dead with that status; a redirect is never followed."""
         path = f"/status-{status}/{uuid.uuid4().hex}"
-        subscription_id = await _subscribe(api, endpoint.url(path))
+        subscription_id = await _subscribe(events_api, endpoint.url(path))
         dispatcher = await make_dispatcher()
         await _post_transfer(engine, make_balance)
-        await _run_until(dispatcher, _settled(api, subscription_id))
-        (delivery,) = await _deliveries(api, subscription_id)
+        await _run_until(dispatcher, _settled(events_api, subscription_id))
+        (delivery,) = await webhook_deliveries(events_api, subscription_id)
         assert (delivery["status"], delivery["attempts"]) == ("dead", FAST.attempts_max)
         assert delivery["last_status_code"] == status
         assert delivery["last_error"] == f"HTTP {status}"
@@ -296,7 +273,7 @@ class TestSubscriberAnswers:
     async def test_a_reset_connection_is_a_failed_attempt_without_a_status(
         self,
         *,
-        api: httpx.AsyncClient,
+        events_api: httpx.AsyncClient,
         endpoint: Endpoint,
         make_dispatcher: MakeDispatcher,
         engine: LedgerEngine,
@@ -305,11 +282,11 @@ class TestSubscriberAnswers:
         """An endpoint that resets the connection instead of answering fails the attempt with
         the transport's error and no status code; the delivery ends dead after the bound."""
         path = f"/reset/{uuid.uuid4().hex}"
-        subscription_id = await _subscribe(api, endpoint.url(path))
+        subscription_id = await _subscribe(events_api, endpoint.url(path))
         dispatcher = await make_dispatcher()
         await _post_transfer(engine, make_balance)
-        await _run_until(dispatcher, _settled(api, subscription_id))
-        (delivery,) = await _deliveries(api, subscription_id)
+        await _run_until(dispatcher, _settled(events_api, subscription_id))
+        (delivery,) = await webhook_deliveries(events_api, subscription_id)
         assert (delivery["status"], delivery["attempts"]) == ("dead", FAST.attempts_max)
         assert delivery["last_status_code"] is None
         assert delivery["last_error"].split(":")[0] in {"ReadError", "RemoteProtocolError"}
@@ -317,7 +294,7 @@ class TestSubscriberAnswers:
     async def test_a_body_that_never_ends_does_not_hold_the_round(
         self,
         *,
-        api: httpx.AsyncClient,
+        events_api: httpx.AsyncClient,
         endpoint: Endpoint,
         make_dispatcher: MakeDispatcher,
         engine: LedgerEngine,
@@ -327,18 +304,18 @@ class TestSubscriberAnswers:
         a body, even one that trickles in for ever (the round used to wait on it, unbounded:
         each byte arrived within the read timeout)."""
         path = f"/drip/{uuid.uuid4().hex}"
-        subscription_id = await _subscribe(api, endpoint.url(path))
+        subscription_id = await _subscribe(events_api, endpoint.url(path))
         dispatcher = await make_dispatcher()
         await _post_transfer(engine, make_balance)
-        await _run_until(dispatcher, _settled(api, subscription_id))
-        (delivery,) = await _deliveries(api, subscription_id)
+        await _run_until(dispatcher, _settled(events_api, subscription_id))
+        (delivery,) = await webhook_deliveries(events_api, subscription_id)
         assert (delivery["status"], delivery["attempts"]) == ("delivered", 1)
         assert delivery["last_status_code"] == 200
 
     async def test_an_answer_that_never_finishes_is_a_timeout(
         self,
         *,
-        api: httpx.AsyncClient,
+        events_api: httpx.AsyncClient,
         endpoint: Endpoint,
         make_dispatcher: MakeDispatcher,
         engine: LedgerEngine,
@@ -347,19 +324,19 @@ class TestSubscriberAnswers:
         """An endpoint that sends its status line a byte at a time, never finishing it, fails
         the attempt after the delivery timeout as a whole, not per read; the round ends."""
         path = f"/stall/{uuid.uuid4().hex}"
-        subscription_id = await _subscribe(api, endpoint.url(path))
+        subscription_id = await _subscribe(events_api, endpoint.url(path))
         dispatcher = await make_dispatcher()
         await _post_transfer(engine, make_balance)
-        await _run_until(dispatcher, _attempted(api, subscription_id))
-        (delivery,) = await _deliveries(api, subscription_id)
+        await _run_until(dispatcher, _attempted(events_api, subscription_id))
+        (delivery,) = await webhook_deliveries(events_api, subscription_id)
         assert delivery["status"] == "pending"
         assert delivery["last_error"].startswith("TimeoutError")
         assert delivery["last_status_code"] is None
 
-    async def test_a_url_whose_host_cannot_be_encoded_fails_only_its_deliveries(
+    async def test_a_url_whose_host_cannot_be_encoded_fails_only_itswebhook_deliveries(
         self,
         *,
-        api: httpx.AsyncClient,
+        events_api: httpx.AsyncClient,
         endpoint: Endpoint,
         make_dispatcher: MakeDispatcher,
         engine: LedgerEngine,
@@ -370,8 +347,8 @@ class TestSubscriberAnswers:
         with the reason while the other subscriber is served (the IDNA error ended every
         round, so nobody was served)."""
         path = f"/ok/{uuid.uuid4().hex}"
-        served = await _subscribe(api, endpoint.url(path))
-        broken = await _subscribe(api, endpoint.url("/ok/never"))
+        served = await _subscribe(events_api, endpoint.url(path))
+        broken = await _subscribe(events_api, endpoint.url("/ok/never"))
         async with db.connection() as conn:
             await conn.execute(
                 "UPDATE ledger.webhook_subscriptions SET url = 'http://xn--/hook'"
@@ -380,9 +357,9 @@ class TestSubscriberAnswers:
             )
         dispatcher = await make_dispatcher()
         await _post_transfer(engine, make_balance)
-        await _run_until(dispatcher, _settled(api, served))
-        await _run_until(dispatcher, _attempted(api, broken))
-        (delivery,) = await _deliveries(api, broken)
+        await _run_until(dispatcher, _settled(events_api, served))
+        await _run_until(dispatcher, _attempted(events_api, broken))
+        (delivery,) = await webhook_deliveries(events_api, broken)
         assert delivery["last_error"].startswith("IDNAError")
         assert len(endpoint.received(path)) == 1
 
@@ -391,7 +368,7 @@ class TestSigning:
     async def test_every_retry_signs_the_same_bytes_with_its_own_timestamp(
         self,
         *,
-        api: httpx.AsyncClient,
+        events_api: httpx.AsyncClient,
         webhook_receiver: WebhookReceiver,
         make_dispatcher: MakeDispatcher,
         engine: LedgerEngine,
@@ -401,7 +378,7 @@ class TestSigning:
         and each its own X-Blnk-Timestamp (the clock when it was sent) with a signature that
         Blnk's check accepts for that timestamp."""
         path = f"/fail-2/{uuid.uuid4().hex}"
-        response = await api.post(
+        response = await events_api.post(
             "/webhooks", json={"url": webhook_receiver.url(path), "event_types": "*"}
         )
         secret = response.json()["secret"]
@@ -439,7 +416,7 @@ class TestSigning:
     async def test_a_sealed_secret_signs_and_without_the_cipher_fails_alone(
         self,
         *,
-        api: httpx.AsyncClient,
+        events_api: httpx.AsyncClient,
         endpoint: Endpoint,
         make_dispatcher: MakeDispatcher,
         engine: LedgerEngine,
@@ -463,16 +440,16 @@ class TestSigning:
                 sealed["subscription_id"],
             )
         assert sealed["secret"] not in stored
-        plain = await _subscribe(api, endpoint.url(plain_path))
+        plain = await _subscribe(events_api, endpoint.url(plain_path))
         without = await make_dispatcher()
         await _post_transfer(engine, make_balance)
-        await _run_until(without, _settled(api, plain))
-        await _run_until(without, _attempted(api, sealed["subscription_id"]))
-        (failed,) = await _deliveries(api, sealed["subscription_id"])
+        await _run_until(without, _settled(events_api, plain))
+        await _run_until(without, _attempted(events_api, sealed["subscription_id"]))
+        (failed,) = await webhook_deliveries(events_api, sealed["subscription_id"])
         assert failed["last_error"].startswith("GEN_INTERNAL: ")
         assert endpoint.received(sealed_path) == []
         with_cipher = await make_dispatcher(cipher=cipher)
-        await _run_until(with_cipher, _settled(api, sealed["subscription_id"]))
+        await _run_until(with_cipher, _settled(events_api, sealed["subscription_id"]))
         (request,) = endpoint.received(sealed_path)
         assert webhooks.is_valid_signature(
             sealed["secret"],
@@ -522,7 +499,7 @@ class TestConcurrentDispatchers:
     async def test_two_dispatchers_send_each_event_once(
         self,
         *,
-        api: httpx.AsyncClient,
+        events_api: httpx.AsyncClient,
         endpoint: Endpoint,
         make_dispatcher: MakeDispatcher,
         engine: LedgerEngine,
@@ -534,20 +511,22 @@ class TestConcurrentDispatchers:
         dispatcher still has claims to send or record (the idle one took them over and sent
         them again, round after round, until accepted events were dead-lettered)."""
         path = f"/slow/{uuid.uuid4().hex}"
-        subscription_id = await _subscribe(api, endpoint.url(path))
+        subscription_id = await _subscribe(events_api, endpoint.url(path))
         dispatchers = [await make_dispatcher(config), await make_dispatcher(config)]
         transaction_ids = {await _post_transfer(engine, make_balance) for _ in range(EVENTS)}
 
         async def all_settled() -> bool:
-            found = await _deliveries(api, subscription_id)
+            found = await webhook_deliveries(events_api, subscription_id)
             return len(found) == EVENTS and all(d["status"] != "pending" for d in found)
 
         async def state() -> object:
-            attempts = [d["attempts"] for d in await _deliveries(api, subscription_id)]
+            attempts = [
+                d["attempts"] for d in await webhook_deliveries(events_api, subscription_id)
+            ]
             return {"requests": len(endpoint.received(path)), "attempts": attempts}
 
         await self._run_both(dispatchers, all_settled, state)
-        found = await _deliveries(api, subscription_id)
+        found = await webhook_deliveries(events_api, subscription_id)
         assert {(d["status"], d["attempts"]) for d in found} == {("delivered", 1)}
         arrived = [orjson.loads(a.body)["data"]["transaction_id"] for a in endpoint.received(path)]
         assert sorted(arrived) == sorted(transaction_ids)
@@ -557,7 +536,7 @@ class TestLoop:
     async def test_a_woken_dispatcher_delivers_without_waiting_its_poll(
         self,
         *,
-        api: httpx.AsyncClient,
+        events_api: httpx.AsyncClient,
         endpoint: Endpoint,
         make_dispatcher: MakeDispatcher,
         engine: LedgerEngine,
@@ -566,7 +545,7 @@ class TestLoop:
         """With a poll interval longer than the test, `wake` starts the round that delivers,
         and `stop` then `wake` ends the loop."""
         path = f"/ok/{uuid.uuid4().hex}"
-        subscription_id = await _subscribe(api, endpoint.url(path))
+        subscription_id = await _subscribe(events_api, endpoint.url(path))
         dispatcher = await make_dispatcher(replace(FAST, poll_interval_s=3600.0))
         stop = asyncio.Event()
         loop = asyncio.create_task(dispatcher.run(stop))
@@ -581,7 +560,9 @@ class TestLoop:
             stop.set()
             dispatcher.wake()
             await asyncio.wait_for(loop, timeout=DRAIN_TIMEOUT_S)
-        assert [d["status"] for d in await _deliveries(api, subscription_id)] == ["delivered"]
+        assert [d["status"] for d in await webhook_deliveries(events_api, subscription_id)] == [
+            "delivered"
+        ]
         assert dispatcher.totals.delivered >= 1
 
     async def test_failing_rounds_are_logged_and_the_loop_goes_on(

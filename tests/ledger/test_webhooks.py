@@ -18,7 +18,7 @@ import hmac
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -29,7 +29,7 @@ from kit.db import Database
 from ledger.dispatcher import EventDispatcher
 from ledger.engine import LedgerEngine
 from ledger.webhooks import backoff_s, is_valid_signature, matches, sign
-from tests.ledger.conftest import MakeBalance, transfer
+from tests.ledger.conftest import MakeBalance, subscribe_webhook, transfer
 from tests.ledger.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.db
@@ -51,22 +51,6 @@ async def _drain(
         report = await dispatcher.run_once()
         if not report.is_full:
             await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-async def api(events_ledger_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client on the ledger app; deletes the subscriptions a test made."""
-    async with httpx.AsyncClient(base_url=events_ledger_url, timeout=10) as client:
-        yield client
-        for subscription in (await client.get("/webhooks")).json():
-            await client.delete(f"/webhooks/{subscription['subscription_id']}")
-
-
-async def _subscribe(api: httpx.AsyncClient, url: str, event_types: Any) -> dict[str, Any]:
-    response = await api.post("/webhooks", json={"url": url, "event_types": event_types})
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
 
 
 def _events(receiver: WebhookReceiver, path: str) -> list[dict[str, Any]]:
@@ -124,16 +108,18 @@ class TestSigning:
 
 class TestSubscriptionsApi:
     async def test_create_shows_the_secret_once(
-        self, api: httpx.AsyncClient, webhook_receiver: WebhookReceiver
+        self, events_api: httpx.AsyncClient, webhook_receiver: WebhookReceiver
     ) -> None:
         """The secret is in the create answer only; list, get and patch never show it."""
-        created = await _subscribe(api, webhook_receiver.url("/ok/api"), ["transaction.applied"])
+        created = await subscribe_webhook(
+            events_api, webhook_receiver.url("/ok/api"), ["transaction.applied"]
+        )
         assert created["subscription_id"].startswith("whk_")
         assert created["secret"].startswith("whsec_")
-        got = (await api.get(f"/webhooks/{created['subscription_id']}")).json()
+        got = (await events_api.get(f"/webhooks/{created['subscription_id']}")).json()
         assert "secret" not in got
         assert got["event_types"] == ["transaction.applied"]
-        patched = await api.patch(
+        patched = await events_api.patch(
             f"/webhooks/{created['subscription_id']}", json={"active": False, "event_types": "*"}
         )
         assert patched.status_code == 200
@@ -142,25 +128,25 @@ class TestSubscriptionsApi:
         assert "secret" not in patched.json()
 
     async def test_unknown_event_type_is_refused(
-        self, api: httpx.AsyncClient, webhook_receiver: WebhookReceiver
+        self, events_api: httpx.AsyncClient, webhook_receiver: WebhookReceiver
     ) -> None:
         """An event type nobody emits is a 400 WHK_VALIDATION_ERROR."""
-        response = await api.post(
+        response = await events_api.post(
             "/webhooks", json={"url": webhook_receiver.url("/ok/x"), "event_types": ["nope"]}
         )
         assert response.status_code == 400
         assert response.json()["error_detail"]["code"] == "WHK_VALIDATION_ERROR"
 
     async def test_a_url_no_request_can_be_built_for_is_refused(
-        self, api: httpx.AsyncClient
+        self, events_api: httpx.AsyncClient
     ) -> None:
         """A host IDNA cannot encode is a 400 WHK_VALIDATION_ERROR at subscription (it was
         accepted, and then failed every dispatcher round)."""
         url = "http://\U0010f5be\u00cbv\u00e5/hook"
-        response = await api.post("/webhooks", json={"url": url, "event_types": "*"})
+        response = await events_api.post("/webhooks", json={"url": url, "event_types": "*"})
         assert response.status_code == 400, response.text
         assert response.json()["error_detail"]["code"] == "WHK_VALIDATION_ERROR"
-        assert (await api.get("/webhooks")).json() == []
+        assert (await events_api.get("/webhooks")).json() == []
 
     @pytest.mark.parametrize(
         "body",
@@ -178,29 +164,31 @@ class TestSubscriptionsApi:
         ],
     )
     async def test_a_malformed_subscription_is_refused(
-        self, api: httpx.AsyncClient, body: Any
+        self, events_api: httpx.AsyncClient, body: Any
     ) -> None:
         """Each rule of the body is a 400 WHK_VALIDATION_ERROR, and nothing is stored."""
-        response = await api.post("/webhooks", json=body)
+        response = await events_api.post("/webhooks", json=body)
         assert response.status_code == 400, response.text
         assert response.json()["error_detail"]["code"] == "WHK_VALIDATION_ERROR"
-        assert (await api.get("/webhooks")).json() == []
+        assert (await events_api.get("/webhooks")).json() == []
 
     async def test_a_host_whose_a_label_does_not_decode_is_refused(
-        self, api: httpx.AsyncClient
+        self, events_api: httpx.AsyncClient
     ) -> None:
         """`xn--` with no punycode after it parses as a URL, but the client cannot build a
         request for it: refused at subscription, not failed on every delivery."""
-        response = await api.post("/webhooks", json={"url": "http://xn--/hook", "event_types": "*"})
+        response = await events_api.post(
+            "/webhooks", json={"url": "http://xn--/hook", "event_types": "*"}
+        )
         assert response.status_code == 400, response.text
         assert response.json()["error_detail"]["code"] == "WHK_VALIDATION_ERROR"
 
     async def test_a_patch_checks_what_it_changes_and_keeps_the_rest(
-        self, api: httpx.AsyncClient, webhook_receiver: WebhookReceiver
+        self, events_api: httpx.AsyncClient, webhook_receiver: WebhookReceiver
     ) -> None:
         """A PATCH with a bad field is a 400 that changes nothing; a good one changes only the
         fields it names, and repeated event types are stored once."""
-        response = await api.post(
+        response = await events_api.post(
             "/webhooks",
             json={
                 "url": webhook_receiver.url("/ok/patch"),
@@ -219,11 +207,13 @@ class TestSubscriptionsApi:
             ["active"],
         ]
         for bad in bad_bodies:
-            response = await api.patch(path, json=bad)
+            response = await events_api.patch(path, json=bad)
             assert response.status_code == 400, response.text
             assert response.json()["error_detail"]["code"] == "WHK_VALIDATION_ERROR"
-        assert (await api.get(path)).json() == {k: v for k, v in created.items() if k != "secret"}
-        changed = await api.patch(
+        assert (await events_api.get(path)).json() == {
+            k: v for k, v in created.items() if k != "secret"
+        }
+        changed = await events_api.patch(
             path,
             json={
                 "event_types": ["transaction.applied", "transaction.*", "transaction.applied"],
@@ -246,27 +236,35 @@ class TestSubscriptionsApi:
         ],
     )
     async def test_a_bad_deliveries_query_is_refused(
-        self, api: httpx.AsyncClient, webhook_receiver: WebhookReceiver, query: str, code: str
+        self,
+        events_api: httpx.AsyncClient,
+        webhook_receiver: WebhookReceiver,
+        query: str,
+        code: str,
     ) -> None:
         """An unknown status filter or a page out of range is a 400, not an empty page."""
-        created = await _subscribe(api, webhook_receiver.url("/ok/q"), "*")
-        response = await api.get(f"/webhooks/{created['subscription_id']}/deliveries?{query}")
+        created = await subscribe_webhook(events_api, webhook_receiver.url("/ok/q"), "*")
+        response = await events_api.get(
+            f"/webhooks/{created['subscription_id']}/deliveries?{query}"
+        )
         assert response.status_code == 400, response.text
         assert response.json()["error_detail"]["code"] == code
 
-    async def test_unknown_subscription_is_404(self, api: httpx.AsyncClient) -> None:
+    async def test_unknown_subscription_is_404(self, events_api: httpx.AsyncClient) -> None:
         """Get and delete of an unknown subscription answer WHK_NOT_FOUND."""
         for method in ("GET", "DELETE"):
-            response = await api.request(method, f"/webhooks/whk_{uuid.uuid4()}")
+            response = await events_api.request(method, f"/webhooks/whk_{uuid.uuid4()}")
             assert response.status_code == 404
             assert response.json()["error_detail"]["code"] == "WHK_NOT_FOUND"
 
     @pytest.mark.parametrize("delivery_id", ["0", "-1", str(2**63), str(2**70)])
     async def test_a_delivery_id_no_bigint_holds_is_404(
-        self, api: httpx.AsyncClient, delivery_id: str
+        self, events_api: httpx.AsyncClient, delivery_id: str
     ) -> None:
         """Redriving a delivery id outside BIGINT is not found (it was a 500 from the driver)."""
-        response = await api.post(f"/webhooks/whk_{uuid.uuid4()}/deliveries/{delivery_id}/redrive")
+        response = await events_api.post(
+            f"/webhooks/whk_{uuid.uuid4()}/deliveries/{delivery_id}/redrive"
+        )
         assert response.status_code == 404, response.text
         assert response.json()["error_detail"]["code"] == "WHK_DELIVERY_NOT_FOUND"
 
@@ -274,7 +272,7 @@ class TestSubscriptionsApi:
 class TestDelivery:
     async def test_transaction_events_reach_only_their_subscribers_signed(
         self,
-        api: httpx.AsyncClient,
+        events_api: httpx.AsyncClient,
         webhook_receiver: WebhookReceiver,
         dispatcher: EventDispatcher,
         engine: LedgerEngine,
@@ -283,10 +281,12 @@ class TestDelivery:
         """Applied and inflight transfers reach their subscriber signed, and nobody else."""
         tag = uuid.uuid4().hex
         applied_path, created_path = f"/ok/applied-{tag}", f"/ok/created-{tag}"
-        applied = await _subscribe(
-            api, webhook_receiver.url(applied_path), ["transaction.applied", "transaction.inflight"]
+        applied = await subscribe_webhook(
+            events_api,
+            webhook_receiver.url(applied_path),
+            ["transaction.applied", "transaction.inflight"],
         )
-        await _subscribe(api, webhook_receiver.url(created_path), ["balance.created"])
+        await subscribe_webhook(events_api, webhook_receiver.url(created_path), ["balance.created"])
         destination = await make_balance()
         (posted,) = await engine.execute(
             [transfer("@WorldUSD", destination, 250, allow_overdraft=True)]
@@ -318,14 +318,17 @@ class TestDelivery:
         assert webhook_receiver.received(created_path) == []
 
     async def test_balance_created_comes_from_the_outbox(
-        self, api: httpx.AsyncClient, webhook_receiver: WebhookReceiver, dispatcher: EventDispatcher
+        self,
+        events_api: httpx.AsyncClient,
+        webhook_receiver: WebhookReceiver,
+        dispatcher: EventDispatcher,
     ) -> None:
         """Creating a balance through the API sends balance.created with the balance as data."""
         path = f"/ok/balances-{uuid.uuid4().hex}"
-        await _subscribe(api, webhook_receiver.url(path), ["balance.*"])
-        ledger = (await api.post("/ledgers", json={"name": "webhooks"})).json()["ledger_id"]
+        await subscribe_webhook(events_api, webhook_receiver.url(path), ["balance.*"])
+        ledger = (await events_api.post("/ledgers", json={"name": "webhooks"})).json()["ledger_id"]
         balance = (
-            await api.post("/balances", json={"ledger_id": ledger, "currency": "EUR"})
+            await events_api.post("/balances", json={"ledger_id": ledger, "currency": "EUR"})
         ).json()
 
         async def arrived() -> bool:
@@ -343,18 +346,23 @@ class TestDelivery:
         assert event == {"event": "balance.created", "data": balance}
 
     async def test_monitor_alert_and_bulk_result_are_delivered(
-        self, api: httpx.AsyncClient, webhook_receiver: WebhookReceiver, dispatcher: EventDispatcher
+        self,
+        events_api: httpx.AsyncClient,
+        webhook_receiver: WebhookReceiver,
+        dispatcher: EventDispatcher,
     ) -> None:
         """A monitor met by a bulk sends balance.monitor and bulk_transaction.applied."""
         path = f"/ok/outbox-{uuid.uuid4().hex}"
-        await _subscribe(api, webhook_receiver.url(path), ["balance.monitor", "bulk_transaction.*"])
-        ledger = (await api.post("/ledgers", json={"name": "alerts"})).json()["ledger_id"]
+        await subscribe_webhook(
+            events_api, webhook_receiver.url(path), ["balance.monitor", "bulk_transaction.*"]
+        )
+        ledger = (await events_api.post("/ledgers", json={"name": "alerts"})).json()["ledger_id"]
         balance_id = (
-            await api.post("/balances", json={"ledger_id": ledger, "currency": "USD"})
+            await events_api.post("/balances", json={"ledger_id": ledger, "currency": "USD"})
         ).json()["balance_id"]
         condition = {"field": "balance", "operator": ">=", "value": 2, "precision": 100}
         monitor = (
-            await api.post(
+            await events_api.post(
                 "/balance-monitors", json={"balance_id": balance_id, "condition": condition}
             )
         ).json()
@@ -371,7 +379,9 @@ class TestDelivery:
             }
             for _ in range(2)
         ]
-        bulk = await api.post("/transactions/bulk", json={"transactions": items, "atomic": True})
+        bulk = await events_api.post(
+            "/transactions/bulk", json={"transactions": items, "atomic": True}
+        )
         assert bulk.status_code == 201, bulk.text
         await _drain(dispatcher, _count_at_least(webhook_receiver, path, 2))
         events = {e["event"]: e["data"] for e in _events(webhook_receiver, path)}
@@ -381,16 +391,19 @@ class TestDelivery:
         assert events["bulk_transaction.applied"]["transaction_count"] == 2
 
     async def test_a_failed_async_bulk_is_reported(
-        self, api: httpx.AsyncClient, webhook_receiver: WebhookReceiver, dispatcher: EventDispatcher
+        self,
+        events_api: httpx.AsyncClient,
+        webhook_receiver: WebhookReceiver,
+        dispatcher: EventDispatcher,
     ) -> None:
         """run_async answers 202 before the work; when the atomic bulk is refused, the only
         news is bulk_transaction.failed, with Blnk's error and its code, and nothing moved."""
         path = f"/ok/failed-{uuid.uuid4().hex}"
-        await _subscribe(api, webhook_receiver.url(path), ["bulk_transaction.*"])
-        ledger = (await api.post("/ledgers", json={"name": "async"})).json()["ledger_id"]
-        empty = (await api.post("/balances", json={"ledger_id": ledger, "currency": "USD"})).json()[
-            "balance_id"
-        ]
+        await subscribe_webhook(events_api, webhook_receiver.url(path), ["bulk_transaction.*"])
+        ledger = (await events_api.post("/ledgers", json={"name": "async"})).json()["ledger_id"]
+        empty = (
+            await events_api.post("/balances", json={"ledger_id": ledger, "currency": "USD"})
+        ).json()["balance_id"]
         items = [
             {
                 "precise_amount": 100,
@@ -404,7 +417,7 @@ class TestDelivery:
             }
             for source in ("@WorldUSD", empty)  # the second has no funds
         ]
-        bulk = await api.post(
+        bulk = await events_api.post(
             "/transactions/bulk", json={"transactions": items, "atomic": True, "run_async": True}
         )
         assert bulk.status_code == 202, bulk.text
@@ -415,12 +428,12 @@ class TestDelivery:
         assert event["data"]["status"] == "failed"
         assert event["data"]["error_detail"]["code"] == "TXN_INSUFFICIENT_FUNDS"
         for item in items:  # atomic: the funded first item did not post either
-            found = await api.get(f"/transactions/reference/{item['reference']}")
+            found = await events_api.get(f"/transactions/reference/{item['reference']}")
             assert found.status_code == 404
 
     async def test_failures_are_retried_then_delivered_once(
         self,
-        api: httpx.AsyncClient,
+        events_api: httpx.AsyncClient,
         webhook_receiver: WebhookReceiver,
         dispatcher: EventDispatcher,
         engine: LedgerEngine,
@@ -428,7 +441,9 @@ class TestDelivery:
     ) -> None:
         """A receiver failing twice gets the same event id three times and the third succeeds."""
         path = f"/fail-2/{uuid.uuid4().hex}"
-        created = await _subscribe(api, webhook_receiver.url(path), ["transaction.applied"])
+        created = await subscribe_webhook(
+            events_api, webhook_receiver.url(path), ["transaction.applied"]
+        )
         await engine.execute(
             [transfer("@WorldUSD", await make_balance(), 10, allow_overdraft=True)]
         )
@@ -436,13 +451,15 @@ class TestDelivery:
         requests = webhook_receiver.received(path)
         assert len({r.headers["x-blnk-event-id"] for r in requests}) == 1
         assert [r.headers["x-blnk-delivery-attempt"] for r in requests] == ["1", "2", "3"]
-        deliveries = (await api.get(f"/webhooks/{created['subscription_id']}/deliveries")).json()
+        deliveries = (
+            await events_api.get(f"/webhooks/{created['subscription_id']}/deliveries")
+        ).json()
         assert [(d["status"], d["attempts"]) for d in deliveries] == [("delivered", 3)]
 
     async def test_an_uncallable_url_fails_only_its_own_deliveries(
         self,
         *,
-        api: httpx.AsyncClient,
+        events_api: httpx.AsyncClient,
         webhook_receiver: WebhookReceiver,
         dispatcher: EventDispatcher,
         engine: LedgerEngine,
@@ -453,8 +470,10 @@ class TestDelivery:
         fails its own delivery with the reason; the round goes on and the other subscriber is
         served (the exception used to end every round before anything was recorded)."""
         path = f"/ok/{uuid.uuid4().hex}"
-        await _subscribe(api, webhook_receiver.url(path), ["transaction.applied"])
-        broken = await _subscribe(api, webhook_receiver.url("/ok/x"), ["transaction.applied"])
+        await subscribe_webhook(events_api, webhook_receiver.url(path), ["transaction.applied"])
+        broken = await subscribe_webhook(
+            events_api, webhook_receiver.url("/ok/x"), ["transaction.applied"]
+        )
         async with db.connection() as conn:
             await conn.execute(
                 "UPDATE ledger.webhook_subscriptions SET url = $1 WHERE subscription_id = $2",
@@ -468,16 +487,16 @@ class TestDelivery:
         deliveries_path = f"/webhooks/{broken['subscription_id']}/deliveries"
 
         async def failed() -> bool:
-            return any(d["attempts"] for d in (await api.get(deliveries_path)).json())
+            return any(d["attempts"] for d in (await events_api.get(deliveries_path)).json())
 
         await _drain(dispatcher, failed)
-        (delivery,) = (await api.get(deliveries_path)).json()
+        (delivery,) = (await events_api.get(deliveries_path)).json()
         assert delivery["status"] in {"pending", "dead"}
         assert delivery["last_error"].startswith("InvalidURL")
 
     async def test_dead_letter_is_visible_and_can_be_redriven(
         self,
-        api: httpx.AsyncClient,
+        events_api: httpx.AsyncClient,
         webhook_receiver: WebhookReceiver,
         dispatcher: EventDispatcher,
         engine: LedgerEngine,
@@ -485,8 +504,8 @@ class TestDelivery:
     ) -> None:
         """After the last attempt a delivery is dead with its error; a re-drive sends it again."""
         tag = uuid.uuid4().hex
-        created = await _subscribe(
-            api, webhook_receiver.url(f"/down/{tag}"), ["transaction.applied"]
+        created = await subscribe_webhook(
+            events_api, webhook_receiver.url(f"/down/{tag}"), ["transaction.applied"]
         )
         subscription_id = created["subscription_id"]
         await engine.execute(
@@ -495,19 +514,19 @@ class TestDelivery:
         dead_path = f"/webhooks/{subscription_id}/deliveries?status=dead"
 
         async def is_dead() -> bool:
-            return bool((await api.get(dead_path)).json())
+            return bool((await events_api.get(dead_path)).json())
 
         await _drain(dispatcher, is_dead)
-        (delivery,) = (await api.get(dead_path)).json()
+        (delivery,) = (await events_api.get(dead_path)).json()
         assert delivery["attempts"] == 3
         assert delivery["last_error"] == "HTTP 500"
         assert delivery["last_status_code"] == 500
         assert len(webhook_receiver.received(f"/down/{tag}")) == 3
         redrive = f"/webhooks/{subscription_id}/deliveries/{delivery['delivery_id']}/redrive"
-        pending = await api.post(redrive)
+        pending = await events_api.post(redrive)
         assert pending.status_code == 200
         assert pending.json()["status"] == "pending"
-        again = await api.post(redrive)
+        again = await events_api.post(redrive)
         assert again.status_code == 409
         assert again.json()["error_detail"]["code"] == "WHK_DELIVERY_NOT_DEAD"
         await _drain(dispatcher, _count_at_least(webhook_receiver, f"/down/{tag}", 4))
@@ -521,12 +540,12 @@ class TestProgress:
         dispatcher: EventDispatcher,
         engine: LedgerEngine,
         make_balance: MakeBalance,
-        api: httpx.AsyncClient,
+        events_api: httpx.AsyncClient,
         webhook_receiver: WebhookReceiver,
     ) -> None:
         """A batch with a lower id that commits late is still fanned out, never skipped."""
         path = f"/ok/late-{uuid.uuid4().hex}"
-        await _subscribe(api, webhook_receiver.url(path), ["transaction.applied"])
+        await subscribe_webhook(events_api, webhook_receiver.url(path), ["transaction.applied"])
         await _drain(dispatcher, _caught_up(dispatcher))
         destination = await make_balance()
         async with db.connection() as slow:
