@@ -56,11 +56,36 @@ async def find_by_id(conn: asyncpg.Connection, user_id: uuid.UUID) -> User | Non
     return None if row is None else User.from_row(row)
 
 
+async def lock_by_id(conn: asyncpg.Connection, user_id: uuid.UUID) -> User | None:
+    """The live user with this id, the row share-locked until the transaction ends."""
+    row = await conn.fetchrow(
+        "SELECT id, email, password_hash, phone_number, kyc_status, role, tier, is_active,"
+        " email_verified_at, created_at FROM users WHERE id = $1 AND deleted_at IS NULL"
+        " FOR SHARE",
+        user_id,
+    )
+    return None if row is None else User.from_row(row)
+
+
 async def set_password_hash(
     conn: asyncpg.Connection, user_id: uuid.UUID, password_hash: str
 ) -> None:
     """Replace the stored hash (password change, reset, or a rehash at login)."""
     await conn.execute("UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash)
+
+
+async def replace_password_hash(
+    conn: asyncpg.Connection, user_id: uuid.UUID, *, current_hash: str, new_hash: str
+) -> bool:
+    """Replace the stored hash only if it is still `current_hash`; False when another write
+    (a reset, another change) replaced it first."""
+    status: str = await conn.execute(
+        "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2",
+        user_id,
+        current_hash,
+        new_hash,
+    )
+    return status.endswith(" 1")
 
 
 async def mark_email_verified(conn: asyncpg.Connection, user_id: uuid.UUID, at: datetime) -> None:

@@ -77,11 +77,32 @@ async def get_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> User:
     return user
 
 
+async def get_user_for_sign_in(conn: asyncpg.Connection, user_id: uuid.UUID) -> User:
+    """The user with this id, read under a share lock held until the transaction ends: a
+    change to the account (an administrator's lock, say) either committed before, and is read
+    here, or waits for this transaction and then sees what it wrote (the session it opened).
+    `UserNotFoundError` otherwise."""
+    user = await repository.lock_by_id(conn, user_id)
+    if user is None:
+        raise UserNotFoundError()
+    return user
+
+
 async def set_password_hash(
     conn: asyncpg.Connection, user_id: uuid.UUID, password_hash: str
 ) -> None:
     """Store a new password hash."""
     await repository.set_password_hash(conn, user_id, password_hash)
+
+
+async def replace_password_hash(
+    conn: asyncpg.Connection, user_id: uuid.UUID, *, current_hash: str, new_hash: str
+) -> bool:
+    """Store a new hash over the one a password was just checked against; False (nothing
+    written) when the stored hash is no longer that one."""
+    return await repository.replace_password_hash(
+        conn, user_id, current_hash=current_hash, new_hash=new_hash
+    )
 
 
 async def mark_email_verified(conn: asyncpg.Connection, user_id: uuid.UUID, at: datetime) -> None:

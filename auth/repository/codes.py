@@ -19,7 +19,17 @@ async def replace_code(
     created_at: datetime,
     expires_at: datetime,
 ) -> None:
-    """Store a new code, ending any open code of the same purpose (only the newest works)."""
+    """Store a new code, ending any open code of the same purpose (only the newest works).
+
+    Replacements of one user's code of one purpose are serialised until the transaction ends:
+    without that, a second request's UPDATE would skip the code the first had just inserted
+    (not yet committed when its snapshot was taken), and both new codes would stay open.
+    """
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('auth_codes:' || $1::uuid || ':' || $2, 0))",
+        user_id,
+        purpose,
+    )
     await conn.execute(
         "UPDATE auth_codes SET consumed_at = $3"
         " WHERE user_id = $1 AND purpose = $2 AND consumed_at IS NULL",

@@ -94,7 +94,16 @@ async def delete_factor(conn: asyncpg.Connection, *, user_id: uuid.UUID, method:
 async def replace_backup_codes(
     conn: asyncpg.Connection, *, user_id: uuid.UUID, code_hashes: list[bytes], now: datetime
 ) -> None:
-    """Invalidate every backup code of the user and store a new set."""
+    """Invalidate every backup code of the user and store a new set.
+
+    Replacements of one user's set are serialised until the transaction ends: without that, a
+    second request's DELETE would miss the set the first had just inserted (not yet committed
+    when its snapshot was taken), and both sets would stay usable.
+    """
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('auth_backup_codes:' || $1::uuid, 0))",
+        user_id,
+    )
     await conn.execute("DELETE FROM auth_backup_codes WHERE user_id = $1", user_id)
     await conn.executemany(
         "INSERT INTO auth_backup_codes (user_id, code_hash, created_at) VALUES ($1, $2, $3)",

@@ -166,6 +166,9 @@ async def _after_password(
             reason="password_replaced",
         )
         return Outcome(error=InvalidCredentialsError())
+    # The rest is decided on the account as it is now (under that lock), not as the password
+    # check read it: an administrator's lock committed since the check refuses this login.
+    user = await users.get_user(conn, user.id)
     if deps.hasher.needs_rehash(password_hash):
         password_hash = await deps.hasher.hash(normalise_password(password))
         await users.set_password_hash(conn, user.id, password_hash)

@@ -332,7 +332,9 @@ async def exchange_code(
         return Outcome(error=_oauth_error("invalid_grant", "the code expired or redirect differs"))
     if not code_verifier or not _pkce_matches(code_verifier, row["code_challenge"]):
         return Outcome(error=_oauth_error("invalid_grant", "the code_verifier does not match"))
-    user = await users.get_user(conn, row["user_id"])
+    # Under a share lock until the session below is committed: an administrator's lock either
+    # came first and refuses the code here, or waits for this exchange and ends its session.
+    user = await users.get_user_for_sign_in(conn, row["user_id"])
     if not user.is_active:
         return Outcome(error=_oauth_error("invalid_grant", "the code is not valid"))
     scope = tuple(row["scope"].split())

@@ -111,7 +111,20 @@ async def change_password(
         )
         return Outcome(error=InvalidCredentialsError("the current password is incorrect"))
     checked = deps.policy.check(new_password, email=user.email)
-    await users.set_password_hash(conn, user.id, await deps.hasher.hash(checked))
+    # Written only over the hash the current password was checked against: a reset (or another
+    # change) that committed meanwhile stands, and this change is refused as a wrong password.
+    new_hash = await deps.hasher.hash(checked)
+    if not await users.replace_password_hash(
+        conn, user.id, current_hash=user.password_hash, new_hash=new_hash
+    ):
+        await record_event(
+            conn,
+            AuthEvent.LOGIN_FAILED,
+            user_id=user.id,
+            factor="password",
+            reason="password_replaced",
+        )
+        return Outcome(error=InvalidCredentialsError("the current password is incorrect"))
     ended = await end_other_sessions(
         conn, deps, user_id=user.id, keep_session=session_id, reason=RevokeReason.PASSWORD_CHANGED
     )

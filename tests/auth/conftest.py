@@ -10,12 +10,14 @@ tables are committed to (the flows span many transactions).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -39,6 +41,8 @@ from users import service as users
 from users.models import Role
 
 PASSWORD = "Correct-Horse-Battery-9"
+LOCK_WAIT_LOOKS_MAX = 500  # how often a test looks for requests waiting on a lock
+LOCK_WAIT_LOOK_S = 0.01
 NEW_PASSWORD = "Tranquil-Meadow-Lantern-42"
 
 
@@ -223,3 +227,41 @@ async def administrator(
         await users.set_role(conn, user.id, Role.ADMIN)
     assert (await login(client, account, mfa_code=totp(secret, clock.now()))).status_code == 200
     return account
+
+
+async def until_waiting(
+    deps: AuthDependencies,
+    blocked_by: Callable[[list[int]], bool],
+    *,
+    done: asyncio.Task[Any] | None = None,
+) -> bool:
+    """Whether, within a bounded number of looks, a backend of this database came to wait on
+    locks held by backends that `blocked_by` accepts (given their pids), or `done` finished. A
+    test asserts it: its interleaving is then the one it names."""
+    async with deps.db.connection() as conn:
+        for _ in range(LOCK_WAIT_LOOKS_MAX):
+            if done is not None and done.done():
+                return True
+            rows = await conn.fetch(
+                "SELECT pg_blocking_pids(pid) AS blockers FROM pg_stat_activity"
+                " WHERE datname = current_database() AND cardinality(pg_blocking_pids(pid)) > 0"
+            )
+            if any(blocked_by(list(row["blockers"])) for row in rows):
+                return True
+            await asyncio.sleep(LOCK_WAIT_LOOK_S)
+    return False
+
+
+async def until_blocked(deps: AuthDependencies, holder_pid: int, *, count: int = 1) -> bool:
+    """Whether `count` backends came to wait on a lock the `holder_pid` backend holds, within a
+    bounded number of looks."""
+    async with deps.db.connection() as conn:
+        for _ in range(LOCK_WAIT_LOOKS_MAX):
+            waiting = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                holder_pid,
+            )
+            if waiting >= count:
+                return True
+            await asyncio.sleep(LOCK_WAIT_LOOK_S)
+    return False

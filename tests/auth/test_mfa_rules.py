@@ -31,6 +31,7 @@ from tests.auth.conftest import (
     mfa_token,
     outbox_code,
     registered,
+    until_blocked,
     verify_second_step,
     with_totp,
 )
@@ -39,22 +40,6 @@ from users import service as users
 pytestmark = pytest.mark.db
 
 MFA = "/api/v1/auth/mfa"
-LOCK_WAIT_LOOKS_MAX = 500  # how often a test looks for requests waiting on its lock
-LOCK_WAIT_LOOK_S = 0.01
-
-
-async def _until_blocked(deps: AuthDependencies, holder_pid: int, *, count: int) -> None:
-    """Return once `count` backends wait on a lock the `holder_pid` backend holds (or after a
-    bounded number of looks: the caller's assertions never depend on this wait)."""
-    async with deps.db.connection() as conn:
-        for _ in range(LOCK_WAIT_LOOKS_MAX):
-            waiting = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-                holder_pid,
-            )
-            if waiting >= count:
-                return
-            await asyncio.sleep(LOCK_WAIT_LOOK_S)
 
 
 async def _with_email_codes(client: httpx.AsyncClient, account: Account) -> None:
@@ -253,7 +238,7 @@ class TestBackupCodes:
                 verify_second_step(client, token, "backup_code", codes[0]),
                 verify_second_step(client, token, "backup_code", codes[1]),
             )
-            await _until_blocked(deps, holder.get_server_pid(), count=2)
+            assert await until_blocked(deps, holder.get_server_pid(), count=2)
         answers = await racing
         assert sorted(a.status_code for a in answers) == [200, 401]
         loser = codes[0] if answers[0].status_code == 401 else codes[1]

@@ -18,6 +18,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from uuid import uuid4
 
 import httpx
 import jwt
@@ -25,8 +26,11 @@ import pytest
 
 from auth.constants import AUTHORIZATION_CODE_TTL_S, REFRESH_GRACE_S
 from auth.dependencies import AuthDependencies
+from auth.models import RevokeReason
+from auth.service import admin as admin_service
+from auth.service.sessions import end_other_sessions
 from kit.clock import FrozenClock
-from tests.auth.conftest import Account, administrator, registered
+from tests.auth.conftest import Account, administrator, registered, until_waiting
 from users import service as users
 
 pytestmark = pytest.mark.db
@@ -627,6 +631,43 @@ class TestCodeExchange:
         assert_oauth_error(next(a for a in answers if a.status_code == 400), "invalid_grant")
         assert await introspect(client, partner, won["access_token"]) == {"active": False}
         assert await introspect(client, partner, won["refresh_token"]) == {"active": False}
+
+    async def test_an_account_locked_during_an_exchange_keeps_no_session(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """An administrator's lock that arrives while a code is being exchanged leaves the
+        account without a live session or a working refresh token, whichever commits first.
+        The exchange is held just before it writes its session (a share lock on
+        user_sessions) until the lock has either committed or come to wait on the exchange."""
+        owner = await administrator(client, deps, clock)
+        partner = await register(client, owner)
+        code, verifier = await code_for(client, owner, partner)
+        async with deps.db.transaction() as conn:
+            user = await users.find_by_email(conn, owner.email)
+            assert user is not None
+            # Signed out everywhere first, so the lock has no session of its own to end.
+            await end_other_sessions(
+                conn, deps, user_id=user.id, keep_session=None, reason=RevokeReason.LOGOUT
+            )
+
+        async def lock() -> None:
+            async with deps.db.transaction() as conn:
+                await admin_service.lock_account(conn, deps, user_id=user.id, admin_id=uuid4())
+
+        async with deps.db.transaction() as holder:
+            await holder.execute("LOCK TABLE user_sessions IN SHARE MODE")
+            holder_pid = holder.get_server_pid()
+            exchanging = asyncio.create_task(exchange(client, partner, code, verifier))
+            assert await until_waiting(deps, lambda blockers: holder_pid in blockers)
+            locking = asyncio.create_task(lock())
+            assert await until_waiting(
+                deps, lambda blockers: holder_pid not in blockers, done=locking
+            )
+        exchanged, _ = await asyncio.gather(exchanging, locking)
+        assert await deps.sessions.list_for(user.id) == []
+        if exchanged.status_code == 200:
+            refreshed = await refresh_with(client, partner, exchanged.json()["refresh_token"])
+            assert_oauth_error(refreshed, "invalid_grant")
 
     async def test_replay_after_expiry_still_revokes(
         self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock

@@ -1,0 +1,205 @@
+"""An account changed while a request about it is in flight: the change is never undone, and a
+request checked against the account as it was gets nothing the account as it is would refuse.
+
+Each scenario is a race that a loaded machine can produce between two requests: an
+administrator's lock between a login's password check and its session, a password reset while
+a password change is being checked, two regenerations of the backup codes, two requests for a
+one-time code.
+
+Method: the interleaving is played explicitly, never left to timing. A login is split where
+the endpoint splits it (`check_password` outside any transaction, `login` inside one), with the
+other change committed between the halves. Where a request must be caught in the middle of its
+transaction, the test holds a PostgreSQL lock (a row lock, or the other request's own
+uncommitted writes) until the request waits on it, commits the competing change, and then lets
+the request go on. Real PostgreSQL, Redis and argon2 throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+
+import httpx
+import pytest
+
+from auth.constants import BACKUP_CODE_COUNT
+from auth.dependencies import AuthDependencies
+from auth.errors import AccountDisabledError, InvalidCredentialsError
+from auth.models import CodePurpose, Outcome, RequestContext
+from auth.otp import totp
+from auth.repository import mfa as mfa_repository
+from auth.service import admin, mfa, recovery
+from auth.service import login as login_service
+from auth.service.recovery import Done
+from kit.clock import FrozenClock
+from tests.auth.conftest import (
+    NEW_PASSWORD,
+    PASSWORD,
+    mfa_token,
+    outbox_code,
+    registered,
+    until_blocked,
+    verify_second_step,
+    with_totp,
+)
+from users import service as users
+
+pytestmark = pytest.mark.db
+
+MFA = "/api/v1/auth/mfa"
+CHANGED_PASSWORD = "Quiet-Harbour-Compass-73"
+CONTEXT = RequestContext(ip="203.0.113.9", user_agent="laptop")
+
+
+async def _user_id(deps: AuthDependencies, email: str) -> uuid.UUID:
+    async with deps.db.connection() as conn:
+        user = await users.find_by_email(conn, email)
+    assert user is not None
+    return user.id
+
+
+async def _live_sessions(deps: AuthDependencies, user_id: uuid.UUID) -> int:
+    """The user's live sessions (Redis is the authority on which are alive)."""
+    return len(await deps.sessions.list_for(user_id))
+
+
+class TestLockDuringLogin:
+    @pytest.mark.parametrize("factor", ["none", "totp_challenge", "totp_at_once"])
+    async def test_a_password_checked_before_a_lock_signs_in_no_more(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock, factor: str
+    ) -> None:
+        """A login whose password was accepted just before an administrator locked the account
+        gets neither a session nor a challenge: the account is disabled, and stays sessionless."""
+        account = await registered(client)
+        secret = None if factor == "none" else await with_totp(client, account, clock)
+        check = await login_service.check_password(deps, email=account.email, password=PASSWORD)
+        assert check.is_right
+        user_id = await _user_id(deps, account.email)
+        async with deps.db.transaction() as conn:
+            await admin.lock_account(conn, deps, user_id=user_id, admin_id=uuid.uuid4())
+        code = totp(secret, clock.now()) if secret and factor == "totp_at_once" else None
+        async with deps.db.transaction() as conn:
+            outcome = await login_service.login(
+                conn, deps, check=check, password=PASSWORD, mfa_code=code, ctx=CONTEXT
+            )
+        assert isinstance(outcome.error, AccountDisabledError), outcome
+        assert await _live_sessions(deps, user_id) == 0
+
+
+class TestResetDuringChange:
+    async def test_a_reset_committed_while_a_change_is_checked_stands(
+        self, client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """A password change that checked the current password just before a reset committed
+        does not overwrite the reset's password: it is refused, and the reset's password (not
+        the change's, not the old one) signs in."""
+        account = await registered(client)
+        user_id = await _user_id(deps, account.email)
+        (session,) = await deps.sessions.list_for(user_id)
+        requested = await client.post(
+            "/api/v1/auth/password/reset/request", json={"email": account.email}
+        )
+        assert requested.status_code == 202
+        code = await outbox_code(client, account.email)
+
+        async def change() -> Outcome[Done]:
+            async with deps.db.transaction() as conn:
+                return await recovery.change_password(
+                    conn,
+                    deps,
+                    user_id=user_id,
+                    session_id=session.session_id,
+                    current_password=PASSWORD,
+                    new_password=CHANGED_PASSWORD,
+                )
+
+        async with deps.db.transaction() as reset:
+            confirmed = await recovery.confirm_reset(
+                reset, deps, email=account.email, code=code, new_password=NEW_PASSWORD
+            )
+            assert confirmed.error is None
+            # The change reads the committed (old) hash, checks the old password against it,
+            # and then waits on the reset's row lock to write its own.
+            changing = asyncio.create_task(change())
+            assert await until_blocked(deps, reset.get_server_pid())
+        changed = await changing
+        assert isinstance(changed.error, InvalidCredentialsError), changed
+        for password, status in ((NEW_PASSWORD, 200), (CHANGED_PASSWORD, 401), (PASSWORD, 401)):
+            response = await client.post(
+                "/api/v1/auth/login", json={"email": account.email, "password": password}
+            )
+            assert response.status_code == status, (password, response.text)
+
+
+class TestRegeneratedTwice:
+    async def test_two_regenerations_of_backup_codes_leave_one_set(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """Two regenerations at once leave BACKUP_CODE_COUNT codes, the set of the one that
+        committed last: the other answer's codes, shown once, never work."""
+        account = await registered(client)
+        await with_totp(client, account, clock)
+        user_id = await _user_id(deps, account.email)
+        assert (await client.post(f"{MFA}/backup-codes", headers=account.bearer)).status_code == 200
+
+        async def regenerate() -> list[str]:
+            async with deps.db.transaction() as conn:
+                return await mfa.regenerate_backup_codes(conn, deps, user_id=user_id)
+
+        async with deps.db.transaction() as first:
+            earlier = await mfa.regenerate_backup_codes(first, deps, user_id=user_id)
+            regenerating = asyncio.create_task(regenerate())
+            assert await until_blocked(deps, first.get_server_pid())
+        later = await regenerating
+        async with deps.db.connection() as conn:
+            assert await mfa_repository.count_backup_codes(conn, user_id) == BACKUP_CODE_COUNT
+        refused = await verify_second_step(
+            client, await mfa_token(client, account), "backup_code", earlier[0]
+        )
+        assert refused.status_code == 401, refused.text
+        finished = await verify_second_step(
+            client, await mfa_token(client, account), "backup_code", later[0]
+        )
+        assert finished.status_code == 200, finished.text
+
+    async def test_two_reset_requests_leave_one_open_code(
+        self, client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """Two password reset requests at once leave one open code, the last one's: once it
+        has reset the password, the other request's code resets nothing."""
+        account = await registered(client)
+        user_id = await _user_id(deps, account.email)
+        reset = "/api/v1/auth/password/reset/request"
+        assert (await client.post(reset, json={"email": account.email})).status_code == 202
+
+        async def request() -> Outcome[Done]:
+            async with deps.db.transaction() as conn:
+                return await recovery.request_reset(conn, deps, email=account.email)
+
+        async with deps.db.transaction() as first:
+            earlier = await recovery.request_reset(first, deps, email=account.email)
+            requesting = asyncio.create_task(request())
+            assert await until_blocked(deps, first.get_server_pid())
+        later = await requesting
+        async with deps.db.connection() as conn:
+            open_codes = await conn.fetchval(
+                "SELECT count(*) FROM auth_codes WHERE user_id = $1 AND purpose = $2"
+                " AND consumed_at IS NULL",
+                user_id,
+                CodePurpose.RESET_PASSWORD.value,
+            )
+        assert open_codes == 1
+        confirm = "/api/v1/auth/password/reset/confirm"
+        for outcome, status in ((later, 200), (earlier, 422)):
+            body = {"email": account.email, "code": _code_in(outcome), "new_password": NEW_PASSWORD}
+            response = await client.post(confirm, json=body)
+            assert response.status_code == status, response.text
+
+
+def _code_in(outcome: Outcome[Done]) -> str:
+    """The 6-digit code of the one message an outcome sends."""
+    (message,) = outcome.messages
+    found = re.search(r"\b(\d{6})\b", message.body)
+    assert found is not None
+    return found.group(1)
