@@ -126,7 +126,9 @@ def mfa_router(edge: Edge) -> APIRouter:  # noqa: PLR0915 - one closure per rout
     @router.post(
         "/totp/confirm",
         summary="Confirm TOTP with a first code; answers with an upgraded session",
-        responses=problem_responses(*_ENROLLING, InvalidMfaCodeError, AuthRateLimitedError),
+        responses=problem_responses(
+            *_ENROLLING, InvalidMfaCodeError, AuthRateLimitedError, AccountDisabledError
+        ),
     )
     async def totp_confirm(
         body: CodeIn,
@@ -241,7 +243,7 @@ def mfa_router(edge: Edge) -> APIRouter:  # noqa: PLR0915 - one closure per rout
     @router.post(
         "/webauthn/register/verify",
         summary="Register the credential; answers with an upgraded session",
-        responses=problem_responses(*_ENROLLING, WebAuthnVerificationError),
+        responses=problem_responses(*_ENROLLING, WebAuthnVerificationError, AccountDisabledError),
     )
     async def webauthn_register_verify(
         body: WebAuthnRegisterIn,
@@ -341,7 +343,9 @@ def _add_confirm_route(router: APIRouter, edge: Edge, method: MfaMethod) -> None
     @router.post(
         f"/{method.value}/confirm",
         summary=f"Confirm {method.value} enrolment with the code; an upgraded session",
-        responses=problem_responses(*_ENROLLING, InvalidCodeError, AuthRateLimitedError),
+        responses=problem_responses(
+            *_ENROLLING, InvalidCodeError, AuthRateLimitedError, AccountDisabledError
+        ),
         name=f"confirm_{method.value}",
     )
     async def confirm(

@@ -197,6 +197,15 @@ async def _check_backup_code(
     return True
 
 
+async def active_account(conn: asyncpg.Connection, user_id: uuid.UUID) -> User | None:
+    """The account, read under a share lock held until the transaction ends, or None when it
+    may not sign in. A factor confirmation answers with a new session: an administrator's lock
+    committed since its request was checked is read here, and one still to come waits for this
+    transaction and then ends the session it opened."""
+    user = await users.get_user_for_sign_in(conn, user_id)
+    return user if user.is_active else None
+
+
 async def upgraded_tokens(
     conn: asyncpg.Connection,
     deps: AuthDependencies,
@@ -230,6 +239,10 @@ async def confirm_totp(
     ctx: RequestContext,
 ) -> Outcome[IssuedTokens]:
     """Confirm TOTP with a first code; answers with an upgraded session."""
+    account = await active_account(conn, user.id)
+    if account is None:
+        return Outcome(error=AccountDisabledError())
+    user = account
     if not await _check_totp(conn, deps, user_id=user.id, code=code, is_enabled_required=False):
         return Outcome(error=InvalidMfaCodeError())
     await _enable(conn, deps, user=user, method=MfaMethod.TOTP)
@@ -303,6 +316,10 @@ async def confirm_oob(
     ctx: RequestContext,
 ) -> Outcome[IssuedTokens]:
     """Confirm SMS or email enrolment with the code sent; answers with an upgraded session."""
+    account = await active_account(conn, user.id)
+    if account is None:
+        return Outcome(error=AccountDisabledError())
+    user = account
     purpose = CodePurpose.ENROLL_SMS if method is MfaMethod.SMS else CodePurpose.ENROLL_EMAIL
     now = deps.clock.now()
     result = await check_code(

@@ -34,10 +34,11 @@ from auth.audit import record_event
 from auth.challenges import Attempt
 from auth.constants import WEBAUTHN_CHALLENGE_TTL_S, WEBAUTHN_CREDENTIALS_MAX, WEBAUTHN_TIMEOUT_MS
 from auth.dependencies import AuthDependencies
-from auth.errors import InvalidMfaCodeError, WebAuthnVerificationError
+from auth.errors import AccountDisabledError, InvalidMfaCodeError, WebAuthnVerificationError
 from auth.models import AuthEvent, IssuedTokens, MfaMethod, Outcome, RequestContext
 from auth.repository import mfa as repository
 from auth.service.mfa import (
+    active_account,
     attempt_refusal,
     complete_challenge,
     open_challenge,
@@ -87,6 +88,10 @@ async def verify_registration(
     ctx: RequestContext,
 ) -> Outcome[IssuedTokens]:
     """Store a new credential and enable the biometric factor; an upgraded session."""
+    account = await active_account(conn, user.id)
+    if account is None:
+        return Outcome(error=AccountDisabledError())
+    user = account
     challenge = await deps.challenges.take_webauthn(user.id)
     if challenge is None:
         return Outcome(error=WebAuthnVerificationError("the registration challenge expired"))

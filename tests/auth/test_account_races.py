@@ -17,6 +17,7 @@ the request go on. Real PostgreSQL, Redis and argon2 throughout.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import uuid
 
@@ -40,6 +41,7 @@ from tests.auth.conftest import (
     outbox_code,
     registered,
     until_blocked,
+    until_waiting,
     verify_second_step,
     with_totp,
 )
@@ -84,6 +86,79 @@ class TestLockDuringLogin:
                 conn, deps, check=check, password=PASSWORD, mfa_code=code, ctx=CONTEXT
             )
         assert isinstance(outcome.error, AccountDisabledError), outcome
+        assert await _live_sessions(deps, user_id) == 0
+
+
+class TestLockDuringFactorConfirmation:
+    async def test_a_lock_during_a_totp_confirmation_leaves_no_session(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """An administrator's lock arriving while a TOTP confirmation is opening its upgraded
+        session waits for it and then ends that session: the account is left with none. The
+        confirmation is held just before it touches its sessions (a share lock on
+        user_sessions) until the lock has come to wait on the confirmation itself."""
+        account = await registered(client)
+        user_id = await _user_id(deps, account.email)
+        enrolled = await client.post(f"{MFA}/totp/enroll", headers=account.bearer)
+        assert enrolled.status_code == 200, enrolled.text
+        text = enrolled.json()["secret"]
+        secret = base64.b32decode(text + "=" * (-len(text) % 8))
+
+        async def lock() -> None:
+            async with deps.db.transaction() as conn:
+                await admin.lock_account(conn, deps, user_id=user_id, admin_id=uuid.uuid4())
+
+        async with deps.db.transaction() as holder:
+            await holder.execute("LOCK TABLE user_sessions IN SHARE MODE")
+            holder_pid = holder.get_server_pid()
+            confirming = asyncio.create_task(
+                client.post(
+                    f"{MFA}/totp/confirm",
+                    json={"code": totp(secret, clock.now())},
+                    headers=account.bearer,
+                )
+            )
+            assert await until_blocked(deps, holder_pid)
+            locking = asyncio.create_task(lock())
+            # The lock waits on the confirmation (its account row), not on this holder.
+            assert await until_waiting(
+                deps, lambda blockers: holder_pid not in blockers, done=locking
+            )
+        confirmed, _ = await asyncio.gather(confirming, locking)
+        assert confirmed.status_code == 200, confirmed.text
+        assert await _live_sessions(deps, user_id) == 0
+        refreshed = await client.post(
+            "/api/v1/auth/refresh", json={"refresh_token": confirmed.json()["refresh_token"]}
+        )
+        assert refreshed.status_code == 401
+
+    async def test_a_confirmation_after_a_lock_is_refused(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A TOTP confirmation whose session was checked before an administrator's lock
+        committed is refused (403 AUTH_ACCOUNT_DISABLED) and enables nothing."""
+        account = await registered(client)
+        user_id = await _user_id(deps, account.email)
+        enrolled = await client.post(f"{MFA}/totp/enroll", headers=account.bearer)
+        assert enrolled.status_code == 200, enrolled.text
+        text = enrolled.json()["secret"]
+        secret = base64.b32decode(text + "=" * (-len(text) % 8))
+        async with deps.db.transaction() as conn:
+            user = await users.get_user(conn, user_id)
+        async with deps.db.transaction() as conn:
+            await admin.lock_account(conn, deps, user_id=user_id, admin_id=uuid.uuid4())
+        async with deps.db.transaction() as conn:
+            outcome = await mfa.confirm_totp(
+                conn,
+                deps,
+                user=user,  # as the request read it, before the lock
+                code=totp(secret, clock.now()),
+                session_id="ses_" + str(uuid.uuid4()),
+                ctx=CONTEXT,
+            )
+        assert isinstance(outcome.error, AccountDisabledError), outcome
+        async with deps.db.connection() as conn:
+            assert await mfa.enabled_methods(conn, user_id) == ()
         assert await _live_sessions(deps, user_id) == 0
 
 
