@@ -20,7 +20,9 @@ import asyncio
 import base64
 import re
 import uuid
+from datetime import UTC, datetime
 
+import asyncpg
 import httpx
 import pytest
 
@@ -270,6 +272,25 @@ class TestRegeneratedTwice:
             body = {"email": account.email, "code": _code_in(outcome), "new_password": NEW_PASSWORD}
             response = await client.post(confirm, json=body)
             assert response.status_code == status, response.text
+
+    async def test_the_database_refuses_a_second_open_code(
+        self, client: httpx.AsyncClient, deps: AuthDependencies
+    ) -> None:
+        """A second open code of one purpose written with raw SQL, past the service and its
+        lock, is refused by PostgreSQL; a code of another purpose, or a consumed one, is not."""
+        account = await registered(client)
+        user_id = await _user_id(deps, account.email)
+        reset = "/api/v1/auth/password/reset/request"
+        assert (await client.post(reset, json={"email": account.email})).status_code == 202
+        insert = (
+            "INSERT INTO auth_codes (user_id, purpose, code_hash, attempts_max, expires_at,"
+            " consumed_at) VALUES ($1, $2, $3, 5, now() + interval '5 minutes', $4)"
+        )
+        async with deps.db.connection() as conn:
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await conn.execute(insert, user_id, "reset_password", bytes(32), None)
+            await conn.execute(insert, user_id, "enroll_email", bytes(32), None)
+            await conn.execute(insert, user_id, "reset_password", bytes(32), datetime.now(UTC))
 
 
 def _code_in(outcome: Outcome[Done]) -> str:
