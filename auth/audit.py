@@ -33,3 +33,13 @@ async def record_event(
         values["factor"] = factor
     values.update(redact(details))
     await repository.insert_event(conn, user_id=user_id, values=values)
+
+
+async def record_password_refusal(
+    conn: asyncpg.Connection, user_id: uuid.UUID, *, reason: str
+) -> None:
+    """Audit a password refused after its account was found (a wrong current password, or a
+    hash replaced since the password was checked) as a failed password sign-in."""
+    await record_event(
+        conn, AuthEvent.LOGIN_FAILED, user_id=user_id, factor="password", reason=reason
+    )

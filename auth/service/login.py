@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from auth.audit import record_event
+from auth.audit import record_event, record_password_refusal
 from auth.challenges import password_binding
 from auth.constants import FIRST_PARTY_SCOPES
 from auth.dependencies import AuthDependencies
@@ -158,13 +158,7 @@ async def _after_password(
     # share lock, so a reset arriving now waits for this login (and then ends its session).
     password_hash = user.password_hash
     if await mfa_repository.lock_password_hash(conn, user.id) != password_hash:
-        await record_event(
-            conn,
-            AuthEvent.LOGIN_FAILED,
-            user_id=user.id,
-            factor="password",
-            reason="password_replaced",
-        )
+        await record_password_refusal(conn, user.id, reason="password_replaced")
         return Outcome(error=InvalidCredentialsError())
     # The rest is decided on the account as it is now (under that lock), not as the password
     # check read it: an administrator's lock committed since the check refuses this login.

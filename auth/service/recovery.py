@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from auth.audit import record_event
+from auth.audit import record_event, record_password_refusal
 from auth.dependencies import AuthDependencies
 from auth.errors import InvalidCodeError, InvalidCredentialsError
 from auth.models import AuthEvent, CodePurpose, OutboundMessage, Outcome, RevokeReason
@@ -90,6 +90,13 @@ async def confirm_reset(
     return Outcome(value=Done(sessions_ended=ended))
 
 
+async def _wrong_current_password(
+    conn: asyncpg.Connection, user_id: uuid.UUID, reason: str
+) -> Outcome[Done]:
+    await record_password_refusal(conn, user_id, reason=reason)
+    return Outcome(error=InvalidCredentialsError("the current password is incorrect"))
+
+
 async def change_password(
     conn: asyncpg.Connection,
     deps: AuthDependencies,
@@ -102,14 +109,7 @@ async def change_password(
     """Replace the password; every other session and refresh family ends."""
     user = await users.get_user(conn, user_id)
     if not await deps.hasher.verify(user.password_hash, current_password):
-        await record_event(
-            conn,
-            AuthEvent.LOGIN_FAILED,
-            user_id=user.id,
-            factor="password",
-            reason="password_change_wrong_current",
-        )
-        return Outcome(error=InvalidCredentialsError("the current password is incorrect"))
+        return await _wrong_current_password(conn, user.id, "password_change_wrong_current")
     checked = deps.policy.check(new_password, email=user.email)
     # Written only over the hash the current password was checked against: a reset (or another
     # change) that committed meanwhile stands, and this change is refused as a wrong password.
@@ -117,14 +117,7 @@ async def change_password(
     if not await users.replace_password_hash(
         conn, user.id, current_hash=user.password_hash, new_hash=new_hash
     ):
-        await record_event(
-            conn,
-            AuthEvent.LOGIN_FAILED,
-            user_id=user.id,
-            factor="password",
-            reason="password_replaced",
-        )
-        return Outcome(error=InvalidCredentialsError("the current password is incorrect"))
+        return await _wrong_current_password(conn, user.id, "password_replaced")
     ended = await end_other_sessions(
         conn, deps, user_id=user.id, keep_session=session_id, reason=RevokeReason.PASSWORD_CHANGED
     )

@@ -188,12 +188,17 @@ async def verify_second_step(
     )
 
 
-async def with_totp(client: httpx.AsyncClient, account: Account, clock: FrozenClock) -> bytes:
-    """Enrol and confirm TOTP for a signed-in account; its secret."""
+async def start_totp(client: httpx.AsyncClient, account: Account) -> bytes:
+    """Start TOTP enrolment for a signed-in account (not confirmed yet); its secret."""
     response = await client.post("/api/v1/auth/mfa/totp/enroll", headers=account.bearer)
     assert response.status_code == 200, response.text
     text = response.json()["secret"]
-    secret = base64.b32decode(text + "=" * (-len(text) % 8))
+    return base64.b32decode(text + "=" * (-len(text) % 8))
+
+
+async def with_totp(client: httpx.AsyncClient, account: Account, clock: FrozenClock) -> bytes:
+    """Enrol and confirm TOTP for a signed-in account; its secret."""
+    secret = await start_totp(client, account)
     code = totp(secret, clock.now())
     response = await client.post(
         "/api/v1/auth/mfa/totp/confirm", json={"code": code}, headers=account.bearer

@@ -17,7 +17,6 @@ the request go on. Real PostgreSQL, Redis and argon2 throughout.
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
 import uuid
 from datetime import UTC, datetime
@@ -42,6 +41,7 @@ from tests.auth.conftest import (
     mfa_token,
     outbox_code,
     registered,
+    start_totp,
     until_blocked,
     until_waiting,
     verify_second_step,
@@ -101,10 +101,7 @@ class TestLockDuringFactorConfirmation:
         user_sessions) until the lock has come to wait on the confirmation itself."""
         account = await registered(client)
         user_id = await _user_id(deps, account.email)
-        enrolled = await client.post(f"{MFA}/totp/enroll", headers=account.bearer)
-        assert enrolled.status_code == 200, enrolled.text
-        text = enrolled.json()["secret"]
-        secret = base64.b32decode(text + "=" * (-len(text) % 8))
+        secret = await start_totp(client, account)
 
         async def lock() -> None:
             async with deps.db.transaction() as conn:
@@ -141,10 +138,7 @@ class TestLockDuringFactorConfirmation:
         committed is refused (403 AUTH_ACCOUNT_DISABLED) and enables nothing."""
         account = await registered(client)
         user_id = await _user_id(deps, account.email)
-        enrolled = await client.post(f"{MFA}/totp/enroll", headers=account.bearer)
-        assert enrolled.status_code == 200, enrolled.text
-        text = enrolled.json()["secret"]
-        secret = base64.b32decode(text + "=" * (-len(text) % 8))
+        secret = await start_totp(client, account)
         async with deps.db.transaction() as conn:
             user = await users.get_user(conn, user_id)
         async with deps.db.transaction() as conn:
