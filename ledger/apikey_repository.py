@@ -61,6 +61,16 @@ async def find_api_key(conn: asyncpg.Connection, api_key_id: str) -> asyncpg.Rec
     return row
 
 
+async def share_api_key(conn: asyncpg.Connection, api_key_id: str) -> asyncpg.Record | None:
+    """A key by id, held against revocation for the rest of the transaction (a revocation in
+    flight is waited for, and seen)."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {API_KEY_COLUMNS} FROM ledger.api_keys WHERE api_key_id = $1 FOR SHARE",  # noqa: S608 - constant columns
+        api_key_id,
+    )
+    return row
+
+
 async def list_api_keys(
     conn: asyncpg.Connection, owner_id: str, *, limit: int
 ) -> list[asyncpg.Record]:

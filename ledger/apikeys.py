@@ -13,8 +13,9 @@ owner's keys, grant only scopes its own cover, and make keys that expire no late
 Verified keys are cached in memory for a few seconds (bounded), so the hot path costs one hash
 and one dictionary lookup. Expiry is checked on every request against the cached expiry, so it
 is exact; a revocation is immediate on the replica that revoked and takes at most the cache's
-lifetime on the others. `last_used_at` is written in the background, at most once a minute
-per key and replica.
+lifetime on the others, except for minting: a key that creates another is read again under a
+row lock, so once its revocation commits it mints nothing, on any replica. `last_used_at` is
+written in the background, at most once a minute per key and replica.
 
 What a request was made with is kept in a context variable for the length of the request, so
 that records it creates carry Blnk's `meta_data.BLNK_GENERATED_BY = api_key_id`.
@@ -384,6 +385,12 @@ async def create_api_key(
         raise ApiKeyInvalidError(
             f"expires_at may not be later than the creating key's own ({timestamp(maker.expires_at)})"
         )
+    if maker is not None:
+        # The key was checked when the request began; a revocation committed since then must
+        # stop it minting, and one in flight must not commit while a child is being made.
+        held = await repository.share_api_key(conn, maker.api_key_id)
+        if held is None or not ApiKeyRecord.from_row(held).is_valid_at(now):
+            raise ExpiredApiKeyError()
     key = secrets.token_urlsafe(KEY_BYTES)
     row = await repository.insert_api_key(
         conn,

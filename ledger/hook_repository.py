@@ -94,8 +94,10 @@ async def list_hooks(
     return rows
 
 
-async def count_hooks(conn: asyncpg.Connection) -> int:
-    """How many hooks are registered."""
+async def lock_hook_count(conn: asyncpg.Connection) -> int:
+    """How many hooks are registered; other callers wait for this transaction to end (an
+    advisory lock: a create's count and insert are one step for every other create)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('ledger.hooks'))")
     count: int = await conn.fetchval("SELECT count(*) FROM ledger.hooks")
     return count
 

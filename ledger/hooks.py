@@ -208,7 +208,7 @@ def _settings(body: HookIn) -> dict[str, Any]:
 async def create_hook(conn: asyncpg.Connection, body: HookIn, *, now: datetime) -> dict[str, Any]:
     """POST /hooks."""
     settings = _settings(body)
-    if await repository.count_hooks(conn) >= HOOKS_MAX:
+    if await repository.lock_hook_count(conn) >= HOOKS_MAX:
         raise HookInvalidError(f"at most {HOOKS_MAX} hooks may be registered")
     row = await repository.insert_hook(
         conn, hook_id=new_id(IdPrefix.HOOK), created_at=now, **settings

@@ -357,7 +357,9 @@ async def update_monitor(
     conn: asyncpg.Connection, monitor_id: str, request: MonitorRequest, *, cache: MonitorCache
 ) -> None:
     """PUT /balance-monitors/{id}."""
-    current = await monitors_repository.find_monitor(conn, monitor_id)
+    # Locked: whether the monitor arrives on the balance (and so must be counted) is decided on
+    # where it is once any concurrent move of it has committed.
+    current = await monitors_repository.find_monitor(conn, monitor_id, for_update=True)
     is_arriving = current is not None and current.balance_id != request.balance_id
     await _check_balance(conn, request.balance_id, is_arriving=is_arriving)
     previous = await monitors_repository.update_monitor(

@@ -54,10 +54,13 @@ async def insert_monitor(conn: asyncpg.Connection, monitor: Monitor) -> None:
     )
 
 
-async def find_monitor(conn: asyncpg.Connection, monitor_id: str) -> Monitor | None:
-    """A monitor by id."""
+async def find_monitor(
+    conn: asyncpg.Connection, monitor_id: str, *, for_update: bool = False
+) -> Monitor | None:
+    """A monitor by id, locked for the rest of the transaction when `for_update`."""
     row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM ledger.balance_monitors WHERE monitor_id = $1",  # noqa: S608
+        f"SELECT {_COLUMNS} FROM ledger.balance_monitors WHERE monitor_id = $1"  # noqa: S608
+        + (" FOR UPDATE" if for_update else ""),
         monitor_id,
     )
     return None if row is None else monitor_from_row(row)

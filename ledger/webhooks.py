@@ -361,7 +361,11 @@ async def update_subscription(
 ) -> Subscription:
     """PATCH /webhooks/{id}: change url, event types, description or the active flag."""
     data = _object(body)
-    current = await get_subscription(conn, subscription_id)
+    # Locked: the fields not in the body are written back as they are, so they must be read
+    # after any concurrent change to them has committed (else it would be undone).
+    current = await webhooks_repository.find_subscription(conn, subscription_id, for_update=True)
+    if current is None:
+        raise WebhookNotFoundError(subscription_id=subscription_id)
     changed = Subscription(
         subscription_id=current.subscription_id,
         url=_check_url(data["url"]) if "url" in data else current.url,

@@ -156,11 +156,13 @@ async def insert_subscription(conn: asyncpg.Connection, subscription: Subscripti
     )
 
 
-async def find_subscription(conn: asyncpg.Connection, subscription_id: str) -> Subscription | None:
-    """A subscription by id."""
+async def find_subscription(
+    conn: asyncpg.Connection, subscription_id: str, *, for_update: bool = False
+) -> Subscription | None:
+    """A subscription by id, locked for the rest of the transaction when `for_update`."""
     row = await conn.fetchrow(
         f"SELECT {_SUBSCRIPTION_COLUMNS} FROM ledger.webhook_subscriptions"  # noqa: S608
-        " WHERE subscription_id = $1",
+        " WHERE subscription_id = $1" + (" FOR UPDATE" if for_update else ""),
         subscription_id,
     )
     return None if row is None else _subscription(row)
