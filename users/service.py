@@ -77,12 +77,17 @@ async def get_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> User:
     return user
 
 
-async def get_user_for_sign_in(conn: asyncpg.Connection, user_id: uuid.UUID) -> User:
+async def find_user_for_sign_in(conn: asyncpg.Connection, user_id: uuid.UUID) -> User | None:
     """The user with this id, read under a share lock held until the transaction ends: a
-    change to the account (an administrator's lock, say) either committed before, and is read
-    here, or waits for this transaction and then sees what it wrote (the session it opened).
-    `UserNotFoundError` otherwise."""
-    user = await repository.lock_by_id(conn, user_id)
+    change to the account (an administrator's lock, a new password hash) either committed
+    before, and is read here, or waits for this transaction and then sees what it wrote (the
+    session it opened). None when there is no such (undeleted) user."""
+    return await repository.lock_by_id(conn, user_id)
+
+
+async def get_user_for_sign_in(conn: asyncpg.Connection, user_id: uuid.UUID) -> User:
+    """As `find_user_for_sign_in`; `UserNotFoundError` when there is no such user."""
+    user = await find_user_for_sign_in(conn, user_id)
     if user is None:
         raise UserNotFoundError()
     return user

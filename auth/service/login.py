@@ -43,7 +43,6 @@ from auth.errors import (
 from auth.lockout import account_key
 from auth.models import AuthEvent, AuthGrant, IssuedTokens, MfaMethod, Outcome, RequestContext
 from auth.passwords import normalise_password
-from auth.repository import mfa as mfa_repository
 from auth.service.mfa import enabled_methods, verify_code_factor
 from auth.service.sessions import issue_tokens
 from kit.errors import AppError, fail_invariant
@@ -154,15 +153,16 @@ async def _after_password(
     ctx: RequestContext,
 ) -> Outcome[IssuedTokens]:
     # The hash the password was checked against must still be the account's: a reset or
-    # change committed since the check means this password no longer signs in. Read under a
-    # share lock, so a reset arriving now waits for this login (and then ends its session).
+    # change committed since the check means this password no longer signs in. The account is
+    # read again under a share lock, so a reset or a lock arriving now waits for this login
+    # (and then ends its session), and the rest is decided on the account as it is now: an
+    # administrator's lock committed since the password check refuses this login.
     password_hash = user.password_hash
-    if await mfa_repository.lock_password_hash(conn, user.id) != password_hash:
+    current = await users.find_user_for_sign_in(conn, user.id)
+    if current is None or current.password_hash != password_hash:
         await record_password_refusal(conn, user.id, reason="password_replaced")
         return Outcome(error=InvalidCredentialsError())
-    # The rest is decided on the account as it is now (under that lock), not as the password
-    # check read it: an administrator's lock committed since the check refuses this login.
-    user = await users.get_user(conn, user.id)
+    user = current
     if deps.hasher.needs_rehash(password_hash):
         password_hash = await deps.hasher.hash(normalise_password(password))
         await users.set_password_hash(conn, user.id, password_hash)
