@@ -36,6 +36,27 @@ from kit.redis_client import KeySpace, translated
 # The reason, audited and written on its refresh families, of a session ended to keep its user
 # within SESSIONS_LISTED_MAX.
 SESSION_CAP_REASON: Final = RevokeReason.SESSION_CAP
+_SESSION_KEY_PART: Final = "session"
+# How many of the oldest index entries one eviction looks at: the cap and the one just added.
+_EVICTION_SCAN_MAX: Final = SESSIONS_LISTED_MAX + 1
+# Bring a user's index back within the cap, atomically (two logins at the cap each count what
+# the other left, so together they end exactly what is needed). The index also holds sessions
+# Redis has expired since: among the oldest ARGV[3] entries, forget the ended ones and end the
+# oldest live ones, until the index holds no more than ARGV[2]. KEYS[1]: the index; ARGV[1]:
+# the prefix of a session key. Returns the ids of the sessions it ended.
+_EVICT_BEYOND_CAP: Final = """
+local count = redis.call('ZCARD', KEYS[1])
+local cap = tonumber(ARGV[2])
+local ended = {}
+if count <= cap then return ended end
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)) do
+  if count <= cap then break end
+  if redis.call('DEL', ARGV[1] .. id) == 1 then table.insert(ended, id) end
+  redis.call('ZREM', KEYS[1], id)
+  count = count - 1
+end
+return ended
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +127,11 @@ class SessionStore:
         self._clock = clock
 
     def _key(self, session_id: str) -> str:
-        return self._keys.key("session", session_id)
+        return self._keys.key(_SESSION_KEY_PART, session_id)
+
+    def _key_prefix(self) -> str:
+        # What `_key` puts before the id (KeySpace joins parts with ':').
+        return f"{self._keys.prefix}{_SESSION_KEY_PART}:"
 
     def _index(self, user_id: str) -> str:
         return self._keys.key("user-sessions", user_id)
@@ -153,7 +178,7 @@ class SessionStore:
             pipe.zcard(index)
             results = await pipe.execute()
         if int(results[-1]) > SESSIONS_LISTED_MAX:
-            await self._evict_oldest(conn, session.user_id, indexed=int(results[-1]))
+            await self._evict_oldest(conn, session.user_id)
         return session
 
     async def get(self, session_id: str) -> Session | None:
@@ -225,27 +250,24 @@ class SessionStore:
             await self.revoke(conn, user_id, session_id)
         return ended
 
-    async def _evict_oldest(self, conn: asyncpg.Connection, user_id: str, *, indexed: int) -> None:
-        # The index also holds sessions Redis has expired since; only live ones count. Forget
-        # the ended ones among the oldest, then end as many of the oldest live ones as it takes
-        # to get back to the cap (a past index above cap + 1 shrinks a little at every login).
-        index = self._index(user_id)
+    async def _evict_oldest(self, conn: asyncpg.Connection, user_id: str) -> None:
+        # Redis ends the sessions beyond the cap in one script, counting the index as it is
+        # then (not as this login's pipeline saw it: another login may have evicted since);
+        # each ended one is then ended here too: its mirror row, its refresh tokens (now, not
+        # at their next use), and an audit event like any other ending.
         async with translated():
-            ids = [
-                i.decode() if isinstance(i, bytes) else str(i)
-                for i in await self._redis.zrange(index, 0, SESSIONS_LISTED_MAX)
-            ]
-            values = await self._redis.mget([self._key(i) for i in ids])
-            gone = [i for i, v in zip(ids, values, strict=True) if v is None]
-            if gone:
-                await self._redis.zrem(index, *gone)
-        live = [i for i, v in zip(ids, values, strict=True) if v is not None]
+            ended = await self._redis.eval(
+                _EVICT_BEYOND_CAP,
+                1,
+                self._index(user_id),
+                self._key_prefix(),
+                str(SESSIONS_LISTED_MAX),
+                str(_EVICTION_SCAN_MAX),
+            )
         owner = uuid.UUID(user_id)
-        for session_id in live[: indexed - len(gone) - SESSIONS_LISTED_MAX]:
-            if not await self.revoke(conn, owner, session_id):
-                continue  # ended meanwhile, by whoever ended it
-            # Its refresh tokens die with it now, not at their next use, and the ending is
-            # audited like any other.
+        for raw in ended:
+            session_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+            await repository.end_session(conn, parse_id(session_id, IdPrefix.SESSION))
             await refresh_tokens.revoke_session(
                 conn, session_id, reason=SESSION_CAP_REASON, now=self._clock.now()
             )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Final
 
+import asyncpg
 from fastapi import APIRouter, Depends, Query
 
 from auth.dependencies import AuthDependencies
@@ -22,7 +23,7 @@ from auth.service import admin
 from gateway.limiter import LimitRequest, RateLimiter
 from gateway.openapi import problem_responses
 from gateway.policy import LimitKey, RateLimitPolicy, Tier
-from gateway.principal import CurrentPrincipal
+from gateway.principal import CurrentPrincipal, Principal
 from gateway.rate_limit import tier_windows
 from kit.errors import DependencyError
 from users import service as users
@@ -57,6 +58,21 @@ def admin_router(
         if await deps.sessions.get_owned(principal.session_id, principal.user_text) is None:
             raise SessionRevokedError()
 
+    async def still_acting(
+        conn: asyncpg.Connection, principal: Principal, target: uuid.UUID
+    ) -> None:
+        # The check above ran before this transaction: an administrator locked, or whose
+        # sessions were ended, since then (by another administrator acting on them at the same
+        # moment) acts no more. Both accounts are locked first, in id order, so two
+        # administrators acting on each other wait in turn, and the second sees the first's
+        # change.
+        acting = await users.lock_for_admin_action(
+            conn, admin_id=principal.user_id, target_id=target
+        )
+        if acting is None or not acting.is_active:
+            raise SessionRevokedError()
+        await live_session(principal)
+
     router = APIRouter(prefix=PREFIX, tags=["admin"], dependencies=[Depends(live_session)])
     not_found = problem_responses(UserNotFoundError, SessionRevokedError)
 
@@ -84,6 +100,7 @@ def admin_router(
     )
     async def lock(user_id: uuid.UUID, principal: CurrentPrincipal) -> dict[str, Any]:
         async with deps.db.transaction() as conn:
+            await still_acting(conn, principal, user_id)
             ended = await admin.lock_account(
                 conn, deps, user_id=user_id, admin_id=principal.user_id
             )
@@ -94,6 +111,7 @@ def admin_router(
     )
     async def unlock(user_id: uuid.UUID, principal: CurrentPrincipal) -> dict[str, Any]:
         async with deps.db.transaction() as conn:
+            await still_acting(conn, principal, user_id)
             await admin.unlock_account(conn, deps, user_id=user_id, admin_id=principal.user_id)
             user = await users.get_user(conn, user_id)
         return {"user_id": str(user_id), "is_active": user.is_active}
@@ -101,8 +119,9 @@ def admin_router(
     @router.post(
         "/users/{user_id}/sessions/revoke", responses=not_found, summary="End every session"
     )
-    async def revoke_sessions(user_id: uuid.UUID, _admin: CurrentPrincipal) -> dict[str, Any]:
+    async def revoke_sessions(user_id: uuid.UUID, principal: CurrentPrincipal) -> dict[str, Any]:
         async with deps.db.transaction() as conn:
+            await still_acting(conn, principal, user_id)
             ended = await admin.end_all_sessions(conn, deps, user_id=user_id)
         return {"user_id": str(user_id), "sessions_ended": ended}
 

@@ -67,6 +67,18 @@ async def lock_by_id(conn: asyncpg.Connection, user_id: uuid.UUID) -> User | Non
     return None if row is None else User.from_row(row)
 
 
+async def lock_for_change(conn: asyncpg.Connection, user_id: uuid.UUID) -> User | None:
+    """The live user with this id, the row locked against sign-ins (their share lock) and
+    other changes until the transaction ends; not against rows referencing it."""
+    row = await conn.fetchrow(
+        "SELECT id, email, password_hash, phone_number, kyc_status, role, tier, is_active,"
+        " email_verified_at, created_at FROM users WHERE id = $1 AND deleted_at IS NULL"
+        " FOR NO KEY UPDATE",
+        user_id,
+    )
+    return None if row is None else User.from_row(row)
+
+
 async def set_password_hash(
     conn: asyncpg.Connection, user_id: uuid.UUID, password_hash: str
 ) -> None:
@@ -129,6 +141,18 @@ async def list_users(
         email_prefix,
     )
     return [User.from_row(row) for row in rows]
+
+
+async def enable_if_verified(conn: asyncpg.Connection, user_id: uuid.UUID) -> bool | None:
+    """Enable sign-in if the address is proven, else disable it, judged on the row as this
+    statement writes it (a verification committed meanwhile counts); the new `is_active`, None
+    when no such user."""
+    value: bool | None = await conn.fetchval(
+        "UPDATE users SET is_active = (email_verified_at IS NOT NULL)"
+        " WHERE id = $1 AND deleted_at IS NULL RETURNING is_active",
+        user_id,
+    )
+    return value
 
 
 async def set_active(conn: asyncpg.Connection, user_id: uuid.UUID, *, is_active: bool) -> bool:

@@ -93,6 +93,34 @@ async def get_user_for_sign_in(conn: asyncpg.Connection, user_id: uuid.UUID) -> 
     return user
 
 
+async def get_user_for_change(conn: asyncpg.Connection, user_id: uuid.UUID) -> User:
+    """The user with this id, locked until the transaction ends: a sign-in in flight (which
+    holds a share lock, `find_user_for_sign_in`) commits first and its session is seen here,
+    or starts after this transaction and sees what it did. `UserNotFoundError` otherwise."""
+    user = await repository.lock_for_change(conn, user_id)
+    if user is None:
+        raise UserNotFoundError()
+    return user
+
+
+async def lock_for_admin_action(
+    conn: asyncpg.Connection, *, admin_id: uuid.UUID, target_id: uuid.UUID
+) -> User | None:
+    """Lock an administrator's account and the account it acts on, until the transaction
+    ends, in id order (two administrators acting on each other then wait in turn, never
+    deadlock): the administrator's row shared (as a sign-in holds it), the target's as
+    `get_user_for_change` does. The administrator as locked; None when there is no such user."""
+    acting: User | None = None
+    for user_id in sorted({admin_id, target_id}):
+        if user_id == target_id:
+            user = await repository.lock_for_change(conn, user_id)
+        else:
+            user = await repository.lock_by_id(conn, user_id)
+        if user_id == admin_id:
+            acting = user
+    return acting
+
+
 async def set_password_hash(
     conn: asyncpg.Connection, user_id: uuid.UUID, password_hash: str
 ) -> None:
@@ -150,3 +178,12 @@ async def set_active(conn: asyncpg.Connection, user_id: uuid.UUID, *, is_active:
     """Enable or disable a user's sign-in."""
     if not await repository.set_active(conn, user_id, is_active=is_active):
         raise UserNotFoundError()
+
+
+async def enable_if_verified(conn: asyncpg.Connection, user_id: uuid.UUID) -> bool:
+    """Enable sign-in for a verified account (disable it otherwise) in one statement, so a
+    verification committing meanwhile is never undone; the new `is_active`."""
+    is_active = await repository.enable_if_verified(conn, user_id)
+    if is_active is None:
+        raise UserNotFoundError()
+    return is_active

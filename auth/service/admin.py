@@ -55,7 +55,9 @@ async def unlock_account(
 ) -> None:
     """Enable sign-in again (verified accounts only) and clear the failed-login lockout."""
     user = await users.get_user(conn, user_id)
-    await users.set_active(conn, user_id, is_active=user.is_verified)
+    # Judged in the UPDATE itself, not on `user`: a verification committed after the read
+    # above would otherwise be undone (a verified account left disabled).
+    await users.enable_if_verified(conn, user_id)
     await deps.guard.reset_lockout(account_key(user.email))
     await record_event(conn, AuthEvent.ACCOUNT_UNLOCKED, user_id=user_id, admin_id=str(admin_id))
 
@@ -63,8 +65,12 @@ async def unlock_account(
 async def end_all_sessions(
     conn: asyncpg.Connection, deps: AuthDependencies, *, user_id: uuid.UUID
 ) -> int:
-    """End every session and refresh family of the account."""
-    await users.get_user(conn, user_id)
+    """End every session and refresh family of the account.
+
+    The account row is locked first, as a lock's UPDATE does: a login that has opened its
+    session but not committed is waited for, and its session is then ended in full (in Redis,
+    its mirror row, its refresh family) rather than only in Redis."""
+    await users.get_user_for_change(conn, user_id)
     return await end_other_sessions(
         conn, deps, user_id=user_id, keep_session=None, reason=RevokeReason.ADMIN
     )
