@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Final
 
 import asyncpg
 
 from users.errors import EmailTakenError
 from users.models import Role, User
+
+_COLUMNS: Final = (
+    "id, email, password_hash, phone_number, kyc_status, role, tier, is_active,"
+    " email_verified_at, created_at"
+)
+# A live user by id; a row lock clause may follow.
+_BY_ID: Final = f"SELECT {_COLUMNS} FROM users WHERE id = $1 AND deleted_at IS NULL"  # noqa: S608
 
 
 async def insert_user(
@@ -48,34 +56,22 @@ async def find_by_email(conn: asyncpg.Connection, email: str) -> User | None:
 
 async def find_by_id(conn: asyncpg.Connection, user_id: uuid.UUID) -> User | None:
     """The live user with this id."""
-    row = await conn.fetchrow(
-        "SELECT id, email, password_hash, phone_number, kyc_status, role, tier, is_active,"
-        " email_verified_at, created_at FROM users WHERE id = $1 AND deleted_at IS NULL",
-        user_id,
-    )
-    return None if row is None else User.from_row(row)
+    return await _by_id(conn, user_id, lock="")
 
 
 async def lock_by_id(conn: asyncpg.Connection, user_id: uuid.UUID) -> User | None:
     """The live user with this id, the row share-locked until the transaction ends."""
-    row = await conn.fetchrow(
-        "SELECT id, email, password_hash, phone_number, kyc_status, role, tier, is_active,"
-        " email_verified_at, created_at FROM users WHERE id = $1 AND deleted_at IS NULL"
-        " FOR SHARE",
-        user_id,
-    )
-    return None if row is None else User.from_row(row)
+    return await _by_id(conn, user_id, lock=" FOR SHARE")
 
 
 async def lock_for_change(conn: asyncpg.Connection, user_id: uuid.UUID) -> User | None:
     """The live user with this id, the row locked against sign-ins (their share lock) and
     other changes until the transaction ends; not against rows referencing it."""
-    row = await conn.fetchrow(
-        "SELECT id, email, password_hash, phone_number, kyc_status, role, tier, is_active,"
-        " email_verified_at, created_at FROM users WHERE id = $1 AND deleted_at IS NULL"
-        " FOR NO KEY UPDATE",
-        user_id,
-    )
+    return await _by_id(conn, user_id, lock=" FOR NO KEY UPDATE")
+
+
+async def _by_id(conn: asyncpg.Connection, user_id: uuid.UUID, *, lock: str) -> User | None:
+    row = await conn.fetchrow(_BY_ID + lock, user_id)
     return None if row is None else User.from_row(row)
 
 
