@@ -153,34 +153,26 @@ class ChallengeStore:
             webauthn_challenge=fields.get("webauthn"),
         )
 
-    async def count_attempt(self, challenge: Challenge) -> Attempt:
-        """Spend one guess, while the challenge lasts; once they run out it is gone."""
+    async def _count_if_live(self, challenge: Challenge, counter: str, ceiling: int) -> int:
+        """Add one to a counter of the challenge while it exists (deleting it past `ceiling`);
+        the new count, or -1 when the challenge is gone."""
         async with translated():
-            count = int(
+            return int(
                 await self._redis.eval(
-                    _COUNT_IF_LIVE,
-                    1,
-                    self._key(challenge.digest),
-                    "attempts",
-                    str(MFA_CHALLENGE_ATTEMPTS_MAX),
+                    _COUNT_IF_LIVE, 1, self._key(challenge.digest), counter, str(ceiling)
                 )
             )
+
+    async def count_attempt(self, challenge: Challenge) -> Attempt:
+        """Spend one guess, while the challenge lasts; once they run out it is gone."""
+        count = await self._count_if_live(challenge, "attempts", MFA_CHALLENGE_ATTEMPTS_MAX)
         if count < 0:
             return Attempt.GONE
         return Attempt.EXHAUSTED if count > MFA_CHALLENGE_ATTEMPTS_MAX else Attempt.COUNTED
 
     async def count_send(self, challenge: Challenge) -> int | None:
         """Sends so far, this one included; None when the challenge is gone."""
-        async with translated():
-            count = int(
-                await self._redis.eval(
-                    _COUNT_IF_LIVE,
-                    1,
-                    self._key(challenge.digest),
-                    "sends",
-                    str(_COUNT_UNBOUNDED),
-                )
-            )
+        count = await self._count_if_live(challenge, "sends", _COUNT_UNBOUNDED)
         return None if count < 0 else count
 
     async def remember(self, challenge: Challenge, field: str, value: str) -> bool:
