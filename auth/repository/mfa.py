@@ -9,6 +9,22 @@ from datetime import datetime
 import asyncpg
 
 
+async def _lock_factors(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+    """Serialise, until the transaction ends, every write to the user's factors: the ones that
+    decide which factor is primary, and the ones that create a factor.
+
+    Without it, two confirmations at once would each find no primary (the other's row is not
+    committed when its statement's snapshot is taken) and both become primary; and removing the
+    primary factor while another is being confirmed would promote none. Each statement after
+    the lock takes a fresh snapshot (READ COMMITTED), so it sees what the previous holder
+    committed. Creating a factor takes it too, before any row lock on user_mfa, so that a
+    transaction holding it never waits for a row held by one that waits for it.
+    """
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('user_mfa:' || $1::uuid, 0))", user_id
+    )
+
+
 async def list_factors(conn: asyncpg.Connection, user_id: uuid.UUID) -> list[asyncpg.Record]:
     """Every factor row of the user."""
     return list(
@@ -42,6 +58,7 @@ async def upsert_pending_factor(
     email_address: str | None,
 ) -> None:
     """Create or restart an unconfirmed factor (a confirmed one is never overwritten)."""
+    await _lock_factors(conn, user_id)
     await conn.execute(
         "INSERT INTO user_mfa (user_id, method, secret_key, phone_number, email_address,"
         " is_enabled) VALUES ($1, $2, $3, $4, $5, false)"
@@ -59,11 +76,16 @@ async def upsert_pending_factor(
 async def enable_factor(
     conn: asyncpg.Connection, *, user_id: uuid.UUID, method: str, now: datetime
 ) -> None:
-    """Confirm a factor; the first confirmed factor becomes the primary one."""
+    """Confirm a factor; the first confirmed factor becomes the primary one.
+
+    Confirming an enabled factor again (a second passkey) leaves it as it was: primary when it
+    was, since it does not count itself as another primary.
+    """
+    await _lock_factors(conn, user_id)
     await conn.execute(
         "UPDATE user_mfa SET is_enabled = true, last_used_at = $3,"
         " is_primary = NOT EXISTS (SELECT 1 FROM user_mfa o WHERE o.user_id = $1"
-        " AND o.is_enabled AND o.is_primary)"
+        " AND o.method <> $2 AND o.is_enabled AND o.is_primary)"
         " WHERE user_id = $1 AND method = $2",
         user_id,
         method,
@@ -84,11 +106,22 @@ async def touch_factor(
 
 
 async def delete_factor(conn: asyncpg.Connection, *, user_id: uuid.UUID, method: str) -> bool:
-    """Remove a factor; True when one was removed."""
+    """Remove a factor; True when one was removed. A user left with enabled factors but no
+    primary one (the primary was removed) gets the oldest enabled factor as primary."""
+    await _lock_factors(conn, user_id)
     result: str = await conn.execute(
         "DELETE FROM user_mfa WHERE user_id = $1 AND method = $2", user_id, method
     )
-    return result.endswith(" 1")
+    if not result.endswith(" 1"):
+        return False
+    await conn.execute(
+        "UPDATE user_mfa SET is_primary = true WHERE id = (SELECT id FROM user_mfa"
+        " WHERE user_id = $1 AND is_enabled ORDER BY created_at, id LIMIT 1)"
+        " AND NOT EXISTS (SELECT 1 FROM user_mfa o WHERE o.user_id = $1"
+        " AND o.is_enabled AND o.is_primary)",
+        user_id,
+    )
+    return True
 
 
 async def replace_backup_codes(
