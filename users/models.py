@@ -46,12 +46,18 @@ class User:
     tier: Tier
     is_active: bool
     email_verified_at: datetime | None
+    locked_at: datetime | None
     created_at: datetime
 
     @property
     def is_verified(self) -> bool:
         """True once the email address was proven."""
         return self.email_verified_at is not None
+
+    @property
+    def is_locked(self) -> bool:
+        """True while an administrator's lock stands (only an unlock lifts it)."""
+        return self.locked_at is not None
 
     @classmethod
     def from_row(cls, row: Any) -> User:
@@ -66,5 +72,6 @@ class User:
             tier=Tier(row["tier"]),
             is_active=bool(row["is_active"]),
             email_verified_at=row["email_verified_at"],
+            locked_at=row["locked_at"],
             created_at=row["created_at"],
         )

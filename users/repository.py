@@ -13,10 +13,14 @@ from users.models import Role, User
 
 _COLUMNS: Final = (
     "id, email, password_hash, phone_number, kyc_status, role, tier, is_active,"
-    " email_verified_at, created_at"
+    " email_verified_at, locked_at, created_at"
 )
 # A live user by id; a row lock clause may follow.
 _BY_ID: Final = f"SELECT {_COLUMNS} FROM users WHERE id = $1 AND deleted_at IS NULL"  # noqa: S608
+_INSERT: Final = (
+    "INSERT INTO users (email, password_hash, phone_number, is_active)"  # noqa: S608
+    f" VALUES ($1, $2, $3, $4) RETURNING {_COLUMNS}"
+)
 
 
 async def insert_user(
@@ -31,9 +35,7 @@ async def insert_user(
     try:
         async with conn.transaction():  # a savepoint: the caller's transaction survives
             row = await conn.fetchrow(
-                "INSERT INTO users (email, password_hash, phone_number, is_active)"
-                " VALUES ($1, $2, $3, $4) RETURNING id, email, password_hash, phone_number,"
-                " kyc_status, role, tier, is_active, email_verified_at, created_at",
+                _INSERT,
                 email,
                 password_hash,
                 phone_number,
@@ -47,8 +49,7 @@ async def insert_user(
 async def find_by_email(conn: asyncpg.Connection, email: str) -> User | None:
     """The live (not erased) user with this normalised email."""
     row = await conn.fetchrow(
-        "SELECT id, email, password_hash, phone_number, kyc_status, role, tier, is_active,"
-        " email_verified_at, created_at FROM users WHERE email = $1 AND deleted_at IS NULL",
+        f"SELECT {_COLUMNS} FROM users WHERE email = $1 AND deleted_at IS NULL",  # noqa: S608
         email,
     )
     return None if row is None else User.from_row(row)
@@ -97,9 +98,9 @@ async def replace_password_hash(
 
 
 async def mark_email_verified(conn: asyncpg.Connection, user_id: uuid.UUID, at: datetime) -> None:
-    """Record the proof of the address and activate the account."""
+    """Record the proof of the address and activate the account unless it is locked."""
     await conn.execute(
-        "UPDATE users SET email_verified_at = $2, is_active = true"
+        "UPDATE users SET email_verified_at = $2, is_active = (locked_at IS NULL)"
         " WHERE id = $1 AND email_verified_at IS NULL",
         user_id,
         at,
@@ -128,8 +129,7 @@ async def list_users(
 ) -> list[User]:
     """A page of users, newest first, optionally by email prefix."""
     rows = await conn.fetch(
-        "SELECT id, email, password_hash, phone_number, kyc_status, role, tier, is_active,"
-        " email_verified_at, created_at FROM users WHERE deleted_at IS NULL"
+        f"SELECT {_COLUMNS} FROM users WHERE deleted_at IS NULL"  # noqa: S608
         " AND ($3::text IS NULL OR email LIKE $3 || '%')"
         " ORDER BY created_at DESC, id LIMIT $1 OFFSET $2",
         limit,
@@ -139,12 +139,25 @@ async def list_users(
     return [User.from_row(row) for row in rows]
 
 
-async def enable_if_verified(conn: asyncpg.Connection, user_id: uuid.UUID) -> bool | None:
-    """Enable sign-in if the address is proven, else disable it, judged on the row as this
+async def lock(conn: asyncpg.Connection, user_id: uuid.UUID, *, at: datetime) -> bool:
+    """Disable sign-in under an administrator's lock, which only an unlock lifts (a later
+    verification of the address leaves the account disabled); False when no such user. A
+    second lock keeps the first one's time."""
+    status: str = await conn.execute(
+        "UPDATE users SET is_active = false, locked_at = coalesce(locked_at, $2)"
+        " WHERE id = $1 AND deleted_at IS NULL",
+        user_id,
+        at,
+    )
+    return status.endswith(" 1")
+
+
+async def unlock(conn: asyncpg.Connection, user_id: uuid.UUID) -> bool | None:
+    """Lift the lock and enable sign-in if the address is proven, judged on the row as this
     statement writes it (a verification committed meanwhile counts); the new `is_active`, None
     when no such user."""
     value: bool | None = await conn.fetchval(
-        "UPDATE users SET is_active = (email_verified_at IS NOT NULL)"
+        "UPDATE users SET locked_at = NULL, is_active = (email_verified_at IS NOT NULL)"
         " WHERE id = $1 AND deleted_at IS NULL RETURNING is_active",
         user_id,
     )
@@ -152,8 +165,11 @@ async def enable_if_verified(conn: asyncpg.Connection, user_id: uuid.UUID) -> bo
 
 
 async def set_active(conn: asyncpg.Connection, user_id: uuid.UUID, *, is_active: bool) -> bool:
-    """Enable or disable sign-in; False when no such user."""
+    """Enable or disable sign-in (a locked account stays disabled); False when no such user."""
     status: str = await conn.execute(
-        "UPDATE users SET is_active = $2 WHERE id = $1 AND deleted_at IS NULL", user_id, is_active
+        "UPDATE users SET is_active = ($2 AND locked_at IS NULL)"
+        " WHERE id = $1 AND deleted_at IS NULL",
+        user_id,
+        is_active,
     )
     return status.endswith(" 1")

@@ -69,9 +69,14 @@ async def find_by_email(conn: asyncpg.Connection, email: str) -> User | None:
     return await repository.find_by_email(conn, email)
 
 
+async def find_by_id(conn: asyncpg.Connection, user_id: uuid.UUID) -> User | None:
+    """The user with this id, if any."""
+    return await repository.find_by_id(conn, user_id)
+
+
 async def get_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> User:
     """The user with this id; `UserNotFoundError` otherwise."""
-    user = await repository.find_by_id(conn, user_id)
+    user = await find_by_id(conn, user_id)
     if user is None:
         raise UserNotFoundError()
     return user
@@ -139,7 +144,7 @@ async def replace_password_hash(
 
 
 async def mark_email_verified(conn: asyncpg.Connection, user_id: uuid.UUID, at: datetime) -> None:
-    """Activate the account whose address was proven."""
+    """Record the proven address; the account is enabled unless an administrator locked it."""
     await repository.mark_email_verified(conn, user_id, at)
 
 
@@ -180,10 +185,18 @@ async def set_active(conn: asyncpg.Connection, user_id: uuid.UUID, *, is_active:
         raise UserNotFoundError()
 
 
-async def enable_if_verified(conn: asyncpg.Connection, user_id: uuid.UUID) -> bool:
-    """Enable sign-in for a verified account (disable it otherwise) in one statement, so a
-    verification committing meanwhile is never undone; the new `is_active`."""
-    is_active = await repository.enable_if_verified(conn, user_id)
+async def lock(conn: asyncpg.Connection, user_id: uuid.UUID, *, at: datetime) -> None:
+    """Disable sign-in until an administrator unlocks the account (proving the address does
+    not lift a lock)."""
+    if not await repository.lock(conn, user_id, at=at):
+        raise UserNotFoundError()
+
+
+async def unlock(conn: asyncpg.Connection, user_id: uuid.UUID) -> bool:
+    """Lift the lock; sign-in is enabled for a verified account (an unverified one waits for
+    its verification), decided in one statement, so a verification committing meanwhile is
+    never undone; the new `is_active`."""
+    is_active = await repository.unlock(conn, user_id)
     if is_active is None:
         raise UserNotFoundError()
     return is_active

@@ -33,6 +33,8 @@ from auth.tokens import AccessClaims, InvalidTokenError
 from kit.db import audit_context
 from kit.errors import AppError, DependencyError, ForbiddenError, ValidationError
 from kit.ratelimit import RateLimitPolicy
+from users import service as users
+from users.models import Role
 
 T = TypeVar("T")
 USER_AGENT_LENGTH_MAX = 512
@@ -183,8 +185,13 @@ class Edge:
         return principal
 
     async def admin(self, request: Request) -> Principal:
-        """An administrator with a second factor."""
+        """An administrator with a second factor, whose account still holds the role (the
+        token's claim outlives a withdrawal until it expires)."""
         principal = await self.with_mfa(request)
-        if principal.claims.role != "admin":
+        if principal.claims.role != Role.ADMIN.value:
+            raise AdminRequiredError()
+        async with self.deps.db.connection() as conn:
+            account = await users.find_by_id(conn, principal.user_id)
+        if account is None or account.role is not Role.ADMIN:
             raise AdminRequiredError()
         return principal

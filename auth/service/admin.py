@@ -1,8 +1,10 @@
 """What an administrator may do to an account: list, lock, unlock, end every session.
 
-Locking disables sign-in (`users.is_active = false`), which the login and the refresh paths
-already refuse, and ends every session and refresh family at once; unlocking enables sign-in
-again (for a verified address) and clears the failed-login lockout in the account's shard.
+Locking disables sign-in (`users.is_active = false`, with `locked_at`), which the login and the
+refresh paths already refuse, and ends every session and refresh family at once; the lock
+stands until an unlock, even if the address is proven meanwhile. Unlocking lifts it, enables
+sign-in again (for a verified address) and clears the failed-login lockout in the account's
+shard.
 Every action is audited with the administrator as the actor.
 """
 
@@ -40,7 +42,7 @@ async def lock_account(
     """
     if user_id == admin_id:
         raise SelfLockError()
-    await users.set_active(conn, user_id, is_active=False)
+    await users.lock(conn, user_id, at=deps.clock.now())
     ended = await end_other_sessions(
         conn, deps, user_id=user_id, keep_session=None, reason=RevokeReason.ADMIN
     )
@@ -53,11 +55,12 @@ async def lock_account(
 async def unlock_account(
     conn: asyncpg.Connection, deps: AuthDependencies, *, user_id: uuid.UUID, admin_id: uuid.UUID
 ) -> None:
-    """Enable sign-in again (verified accounts only) and clear the failed-login lockout."""
+    """Lift the lock, enable sign-in again (verified accounts only) and clear the failed-login
+    lockout."""
     user = await users.get_user(conn, user_id)
     # Judged in the UPDATE itself, not on `user`: a verification committed after the read
     # above would otherwise be undone (a verified account left disabled).
-    await users.enable_if_verified(conn, user_id)
+    await users.unlock(conn, user_id)
     await deps.guard.reset_lockout(account_key(user.email))
     await record_event(conn, AuthEvent.ACCOUNT_UNLOCKED, user_id=user_id, admin_id=str(admin_id))
 

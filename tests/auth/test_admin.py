@@ -7,8 +7,10 @@ rate limiter and the admin router; the admin is a real account promoted to the a
 from __future__ import annotations
 
 import ipaddress
+import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 
@@ -19,8 +21,16 @@ from gateway.app import create_app
 from gateway.limiter import SlidingLogLimiter
 from gateway.policy import AdminAccessPolicy, GatewayPolicy
 from kit.clock import FrozenClock
-from tests.auth.conftest import administrator, login, registered
+from tests.auth.conftest import (
+    PASSWORD,
+    Account,
+    administrator,
+    login,
+    outbox_code,
+    registered,
+)
 from users import service as users
+from users.models import Role
 
 pytestmark = pytest.mark.db
 
@@ -192,3 +202,108 @@ class TestAdminSurface:
             refused = await admin_client.request(method, path, headers=admin.bearer)
             assert refused.status_code == 401, refused.text
             assert refused.json()["code"] == "AUTH_SESSION_REVOKED"
+
+    async def test_a_withdrawn_admin_role_loses_the_surface_at_once(
+        self, admin_client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """The edge reads the role from the token, which outlives a withdrawal until it
+        expires: the admin routes read it from the account, so the same token is refused at
+        once, reads and actions alike, and the action changes nothing."""
+        admin = await administrator(admin_client, deps, clock)
+        target = await registered(admin_client)
+        target_id = await _user_id(deps, target.email)
+        async with deps.db.transaction() as conn:
+            user = await users.find_by_email(conn, admin.email)
+            assert user is not None
+            await users.set_role(conn, user.id, Role.USER)
+        for method, path in [
+            ("GET", "/api/v1/admin/users"),
+            ("GET", f"/api/v1/admin/users/{target_id}/rate-limits"),
+            ("POST", f"/api/v1/admin/users/{target_id}/lock"),
+        ]:
+            refused = await admin_client.request(method, path, headers=admin.bearer)
+            assert refused.status_code == 403, refused.text
+            assert refused.json()["code"] == "AUTH_ADMIN_REQUIRED"
+        assert (await login(admin_client, target)).status_code == 200
+
+
+class TestLockBeforeVerification:
+    async def test_a_lock_outlasts_the_verification_of_the_address(
+        self, admin_client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """An account locked before its address was proven stays locked when it is proven:
+        the verification records the address, only an unlock enables sign-in."""
+        admin = await administrator(admin_client, deps, clock)
+        target = Account(email=f"locked-{uuid.uuid4().hex[:12]}@example.com")
+        registered_now = await admin_client.post(
+            "/api/v1/auth/register", json={"email": target.email, "password": PASSWORD}
+        )
+        assert registered_now.status_code == 201, registered_now.text
+        user_id = await _user_id(deps, target.email)
+        locked = await admin_client.post(
+            f"/api/v1/admin/users/{user_id}/lock", headers=admin.bearer
+        )
+        assert locked.status_code == 200, locked.text
+
+        code = await outbox_code(admin_client, target.email)
+        verified = await admin_client.post(
+            "/api/v1/auth/verify-email", json={"email": target.email, "code": code}
+        )
+        assert verified.status_code == 200, verified.text
+        listed = await admin_client.get(
+            "/api/v1/admin/users", params={"email": target.email}, headers=admin.bearer
+        )
+        (account,) = listed.json()["users"]
+        assert account["is_verified"] is True
+        assert account["is_active"] is False
+        assert account["is_locked"] is True
+        refused = await login(admin_client, target)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["code"] == "AUTH_ACCOUNT_DISABLED"
+
+        unlocked = await admin_client.post(
+            f"/api/v1/admin/users/{user_id}/unlock", headers=admin.bearer
+        )
+        assert unlocked.status_code == 200, unlocked.text
+        assert unlocked.json()["is_active"] is True
+        assert (await login(admin_client, target)).status_code == 200
+
+    async def test_an_unverified_account_unlocked_waits_for_its_verification(
+        self, admin_client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """Unlocking lifts the lock, not the need to prove the address; proving it after the
+        unlock enables sign-in."""
+        admin = await administrator(admin_client, deps, clock)
+        target = Account(email=f"unlocked-{uuid.uuid4().hex[:12]}@example.com")
+        response = await admin_client.post(
+            "/api/v1/auth/register", json={"email": target.email, "password": PASSWORD}
+        )
+        assert response.status_code == 201, response.text
+        user_id = await _user_id(deps, target.email)
+        for action in ("lock", "unlock"):
+            response = await admin_client.post(
+                f"/api/v1/admin/users/{user_id}/{action}", headers=admin.bearer
+            )
+            assert response.status_code == 200, response.text
+        assert response.json()["is_active"] is False
+        code = await outbox_code(admin_client, target.email)
+        verified = await admin_client.post(
+            "/api/v1/auth/verify-email", json={"email": target.email, "code": code}
+        )
+        assert verified.status_code == 200, verified.text
+        assert (await login(admin_client, target)).status_code == 200
+
+    async def test_postgresql_refuses_an_active_locked_account(
+        self, admin_client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """A write that would enable a locked account without lifting the lock is refused by
+        the table's CHECK, whatever the code above it does."""
+        target = await registered(admin_client)
+        user_id = await _user_id(deps, target.email)
+        async with deps.db.connection() as conn:
+            await conn.execute(
+                "UPDATE users SET is_active = false, locked_at = now() WHERE id = $1::uuid",
+                user_id,
+            )
+            with pytest.raises(asyncpg.CheckViolationError):
+                await conn.execute("UPDATE users SET is_active = true WHERE id = $1::uuid", user_id)

@@ -22,6 +22,8 @@ import pytest
 from auth.dependencies import AuthDependencies
 from kit.clock import FrozenClock
 from tests.auth.conftest import Account, administrator, build_app, registered, with_totp
+from users import service as users
+from users.models import Role
 
 with warnings.catch_warnings(record=True):
     # authlib 1.9 warns at import that its httpx integration will move to httpx2; it still
@@ -217,6 +219,26 @@ class TestAuthlibClient:
         )
         assert response.status_code == 403
         assert response.json()["code"] == "AUTH_ADMIN_REQUIRED"
+
+    async def test_a_withdrawn_admin_role_cannot_register_with_its_old_token(
+        self, client: httpx.AsyncClient, deps: AuthDependencies, clock: FrozenClock
+    ) -> None:
+        """The token still says admin, the account no longer does: refused, nothing stored."""
+        admin = await administrator(client, deps, clock)
+        async with deps.db.transaction() as conn:
+            user = await users.find_by_email(conn, admin.email)
+            assert user is not None
+            await users.set_role(conn, user.id, Role.USER)
+            before = await conn.fetchval("SELECT count(*) FROM oauth_clients")
+        response = await client.post(
+            "/api/v1/auth/oauth/clients",
+            json={"name": "x", "redirect_uris": [REDIRECT], "scopes": ["openid"]},
+            headers=admin.bearer,
+        )
+        assert response.status_code == 403, response.text
+        assert response.json()["code"] == "AUTH_ADMIN_REQUIRED"
+        async with deps.db.connection() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM oauth_clients") == before
 
 
 class TestRevocationAndIntrospection:
