@@ -12,7 +12,10 @@ shows it as Blnk's `meta_data.tokenized_fields = {Name: true}`, and a client's o
 Where Blnk is looser we are stricter without changing the wire: tokenizing several fields is all
 or nothing (Blnk stops half way), an update that sends a new value for a sealed field seals the
 new value (Blnk would store it in the clear under a "tokenized" flag), and an identity that
-balances still belong to cannot be deleted (Blnk's foreign key fails with a 500).
+balances still belong to cannot be deleted (Blnk's foreign key fails with a 500). The same
+foreign key is ours too (migration 0118): a balance names a stored identity or none, and a
+deletion racing a balance that names the identity is ordered by the key's row lock, so one of
+the two is refused (409 here, or 400 BAL_VALIDATION_ERROR for the balance).
 """
 
 from __future__ import annotations
@@ -271,10 +274,19 @@ async def delete_identity(conn: asyncpg.Connection, identity_id: str) -> None:
     """DELETE /identities/{id}; refused while a balance belongs to the identity."""
     await _locked(conn, identity_id)
     if await repository.identity_has_balances(conn, identity_id):
-        raise IdentityInUseError(
-            f"identity {identity_id} still has balances", identity_id=identity_id
-        )
-    await repository.delete_identity(conn, identity_id)
+        raise _in_use(identity_id)
+    try:
+        await repository.delete_identity(conn, identity_id)
+    except asyncpg.ForeignKeyViolationError as exc:
+        # PostgreSQL's key (0118) backs the look above, which sees every balance naming the
+        # identity: such a balance locks the identity until it commits, and `_locked` waits.
+        if exc.constraint_name != ledger_repository.BALANCE_IDENTITY_FK:
+            raise
+        raise _in_use(identity_id) from exc
+
+
+def _in_use(identity_id: str) -> IdentityInUseError:
+    return IdentityInUseError(f"identity {identity_id} still has balances", identity_id=identity_id)
 
 
 async def tokenize_fields(

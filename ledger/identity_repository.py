@@ -114,7 +114,8 @@ async def set_sealed_fields(
 
 
 async def delete_identity(conn: asyncpg.Connection, identity_id: str) -> bool:
-    """Remove an identity; False when there was none."""
+    """Remove an identity; False when there was none. Raises `asyncpg.ForeignKeyViolationError`
+    when a balance still names it (migration 0118)."""
     status: str = await conn.execute(
         "DELETE FROM ledger.identities WHERE identity_id = $1", identity_id
     )

@@ -31,6 +31,11 @@ from ledger.posting import IdempotencyRow
 # and decimal amounts never contain the separator.
 LIST_SEPARATOR: Final = ","
 
+# The foreign key from a balance to the identity it belongs to (migration 0118): the service
+# reads its violation, by name, as "no such identity" (on a balance) or "identity in use" (on
+# a deletion).
+BALANCE_IDENTITY_FK: Final = "balances_identity_id_fkey"
+
 
 def _split(parameter: str) -> str:
     """SQL that turns a `LIST_SEPARATOR`-joined text parameter back into a text[]."""
@@ -555,7 +560,8 @@ async def insert_balance(
     meta_data: dict[str, Any],
     created_at: datetime,
 ) -> BalanceRecord:
-    """Create a balance."""
+    """Create a balance. Raises `asyncpg.ForeignKeyViolationError` (`BALANCE_IDENTITY_FK`) when
+    `identity_id` names no identity."""
     row = await conn.fetchrow(
         "INSERT INTO ledger.balances (balance_id, ledger_id, currency, identity_id, indicator,"  # noqa: S608 - constant
         " track_fund_lineage, allocation_strategy, meta_data, created_at)"
@@ -573,6 +579,14 @@ async def insert_balance(
     if row is None:
         raise InvariantError("INSERT ... RETURNING gave no row")
     return balance_from_row(row)
+
+
+async def identity_exists(conn: asyncpg.Connection, identity_id: str) -> bool:
+    """True when the identity exists (a balance may then name it)."""
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM ledger.identities WHERE identity_id = $1)", identity_id
+    )
+    return found
 
 
 async def ledger_exists(conn: asyncpg.Connection, ledger_id: str) -> bool:
@@ -649,7 +663,8 @@ async def fetch_count(conn: asyncpg.Connection, sql: str, args: Sequence[Any]) -
 
 
 async def set_balance_identity(conn: asyncpg.Connection, balance_id: str, identity_id: str) -> bool:
-    """Attach an identity to a balance; False when the balance does not exist."""
+    """Attach an identity to a balance; False when the balance does not exist. Raises
+    `asyncpg.ForeignKeyViolationError` (`BALANCE_IDENTITY_FK`) when the identity does not."""
     status: str = await conn.execute(
         "UPDATE ledger.balances SET identity_id = $2 WHERE balance_id = $1", balance_id, identity_id
     )

@@ -111,8 +111,7 @@ async def create_balance(
         raise BalanceRequestInvalidError("track_fund_lineage needs an identity_id")
     if not fits_meta_data(meta_data):
         raise BalanceRequestInvalidError(f"meta_data is larger than {META_DATA_BYTES_MAX} bytes")
-    if not await repository.ledger_exists(conn, ledger_id):
-        raise BalanceValidationError(f"ledger {ledger_id} does not exist", ledger_id=ledger_id)
+    await _check_balance_references(conn, ledger_id=ledger_id, identity_id=identity_id)
     try:
         async with conn.transaction():
             record = await repository.insert_balance(
@@ -139,6 +138,27 @@ async def create_balance(
         raise DuplicateIndicatorError(
             f"balance {indicator} in {currency} already exists", indicator=indicator
         ) from exc
+    except asyncpg.ForeignKeyViolationError as exc:
+        # The identity was deleted after the check above, before the insert could lock it.
+        if not identity_id or exc.constraint_name != repository.BALANCE_IDENTITY_FK:
+            raise
+        raise _unknown_identity(identity_id) from exc
+
+
+async def _check_balance_references(
+    conn: asyncpg.Connection, *, ledger_id: str, identity_id: str | None
+) -> None:
+    """The ledger a new balance is in and the identity it names, if any, both exist."""
+    if not await repository.ledger_exists(conn, ledger_id):
+        raise BalanceValidationError(f"ledger {ledger_id} does not exist", ledger_id=ledger_id)
+    if identity_id and not await repository.identity_exists(conn, identity_id):
+        raise _unknown_identity(identity_id)
+
+
+def _unknown_identity(identity_id: str) -> BalanceValidationError:
+    """A balance names a stored identity or none (PostgreSQL's key, migration 0118, as in
+    Blnk). 400 like an unknown ledger on create: the id is in the body, not the path."""
+    return BalanceValidationError(f"identity {identity_id} does not exist", identity_id=identity_id)
 
 
 async def get_balance(conn: asyncpg.Connection, balance_id: str) -> BalanceRecord:
@@ -198,10 +218,22 @@ async def balance_at(
 
 
 async def set_balance_identity(conn: asyncpg.Connection, balance_id: str, identity_id: str) -> None:
-    """PUT /balances/{id}/identity."""
+    """PUT /balances/{id}/identity: the balance in the path is looked up first (404), then the
+    identity in the body (400), as PostgreSQL's key would answer them."""
     if not identity_id:
         raise BalanceValidationError("identity_id is required")
-    if not await repository.set_balance_identity(conn, balance_id, identity_id):
+    if await repository.find_balance(conn, balance_id) is None:
+        raise BalanceNotFoundError(f"balance {balance_id} not found", balance_id=balance_id)
+    if not await repository.identity_exists(conn, identity_id):
+        raise _unknown_identity(identity_id)
+    try:
+        updated = await repository.set_balance_identity(conn, balance_id, identity_id)
+    except asyncpg.ForeignKeyViolationError as exc:
+        # The identity was deleted after the check above, before the update could lock it.
+        if exc.constraint_name != repository.BALANCE_IDENTITY_FK:
+            raise
+        raise _unknown_identity(identity_id) from exc
+    if not updated:
         raise BalanceNotFoundError(f"balance {balance_id} not found", balance_id=balance_id)
 
 
