@@ -229,26 +229,30 @@ class SessionStore:
         return [Session.from_json(v) for v in values if v is not None]
 
     async def revoke(self, conn: asyncpg.Connection, user_id: uuid.UUID, session_id: str) -> bool:
-        """End one of the user's sessions; False when it was not theirs or not alive."""
+        """End one of the user's sessions; False when it was not theirs or not alive, or when
+        another ending (a logout, an administrator's end-all) ended it after it was read here:
+        only the ending whose delete removed the key reports it, so one session is ended,
+        counted and audited once."""
         session = await self.get(session_id)
         if session is None or session.user_id != str(user_id):
             return False
         async with translated():
-            await self._redis.delete(self._key(session_id))
+            removed = await self._redis.delete(self._key(session_id))
             await self._redis.zrem(self._index(str(user_id)), session_id)
+        if not removed:
+            return False
         await repository.end_session(conn, parse_id(session_id, IdPrefix.SESSION))
         return True
 
     async def revoke_all(
         self, conn: asyncpg.Connection, user_id: uuid.UUID, *, except_session: str | None = None
     ) -> list[str]:
-        """End every session of the user but `except_session`; the ids ended."""
-        ended = [
-            s.session_id for s in await self.list_for(user_id) if s.session_id != except_session
+        """End every session of the user but `except_session`; the ids this call ended."""
+        return [
+            s.session_id
+            for s in await self.list_for(user_id)
+            if s.session_id != except_session and await self.revoke(conn, user_id, s.session_id)
         ]
-        for session_id in ended:
-            await self.revoke(conn, user_id, session_id)
-        return ended
 
     async def _evict_oldest(self, conn: asyncpg.Connection, user_id: str) -> None:
         # Redis ends the sessions beyond the cap in one script, counting the index as it is

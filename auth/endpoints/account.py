@@ -166,17 +166,22 @@ def account_router(edge: Edge) -> APIRouter:
     async def logout(
         principal: Annotated[Principal, Depends(edge.principal)], request: Request
     ) -> None:
-        await edge.run_plain(
-            request_context(request),
-            principal.user_id,
-            lambda conn: session_service.end_session(
-                conn,
-                deps,
-                user_id=principal.user_id,
-                session_id=principal.claims.sid,
-                reason=RevokeReason.LOGOUT,
-            ),
-        )
+        try:
+            await edge.run_plain(
+                request_context(request),
+                principal.user_id,
+                lambda conn: session_service.end_session(
+                    conn,
+                    deps,
+                    user_id=principal.user_id,
+                    session_id=principal.claims.sid,
+                    reason=RevokeReason.LOGOUT,
+                ),
+            )
+        except SessionNotFoundError as exc:
+            # Ended by someone else since the check above (an administrator, another device's
+            # "end the others"): answered as an ended session is, with no logout of its own.
+            raise SessionRevokedError() from exc
 
     @router.get(
         "/sessions",

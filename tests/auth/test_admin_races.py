@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from typing import Any, Final
 
 import asyncpg
@@ -22,6 +23,7 @@ import redis.asyncio as aioredis
 
 from auth.constants import SESSIONS_LISTED_MAX
 from auth.dependencies import AuthDependencies
+from auth.models import AuthEvent
 from auth.service import admin
 from auth.sessions import Session, SessionStore
 from kit.clock import FrozenClock
@@ -33,6 +35,7 @@ from tests.auth.conftest import (
     LOCK_WAIT_LOOKS_MAX,
     PASSWORD,
     administrator,
+    build_app,
     new_email,
     registered,
     until_blocked,
@@ -93,6 +96,27 @@ class _HeldEviction(SessionStore):
         self.counted.set()
         await self.go_on.wait()
         await super()._evict_oldest(conn, user_id, **kwargs)
+
+
+class _HeldAfterRead(SessionStore):
+    """A session store that stops at its `hold_at`-th read of a session, once it has read
+    it alive, until `go_on` is set (a logout reads its session twice: the route's check of
+    the caller, then the ending itself)."""
+
+    def __init__(self, *args: Any, hold_at: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hold_at = hold_at
+        self.reads = 0
+        self.read = asyncio.Event()
+        self.go_on = asyncio.Event()
+
+    async def get(self, session_id: str) -> Session | None:
+        session = await super().get(session_id)
+        self.reads += 1
+        if self.reads == self.hold_at:
+            self.read.set()
+            await self.go_on.wait()
+        return session
 
 
 async def _open(store: SessionStore, deps: AuthDependencies, user_id: uuid.UUID) -> Session:
@@ -213,6 +237,54 @@ class TestEndAllSessionsDuringLogin:
                 user_id,
             )
         assert families == len(live)
+
+
+class TestTwoEndingsOfOneSession:
+    async def test_a_logout_racing_an_end_all_is_counted_once(
+        self,
+        client: httpx.AsyncClient,
+        deps: AuthDependencies,
+        settings: Settings,
+        redis_client: aioredis.Redis,
+    ) -> None:
+        """A logout that found its session alive (at the route's check and again in the
+        ending), then an administrator's end-all ending it before the logout does: the end-all
+        counts it; the logout is answered as for an ended session (401 AUTH_SESSION_REVOKED)
+        and audits no logout of its own."""
+        account = await registered(client)
+        user_id = await _user_id(deps, account.email)
+        held = _HeldAfterRead(
+            redis_client,
+            KeySpace(settings.redis_key_prefix),
+            hold_at=2,
+            idle_ttl_s=settings.auth_session_idle_s,
+            index_ttl_s=settings.auth_refresh_family_lifetime_s,
+            clock=deps.clock,
+        )
+        transport = httpx.ASGITransport(app=build_app(replace(deps, sessions=held)))
+        async with httpx.AsyncClient(
+            transport=transport, base_url=str(client.base_url)
+        ) as held_client:
+            logging_out = asyncio.create_task(
+                held_client.post("/api/v1/auth/logout", headers=account.bearer)
+            )
+            await asyncio.wait_for(held.read.wait(), PAUSE_WAIT_S)
+            async with deps.db.transaction() as conn:
+                assert await admin.end_all_sessions(conn, deps, user_id=user_id) == 1
+            held.go_on.set()
+            response = await logging_out
+        assert response.status_code == 401, response.text
+        assert response.json()["code"] == "AUTH_SESSION_REVOKED"
+        async with deps.db.connection() as conn:
+            logouts = await conn.fetchval(
+                "SELECT count(*) FROM audit_log WHERE table_name = 'auth_events'"
+                " AND new_values->>'event' = $2 AND changed_by = $1",
+                user_id,
+                AuthEvent.LOGOUT.value,
+            )
+        assert logouts == 0
+        assert await _live_sessions(deps, user_id) == set()
+        assert await _mirrored_sessions(deps, user_id) == set()
 
 
 class TestAdministratorsLockingEachOther:
