@@ -239,10 +239,11 @@ async def until_waiting(
     blocked_by: Callable[[list[int]], bool],
     *,
     done: asyncio.Task[Any] | None = None,
+    count: int = 1,
 ) -> bool:
-    """Whether, within a bounded number of looks, a backend of this database came to wait on
-    locks held by backends that `blocked_by` accepts (given their pids), or `done` finished. A
-    test asserts it: its interleaving is then the one it names."""
+    """Whether, within a bounded number of looks, `count` backends of this database came to
+    wait on locks held by backends that `blocked_by` accepts (given their pids), or `done`
+    finished. A test asserts it: its interleaving is then the one it names."""
     async with deps.db.connection() as conn:
         for _ in range(LOCK_WAIT_LOOKS_MAX):
             if done is not None and done.done():
@@ -251,7 +252,7 @@ async def until_waiting(
                 "SELECT pg_blocking_pids(pid) AS blockers FROM pg_stat_activity"
                 " WHERE datname = current_database() AND cardinality(pg_blocking_pids(pid)) > 0"
             )
-            if any(blocked_by(list(row["blockers"])) for row in rows):
+            if sum(blocked_by(list(row["blockers"])) for row in rows) >= count:
                 return True
             await asyncio.sleep(LOCK_WAIT_LOOK_S)
     return False

@@ -31,14 +31,13 @@ from kit.ids import IdPrefix, parse_id
 from kit.redis_client import KeySpace
 from kit.settings import Settings
 from tests.auth.conftest import (
-    LOCK_WAIT_LOOK_S,
-    LOCK_WAIT_LOOKS_MAX,
     PASSWORD,
     administrator,
     build_app,
     new_email,
     registered,
     until_blocked,
+    until_waiting,
 )
 from tests.auth.test_admin import admin_client  # noqa: F401 - the admin surface's app
 from users import service as users
@@ -54,21 +53,6 @@ async def _user_id(deps: AuthDependencies, email: str) -> uuid.UUID:
         user = await users.find_by_email(conn, email)
     assert user is not None
     return user.id
-
-
-async def _until_waiting_count(deps: AuthDependencies, count: int) -> bool:
-    """Whether `count` backends of this database came to wait on a lock (on any holder),
-    within a bounded number of looks."""
-    async with deps.db.connection() as conn:
-        for _ in range(LOCK_WAIT_LOOKS_MAX):
-            waiting = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND cardinality(pg_blocking_pids(pid)) > 0"
-            )
-            if waiting >= count:
-                return True
-            await asyncio.sleep(LOCK_WAIT_LOOK_S)
-    return False
 
 
 async def _mirrored_sessions(deps: AuthDependencies, user_id: uuid.UUID) -> set[uuid.UUID]:
@@ -224,7 +208,7 @@ class TestEndAllSessionsDuringLogin:
             )
             assert await until_blocked(deps, holder.get_server_pid())
             ending = asyncio.create_task(end_all())
-            assert await _until_waiting_count(deps, 2)
+            assert await until_waiting(deps, lambda _blockers: True, count=2)
         signed_in, ended = await asyncio.gather(logging_in, ending)
         assert signed_in.status_code == 200, signed_in.text
         assert ended >= 1
