@@ -17,10 +17,8 @@ the foreign key's refusal reaches the client as the same 4xx.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -35,16 +33,13 @@ from ledger.errors import BalanceValidationError
 from ledger.identities import IdentityIn
 from ledger.models import GENERAL_LEDGER_ID, BalanceRecord
 from ledger.surface_errors import IdentityInUseError
+from tests.ledger.races import race
 
 pytestmark = pytest.mark.db
 
 IDENTITY_FK: Final = "balances_identity_id_fkey"
 KEY_MIGRATION_VERSION: Final = 118  # 0118_ledger_balance_identity_fk.sql
 CONNECT_TIMEOUT_S: Final = 10
-LOCK_WAIT_LOOKS_MAX: Final = 500  # looks for a waiting request before giving up
-LOCK_WAIT_LOOK_S: Final = 0.01  # so at most 5 s
-
-Work = Callable[[asyncpg.Connection], Awaitable[Any]]
 
 
 def _missing_identity() -> str:
@@ -101,43 +96,6 @@ async def _never(*_: Any, **__: Any) -> bool:
 
 
 # ---------------------------------------------------------------- the race harness
-
-
-async def _until_blocked_or_done(db: Database, holder_pid: int, task: asyncio.Task[Any]) -> None:
-    """Return once a backend waits on a lock the `holder_pid` backend holds, or `task` ended
-    (a request that never waits has nothing protecting it), within bounded looks."""
-    async with db.connection() as conn:
-        for _ in range(LOCK_WAIT_LOOKS_MAX):
-            if task.done():
-                return
-            waiting = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-                holder_pid,
-            )
-            if waiting:
-                return
-            await asyncio.sleep(LOCK_WAIT_LOOK_S)
-    raise AssertionError("the request neither waited on the holder's lock nor finished")
-
-
-async def _in_transaction(db: Database, work: Work) -> Any:
-    async with db.transaction() as conn:
-        return await work(conn)
-
-
-async def _race(db: Database, holder_change: Work, request: Work) -> Any:
-    """The holder makes its change uncommitted, the request starts and reaches the holder's
-    lock (or ends), the holder commits; the request's result or error."""
-    async with db.transaction() as holder:
-        await holder_change(holder)
-        task = asyncio.create_task(_in_transaction(db, request))
-        try:
-            await _until_blocked_or_done(db, holder.get_server_pid(), task)
-        except BaseException:
-            task.cancel()
-            raise
-    outcomes = await asyncio.gather(task, return_exceptions=True)
-    return outcomes[0]
 
 
 async def _create_identity(db: Database) -> str:
@@ -346,7 +304,7 @@ class TestDeletionRaces:
         async def create(conn: asyncpg.Connection) -> BalanceRecord:
             return await _create_balance(conn, identity_id)
 
-        result = await _race(db, delete, create)
+        result = await race(db, delete, create)
         assert isinstance(result, BalanceValidationError), result
         assert result.details == {"identity_id": identity_id}
         async with db.connection() as conn:
@@ -368,7 +326,7 @@ class TestDeletionRaces:
         async def link(conn: asyncpg.Connection) -> None:
             await service.set_balance_identity(conn, balance_id, identity_id)
 
-        result = await _race(db, delete, link)
+        result = await race(db, delete, link)
         assert isinstance(result, BalanceValidationError), result
         assert await _stored_identity(db, balance_id) is None
 
@@ -384,7 +342,7 @@ class TestDeletionRaces:
         async def delete(conn: asyncpg.Connection) -> None:
             await identities.delete_identity(conn, identity_id)
 
-        result = await _race(db, create, delete)
+        result = await race(db, create, delete)
         assert isinstance(result, IdentityInUseError), result
         assert result.status == 409
         async with db.connection() as conn:

@@ -11,10 +11,8 @@ its lock (or has finished, which is the bug), commits, and the request then goes
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import asyncpg
 import pytest
@@ -27,55 +25,11 @@ from ledger.hooks import HOOKS_MAX, HookIn
 from ledger.monitors import MONITORS_PER_BALANCE_MAX, MonitorCache, parse_request
 from ledger.surface_errors import ExpiredApiKeyError, HookInvalidError
 from tests.ledger.conftest import MakeBalance
+from tests.ledger.races import race
 
 pytestmark = pytest.mark.db
 
-LOCK_WAIT_LOOKS_MAX: Final = 500  # looks for a waiting request before giving up
-LOCK_WAIT_LOOK_S: Final = 0.01  # so at most 5 s
 KEY_LIFETIME: Final = timedelta(days=1)
-
-T = TypeVar("T")
-
-
-async def _until_blocked_or_done(db: Database, holder_pid: int, task: asyncio.Task[Any]) -> None:
-    """Return once a backend waits on a lock the `holder_pid` backend holds, or `task` ended
-    (a request that never waits has nothing protecting its check), within bounded looks."""
-    async with db.connection() as conn:
-        for _ in range(LOCK_WAIT_LOOKS_MAX):
-            if task.done():
-                return
-            waiting = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-                holder_pid,
-            )
-            if waiting:
-                return
-            await asyncio.sleep(LOCK_WAIT_LOOK_S)
-    raise AssertionError("the request neither waited on the holder's lock nor finished")
-
-
-async def _in_transaction(db: Database, work: Any) -> Any:
-    async with db.transaction() as conn:
-        return await work(conn)
-
-
-async def _outcome(task: Awaitable[T]) -> T | BaseException:
-    (result,) = await asyncio.gather(task, return_exceptions=True)
-    return result
-
-
-async def _race(db: Database, holder_change: Any, request: Any) -> Any:
-    """Play: the holder makes its change uncommitted, the request starts and reaches the
-    holder's lock (or ends), the holder commits; the request's result or error."""
-    async with db.transaction() as holder:
-        await holder_change(holder)
-        task = asyncio.create_task(_in_transaction(db, request))
-        try:
-            await _until_blocked_or_done(db, holder.get_server_pid(), task)
-        except BaseException:
-            task.cancel()
-            raise
-    return await _outcome(task)
 
 
 class TestApiKeys:
@@ -114,7 +68,7 @@ class TestApiKeys:
                 now=now,
             )
 
-        result = await _race(db, revoke, mint)
+        result = await race(db, revoke, mint)
         assert isinstance(result, ExpiredApiKeyError), result
         async with db.connection() as conn:
             keys = await conn.fetchval(
@@ -143,7 +97,7 @@ class TestHooks:
             async def create(conn: asyncpg.Connection) -> None:
                 created.append((await hooks.create_hook(conn, body, now=now))["id"])
 
-            result = await _race(db, create, create)
+            result = await race(db, create, create)
             assert isinstance(result, HookInvalidError), result
             async with db.connection() as conn:
                 assert await conn.fetchval("SELECT count(*) FROM ledger.hooks") == HOOKS_MAX
@@ -178,7 +132,7 @@ class TestWebhookSubscriptions:
                     conn, subscription_id, {"description": "statements"}, now=now
                 )
 
-            result = await _race(db, deactivate, describe)
+            result = await race(db, deactivate, describe)
             assert result is None, result
             async with db.connection() as conn:
                 found = await webhooks.get_subscription(conn, subscription_id)
@@ -215,7 +169,7 @@ class TestBalanceMonitors:
         async def put_back(conn: asyncpg.Connection) -> None:
             await monitors.update_monitor(conn, monitor_id, on_full, cache=cache)
 
-        result = await _race(db, move_away_and_fill, put_back)
+        result = await race(db, move_away_and_fill, put_back)
         assert isinstance(result, LedgerValidationError), result
         async with db.connection() as conn:
             count = await conn.fetchval(
