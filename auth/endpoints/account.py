@@ -157,6 +157,17 @@ def account_router(edge: Edge) -> APIRouter:
         )
         return token_out(tokens)
 
+    async def end_session(
+        request: Request, principal: Principal, session_id: str, reason: RevokeReason
+    ) -> None:
+        await edge.run_plain(
+            request_context(request),
+            principal.user_id,
+            lambda conn: session_service.end_session(
+                conn, deps, user_id=principal.user_id, session_id=session_id, reason=reason
+            ),
+        )
+
     @router.post(
         "/logout",
         status_code=status.HTTP_204_NO_CONTENT,
@@ -167,17 +178,7 @@ def account_router(edge: Edge) -> APIRouter:
         principal: Annotated[Principal, Depends(edge.principal)], request: Request
     ) -> None:
         try:
-            await edge.run_plain(
-                request_context(request),
-                principal.user_id,
-                lambda conn: session_service.end_session(
-                    conn,
-                    deps,
-                    user_id=principal.user_id,
-                    session_id=principal.claims.sid,
-                    reason=RevokeReason.LOGOUT,
-                ),
-            )
+            await end_session(request, principal, principal.claims.sid, RevokeReason.LOGOUT)
         except SessionNotFoundError as exc:
             # Ended by someone else since the check above (an administrator, another device's
             # "end the others"): answered as an ended session is, with no logout of its own.
@@ -219,17 +220,7 @@ def account_router(edge: Edge) -> APIRouter:
         principal: Annotated[Principal, Depends(edge.account_holder)],
         request: Request,
     ) -> None:
-        await edge.run_plain(
-            request_context(request),
-            principal.user_id,
-            lambda conn: session_service.end_session(
-                conn,
-                deps,
-                user_id=principal.user_id,
-                session_id=session_id,
-                reason=RevokeReason.SESSION_REVOKED,
-            ),
-        )
+        await end_session(request, principal, session_id, RevokeReason.SESSION_REVOKED)
 
     @router.delete(
         "/sessions",
