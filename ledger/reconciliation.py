@@ -308,6 +308,7 @@ async def store_upload(
     instant: bool = False,
 ) -> str:
     """Store the records under a new upload id."""
+    _check_text(file_name, "the file name")  # a multipart header: nothing else has read it
     upload_id = f"{'instant' if instant else 'upload'}_{uuid4_text()}"
     await repository.insert_upload(
         conn,

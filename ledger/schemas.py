@@ -70,6 +70,10 @@ REFERENCE_LENGTH_MAX: Final = 255
 DESCRIPTION_LENGTH_MAX: Final = 4096
 IDEMPOTENCY_KEY_LENGTH_MAX: Final = 255
 META_DATA_BYTES_MAX: Final = 64 * 1024  # metadata is for tags, not documents
+# How deep a body's arrays and objects may nest (the body itself is one level). Go's decoder
+# takes 10,000; ours must also write back what it takes, and orjson's writer stops at 255
+# levels, past which the standard library's writer recurses into the interpreter's stack.
+JSON_DEPTH_MAX: Final = 128
 
 
 # U+0000 in a JSON body: PostgreSQL's text and jsonb cannot hold it, and JSON can only carry it
@@ -82,7 +86,7 @@ _NUL_ESCAPE_RE: Final = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 def load_json(raw: bytes) -> Any:
     """Parse a request body; anything that is not JSON is Blnk's "Invalid input", and so is
     text with the NUL character in it (refused here, before anything is written, rather than
-    by PostgreSQL)."""
+    by PostgreSQL) and nesting past JSON_DEPTH_MAX (which the JSON writer could not store)."""
     if len(raw) > BODY_BYTES_MAX:
         raise MalformedRequestError("request body too large")
     if not raw.strip():
@@ -93,7 +97,23 @@ def load_json(raw: bytes) -> Any:
         raise MalformedRequestError() from exc
     if _NUL_ESCAPE in raw and _NUL_ESCAPE_RE.search(raw):
         raise MalformedRequestError("text may not contain the NUL character (U+0000)")
+    # No body with fewer brackets than the bound can pass it; the count runs in C.
+    if raw.count(b"[") + raw.count(b"{") > JSON_DEPTH_MAX and _nests_deeper(parsed, JSON_DEPTH_MAX):
+        raise MalformedRequestError(f"JSON may nest at most {JSON_DEPTH_MAX} levels deep")
     return parsed
+
+
+def _nests_deeper(value: Any, depth_max: int) -> bool:
+    """Whether `value`'s arrays and objects nest more than `depth_max` levels deep (walked
+    with a list, not recursion: the point is not to run out of stack)."""
+    pending: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    while pending:
+        node, depth = pending.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > depth_max:
+            return True
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 M = TypeVar("M", bound=BaseModel)
