@@ -74,7 +74,9 @@ def match_totp(
     digits: int = TOTP_DIGITS,
 ) -> int | None:
     """The time step `code` belongs to (within the skew), or None; constant-time per step."""
-    if len(code) != digits or not code.isdigit():
+    # ASCII digits only: `str.isdigit` also accepts Arabic-Indic, full-width and superscript
+    # digits, which no authenticator shows and which `hmac.compare_digest` refuses to compare.
+    if len(code) != digits or not (code.isascii() and code.isdigit()):
         return None
     now_step = time_step(at)
     found: int | None = None

@@ -146,7 +146,7 @@ def oauth_router(edge: Edge) -> APIRouter:
     async def token(
         *,
         request: Request,
-        grant_type: Annotated[str, Form(max_length=50), NO_NUL],
+        grant_type: Annotated[str, Form(min_length=1, max_length=50), NO_NUL],
         code: Annotated[str | None, Form(max_length=200), NO_NUL] = None,
         redirect_uri: Annotated[str | None, Form(max_length=2000), NO_NUL] = None,
         code_verifier: Annotated[str | None, Form(max_length=128), NO_NUL] = None,
@@ -195,7 +195,7 @@ def oauth_router(edge: Edge) -> APIRouter:
     async def revoke(
         *,
         request: Request,
-        token: Annotated[str, Form(max_length=4096), NO_NUL],
+        token: Annotated[str, Form(min_length=1, max_length=4096), NO_NUL],
         token_type_hint: Annotated[str | None, Form(max_length=50), NO_NUL] = None,
         client_id: Annotated[str | None, Form(max_length=CLIENT_ID_MAX), NO_NUL] = None,
         client_secret: Annotated[str | None, Form(max_length=CLIENT_SECRET_MAX), NO_NUL] = None,
@@ -223,7 +223,7 @@ def oauth_router(edge: Edge) -> APIRouter:
     async def introspect(
         *,
         request: Request,
-        token: Annotated[str, Form(max_length=4096), NO_NUL],
+        token: Annotated[str, Form(min_length=1, max_length=4096), NO_NUL],
         token_type_hint: Annotated[str | None, Form(max_length=50), NO_NUL] = None,
         client_id: Annotated[str | None, Form(max_length=CLIENT_ID_MAX), NO_NUL] = None,
         client_secret: Annotated[str | None, Form(max_length=CLIENT_SECRET_MAX), NO_NUL] = None,

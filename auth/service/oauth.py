@@ -54,6 +54,8 @@ from users import service as users
 
 VERIFIER_LENGTH_MIN = 43
 VERIFIER_LENGTH_MAX = 128
+# An S256 challenge: BASE64URL(SHA-256(verifier)) without padding, 43 characters (RFC 7636 4.2).
+S256_CHALLENGE: Final = re.compile(r"[A-Za-z0-9_-]{43}")
 CLIENT_NAME_LENGTH_MAX = 100
 # A permission of the client itself, registered among its scopes: it may introspect tokens
 # issued to other clients and first-party ones. A user never grants it (authorization refuses
@@ -157,7 +159,11 @@ def _is_registered(uri: str, registered: list[str]) -> bool:
     if uri in registered:
         return True
     portless = _without_loopback_port(uri)
-    return portless != uri and any(_without_loopback_port(r) == portless for r in registered)
+    # A URI stored before registration checked it may not even parse (a broken IPv6 literal,
+    # a port past 65535): it matches nothing, rather than failing the request.
+    return portless != uri and any(
+        _is_redirect_uri(r) and _without_loopback_port(r) == portless for r in registered
+    )
 
 
 def _secret_hash(secret: str) -> str:
@@ -266,7 +272,7 @@ async def authorize(
         return redirect(error="unsupported_response_type")
     if request.code_challenge_method != "S256" or not request.code_challenge:
         return redirect(error="invalid_request", error_description="PKCE with S256 is required")
-    if len(request.code_challenge) != VERIFIER_LENGTH_MIN:
+    if S256_CHALLENGE.fullmatch(request.code_challenge) is None:
         return redirect(error="invalid_request", error_description="malformed code_challenge")
     try:
         scopes = _scopes(request.scope, _user_grantable(client))
@@ -300,7 +306,9 @@ def _pkce_matches(verifier: str, challenge: str) -> bool:
         return False
     digest = hashlib.sha256(verifier.encode("ascii", errors="replace")).digest()
     computed = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-    return hmac.compare_digest(computed, challenge)
+    # As bytes: `compare_digest` refuses str with non-ASCII characters, and a stored challenge
+    # is checked at authorization, not here.
+    return hmac.compare_digest(computed.encode(), challenge.encode())
 
 
 async def exchange_code(

@@ -21,7 +21,11 @@ from webauthn import (
     verify_authentication_response,
     verify_registration_response,
 )
-from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
+from webauthn.helpers import (
+    base64url_to_bytes,
+    bytes_to_base64url,
+    parse_registration_credential_json,
+)
 from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.structs import (
     AuthenticatorSelectionCriteria,
@@ -96,8 +100,9 @@ async def verify_registration(
     if challenge is None:
         return Outcome(error=WebAuthnVerificationError("the registration challenge expired"))
     try:
+        parsed = parse_registration_credential_json(credential)
         verified = verify_registration_response(
-            credential=credential,
+            credential=parsed,
             expected_challenge=challenge,
             expected_rp_id=deps.settings.auth_webauthn_rp_id,
             expected_origin=_origins(deps),
@@ -105,7 +110,9 @@ async def verify_registration(
         )
     except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
         raise WebAuthnVerificationError() from exc
-    transports = [str(t) for t in credential.get("response", {}).get("transports", [])][:8]
+    # The transports are the client's hint, outside the signature: only the values WebAuthn
+    # names are kept (the parser drops the rest), once each, in the order given.
+    transports = list(dict.fromkeys(t.value for t in parsed.response.transports or ()))
     try:
         await repository.insert_credential(
             conn,
