@@ -483,15 +483,24 @@ class TestConcurrentDispatchers:
     @pytest.mark.parametrize(
         "config",
         [
-            replace(FAST, deliveries_per_round_max=4, delivery_concurrency_max=2),
-            # Claims that the lease cannot cover one after another: a slot sends six slow
-            # answers in turn (1.2 s) under a 1 s lease, while the other dispatcher, with two
+            # A timeout well above the slow answer (FAST's 0.5 s left 0.3 s of slack, which a
+            # pause of the shared event loop late in a full run once used up: a retried
+            # attempt, not the double claim this test is about). Still four claims a round.
+            replace(
+                FAST,
+                deliveries_per_round_max=4,
+                delivery_concurrency_max=2,
+                delivery_timeout_s=1.5,
+            ),
+            # Claims that the lease cannot cover one after another: a slot would send six slow
+            # answers in turn (1.2 s) under a 1.1 s lease, while the other dispatcher, with two
             # to send, is idle again long before.
             replace(
                 FAST,
                 deliveries_per_round_max=6,
                 delivery_concurrency_max=1,
-                lease_s=1.0,
+                lease_s=1.1,
+                delivery_timeout_s=0.9,
             ),
         ],
         ids=["small-rounds", "round-longer-than-lease"],
