@@ -30,7 +30,10 @@ from auth.endpoints import build_routers
 from auth.lockout import AccountLockouts, InProcessLoginGuard, LockoutPolicy, RedisLockoutStore
 from auth.messaging import Messenger, OutboxProvider
 from auth.otp import totp
+from gateway.admin import admin_router
 from gateway.app import create_app
+from gateway.limiter import SlidingLogLimiter as EdgeLimiter
+from gateway.policy import GatewayPolicy
 from kit.clock import FrozenClock
 from kit.crypto import EnvelopeCipher, load_keyring
 from kit.db import Database
@@ -72,6 +75,30 @@ def in_process_guard(
     return InProcessLoginGuard(AccountLockouts(store, policy, clock), SlidingLogLimiter(clock))
 
 
+async def wire(
+    settings: Settings,
+    db: Database,
+    redis_client: aioredis.Redis,
+    cipher: EnvelopeCipher,
+    clock: FrozenClock,
+    *,
+    limits: AuthLimits | None = None,
+) -> AuthDependencies:
+    """The identity domain on the test servers (the local outbox for messages); the caller
+    closes its hasher."""
+    outbox = OutboxProvider(db)
+    return await assemble(
+        settings,
+        db=db,
+        redis=redis_client,
+        cipher=cipher,
+        guard=in_process_guard(redis_client, settings, clock),
+        clock=clock,
+        messenger=Messenger(sms=outbox, email=outbox),
+        limits=limits or AuthLimits(),
+    )
+
+
 @pytest.fixture
 async def deps(
     settings: Settings,
@@ -81,17 +108,7 @@ async def deps(
     clock: FrozenClock,
 ) -> AsyncIterator[AuthDependencies]:
     """The identity domain, wired to the test servers."""
-    outbox = OutboxProvider(db)
-    wired = await assemble(
-        settings,
-        db=db,
-        redis=redis_client,
-        cipher=cipher,
-        guard=in_process_guard(redis_client, settings, clock),
-        clock=clock,
-        messenger=Messenger(sms=outbox, email=outbox),
-        limits=AuthLimits(),
-    )
+    wired = await wire(settings, db, redis_client, cipher, clock)
     yield wired
     wired.hasher.close()
 
@@ -106,6 +123,26 @@ def build_app(deps: AuthDependencies) -> FastAPI:
         routers=build_routers(deps),
         checks=list,
         verifier=deps.verifier,
+        clock=deps.clock,
+    )
+
+
+def build_admin_app(deps: AuthDependencies, policy: GatewayPolicy) -> FastAPI:
+    """The API as a replica builds it with the admin surface: the edge stack under `policy`,
+    the identity area's verifier, an exact in-process limiter, the identity routers and the
+    admin router."""
+    limiter = EdgeLimiter(deps.clock)
+    return create_app(
+        title="DwayBank API",
+        version="test",
+        routers=[
+            *build_routers(deps),
+            admin_router(deps, limiter=limiter, rate_policy=policy.rate_limits),
+        ],
+        checks=list,
+        policy=policy,
+        verifier=deps.verifier,
+        limiter=limiter,
         clock=deps.clock,
     )
 

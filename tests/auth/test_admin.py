@@ -15,16 +15,13 @@ import httpx
 import pytest
 
 from auth.dependencies import AuthDependencies
-from auth.endpoints import build_routers
-from gateway.admin import admin_router
-from gateway.app import create_app
-from gateway.limiter import SlidingLogLimiter
 from gateway.policy import AdminAccessPolicy, GatewayPolicy
 from kit.clock import FrozenClock
 from tests.auth.conftest import (
     PASSWORD,
     Account,
     administrator,
+    build_admin_app,
     login,
     outbox_code,
     registered,
@@ -44,20 +41,7 @@ async def admin_client(
     deps: AuthDependencies, clock: FrozenClock
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The API with the edge's verifier and limiter, and the admin router."""
-    limiter = SlidingLogLimiter(clock)
-    app = create_app(
-        title="DwayBank API",
-        version="test",
-        routers=[
-            *build_routers(deps),
-            admin_router(deps, limiter=limiter, rate_policy=LOOPBACK_ADMIN.rate_limits),
-        ],
-        checks=list,
-        policy=LOOPBACK_ADMIN,
-        verifier=deps.verifier,
-        limiter=limiter,
-        clock=clock,
-    )
+    app = build_admin_app(deps, LOOPBACK_ADMIN)
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as http:
         yield http

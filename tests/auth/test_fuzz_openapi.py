@@ -55,13 +55,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.types import ASGIApp, Message, Scope
 
-from auth.assembly import assemble
 from auth.dependencies import AuthDependencies, AuthLimits
-from auth.endpoints import build_routers
-from auth.messaging import Messenger, OutboxProvider
-from gateway.admin import admin_router
-from gateway.app import create_app
-from gateway.limiter import SlidingLogLimiter
 from gateway.policy import AdminAccessPolicy, GatewayPolicy, RateLimitPolicy, RateLimitRule
 from kit.clock import FrozenClock
 from kit.crypto import EnvelopeCipher
@@ -69,7 +63,7 @@ from kit.db import Database
 from kit.ratelimit import RateLimitPolicy as DomainLimit
 from kit.ratelimit import Window
 from kit.settings import Settings
-from tests.auth.conftest import Account, administrator, in_process_guard, registered
+from tests.auth.conftest import Account, administrator, build_admin_app, registered, wire
 
 pytestmark = pytest.mark.db
 
@@ -148,15 +142,12 @@ async def deps(
     clock: FrozenClock,
 ) -> AsyncIterator[AuthDependencies]:
     """The identity domain as in `conftest.deps`, with roomy per-address policies."""
-    outbox = OutboxProvider(db)
-    wired = await assemble(
+    wired = await wire(
         settings,
-        db=db,
-        redis=redis_client,
-        cipher=cipher,
-        guard=in_process_guard(redis_client, settings, clock),
-        clock=clock,
-        messenger=Messenger(sms=outbox, email=outbox),
+        db,
+        redis_client,
+        cipher,
+        clock,
         limits=AuthLimits(
             login=_roomy_domain("login"),
             register=_roomy_domain("register"),
@@ -319,21 +310,7 @@ async def test_the_openapi_document_holds_for_every_caller(
     deps: AuthDependencies, clock: FrozenClock
 ) -> None:
     """No generated request, anonymous or signed in, gets a 5xx or an undocumented answer."""
-    limiter = SlidingLogLimiter(clock)
-    policy = fuzz_policy()
-    app = create_app(
-        title="DwayBank API",
-        version="test",
-        routers=[
-            *build_routers(deps),
-            admin_router(deps, limiter=limiter, rate_policy=policy.rate_limits),
-        ],
-        checks=list,
-        policy=policy,
-        verifier=deps.verifier,
-        limiter=limiter,
-        clock=clock,
-    )
+    app = build_admin_app(deps, fuzz_policy())
     bridge = LoopBridge(app, asyncio.get_running_loop())
     schema = await asyncio.to_thread(schemathesis.openapi.from_asgi, "/openapi.json", bridge)
     operations = sorted(operations_of(schema), key=lambda op: op.label)
