@@ -66,9 +66,12 @@ def admin_router(
 ) -> APIRouter:
     """The admin routes."""
 
-    async def live_session(principal: CurrentPrincipal) -> None:
+    async def refuse_unless_session_live(principal: Principal) -> None:
         if await deps.sessions.get_owned(principal.session_id, principal.user_text) is None:
             raise SessionRevokedError()
+
+    async def live_session(principal: CurrentPrincipal) -> None:
+        await refuse_unless_session_live(principal)
         async with deps.db.connection() as conn:
             acting = await users.find_by_id(conn, principal.user_id)
         refuse_unless_administrator(acting)
@@ -85,8 +88,7 @@ def admin_router(
             conn, admin_id=principal.user_id, target_id=target
         )
         refuse_unless_administrator(acting)
-        if await deps.sessions.get_owned(principal.session_id, principal.user_text) is None:
-            raise SessionRevokedError()
+        await refuse_unless_session_live(principal)
 
     router = APIRouter(prefix=PREFIX, tags=["admin"], dependencies=[Depends(live_session)])
     not_found = problem_responses(UserNotFoundError, SessionRevokedError, AdminRoleRequiredError)
@@ -129,9 +131,10 @@ def admin_router(
     async def unlock(user_id: uuid.UUID, principal: CurrentPrincipal) -> dict[str, Any]:
         async with deps.db.transaction() as conn:
             await still_acting(conn, principal, user_id)
-            await admin.unlock_account(conn, deps, user_id=user_id, admin_id=principal.user_id)
-            user = await users.get_user(conn, user_id)
-        return {"user_id": str(user_id), "is_active": user.is_active}
+            is_active = await admin.unlock_account(
+                conn, deps, user_id=user_id, admin_id=principal.user_id
+            )
+        return {"user_id": str(user_id), "is_active": is_active}
 
     @router.post(
         "/users/{user_id}/sessions/revoke", responses=not_found, summary="End every session"

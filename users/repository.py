@@ -162,14 +162,3 @@ async def unlock(conn: asyncpg.Connection, user_id: uuid.UUID) -> bool | None:
         user_id,
     )
     return value
-
-
-async def set_active(conn: asyncpg.Connection, user_id: uuid.UUID, *, is_active: bool) -> bool:
-    """Enable or disable sign-in (a locked account stays disabled); False when no such user."""
-    status: str = await conn.execute(
-        "UPDATE users SET is_active = ($2 AND locked_at IS NULL)"
-        " WHERE id = $1 AND deleted_at IS NULL",
-        user_id,
-        is_active,
-    )
-    return status.endswith(" 1")

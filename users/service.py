@@ -179,12 +179,6 @@ def normalise_email_prefix(raw: str) -> str:
     return raw.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")[:255]
 
 
-async def set_active(conn: asyncpg.Connection, user_id: uuid.UUID, *, is_active: bool) -> None:
-    """Enable or disable a user's sign-in."""
-    if not await repository.set_active(conn, user_id, is_active=is_active):
-        raise UserNotFoundError()
-
-
 async def lock(conn: asyncpg.Connection, user_id: uuid.UUID, *, at: datetime) -> None:
     """Disable sign-in until an administrator unlocks the account (proving the address does
     not lift a lock)."""

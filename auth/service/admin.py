@@ -54,15 +54,16 @@ async def lock_account(
 
 async def unlock_account(
     conn: asyncpg.Connection, deps: AuthDependencies, *, user_id: uuid.UUID, admin_id: uuid.UUID
-) -> None:
+) -> bool:
     """Lift the lock, enable sign-in again (verified accounts only) and clear the failed-login
-    lockout."""
+    lockout; whether the account can now sign in."""
     user = await users.get_user(conn, user_id)
     # Judged in the UPDATE itself, not on `user`: a verification committed after the read
     # above would otherwise be undone (a verified account left disabled).
-    await users.unlock(conn, user_id)
+    is_active = await users.unlock(conn, user_id)
     await deps.guard.reset_lockout(account_key(user.email))
     await record_event(conn, AuthEvent.ACCOUNT_UNLOCKED, user_id=user_id, admin_id=str(admin_id))
+    return is_active
 
 
 async def end_all_sessions(

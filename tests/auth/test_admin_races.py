@@ -26,7 +26,7 @@ from auth.dependencies import AuthDependencies
 from auth.models import AuthEvent
 from auth.service import admin
 from auth.sessions import Session, SessionStore
-from kit.clock import FrozenClock
+from kit.clock import Clock, FrozenClock
 from kit.ids import IdPrefix, parse_id
 from kit.redis_client import KeySpace
 from kit.settings import Settings
@@ -65,6 +65,19 @@ async def _mirrored_sessions(deps: AuthDependencies, user_id: uuid.UUID) -> set[
 
 async def _live_sessions(deps: AuthDependencies, user_id: uuid.UUID) -> set[uuid.UUID]:
     return {parse_id(s.session_id, IdPrefix.SESSION) for s in await deps.sessions.list_for(user_id)}
+
+
+def _store_options(
+    redis_client: aioredis.Redis, settings: Settings, clock: Clock
+) -> dict[str, Any]:
+    """What a session store on the test servers is built with, as `deps.sessions` is."""
+    return {
+        "client": redis_client,
+        "keys": KeySpace(settings.redis_key_prefix),
+        "idle_ttl_s": settings.auth_session_idle_s,
+        "index_ttl_s": settings.auth_refresh_family_lifetime_s,
+        "clock": clock,
+    }
 
 
 class _HeldEviction(SessionStore):
@@ -131,13 +144,7 @@ class TestSessionCapEviction:
                     conn, user_id=user_id, ip=None, user_agent=None, amr=AMR, auth_time=clock.now()
                 )
         assert len(await deps.sessions.list_for(user_id)) == SESSIONS_LISTED_MAX
-        held = _HeldEviction(
-            redis_client,
-            KeySpace(settings.redis_key_prefix),
-            idle_ttl_s=settings.auth_session_idle_s,
-            index_ttl_s=settings.auth_refresh_family_lifetime_s,
-            clock=clock,
-        )
+        held = _HeldEviction(**_store_options(redis_client, settings, clock))
         clock.advance(1)
         first = asyncio.create_task(_open(held, deps, user_id))
         await asyncio.wait_for(held.counted.wait(), PAUSE_WAIT_S)
@@ -237,14 +244,7 @@ class TestTwoEndingsOfOneSession:
         and audits no logout of its own."""
         account = await registered(client)
         user_id = await _user_id(deps, account.email)
-        held = _HeldAfterRead(
-            redis_client,
-            KeySpace(settings.redis_key_prefix),
-            hold_at=2,
-            idle_ttl_s=settings.auth_session_idle_s,
-            index_ttl_s=settings.auth_refresh_family_lifetime_s,
-            clock=deps.clock,
-        )
+        held = _HeldAfterRead(hold_at=2, **_store_options(redis_client, settings, deps.clock))
         transport = httpx.ASGITransport(app=build_app(replace(deps, sessions=held)))
         async with httpx.AsyncClient(
             transport=transport, base_url=str(client.base_url)

@@ -780,7 +780,7 @@ class TestCodeExchange:
         async with deps.db.transaction() as conn:
             user = await users.find_by_email(conn, admin.email)
             assert user is not None
-            await users.set_active(conn, user.id, is_active=False)
+            await users.lock(conn, user.id, at=deps.clock.now())
         assert_oauth_error(await exchange(client, partner, code, verifier), "invalid_grant")
 
     async def test_public_client_redeems_with_pkce_alone(

@@ -344,7 +344,7 @@ class TestRefreshAfterItsSessionEnded:
         async with deps.db.transaction() as conn:
             user = await users.find_by_email(conn, account.email)
             assert user is not None
-            await users.set_active(conn, user.id, is_active=False)
+            await users.lock(conn, user.id, at=deps.clock.now())
         assert (await _refresh(client, account.refresh_token)).status_code == 401
         assert await _family_revoked_reason(deps, account.refresh_token) == "session_revoked"
 
